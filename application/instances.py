@@ -1,0 +1,55 @@
+"""Use cases on GPU model instances."""
+
+from __future__ import annotations
+
+import secrets
+from uuid import UUID
+
+from application.auth import Principal
+from application.keys import KeyCommands
+from domain.instance import INSTANCE_KEY_PREFIX, Instance
+from domain.tenant import Tenant
+
+
+class InstanceCommands(KeyCommands):
+    def deploy_instance(
+        self,
+        principal: Principal,
+        tenant_id: UUID | None,
+        model_id: str,
+        region: str,
+        provider: str,
+        instance_type: str,
+    ) -> UUID:
+        """Ask for a model to be deployed; the instance starts ``pending``."""
+        tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
+        tenant.check_active()
+        instance_key = INSTANCE_KEY_PREFIX + secrets.token_urlsafe(32)
+        instance = Instance.request_deploy(
+            tenant_id=tenant.id,
+            model_id=model_id,
+            region=region,
+            provider=provider,
+            instance_type=instance_type,
+            # Seed 000 returns the instance key on demand, so it is kept encrypted, not hashed.
+            api_key_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, instance_key),
+            api_key_prefix=instance_key[:16],
+            actor=principal.actor,
+        )
+        self.commit(instance)
+        return instance.id
+
+    def get_instance_for(self, principal: Principal, instance_id: UUID) -> Instance:
+        instance = self.load(Instance, instance_id, "instance")
+        principal.check_tenant(instance.tenant_id, "instance", instance_id)
+        return instance
+
+    def reveal_instance_key(self, principal: Principal, instance_id: UUID) -> str:
+        instance = self.get_instance_for(principal, instance_id)
+        tenant = self.load(Tenant, instance.tenant_id, "tenant")
+        return self.secret_box.decrypt(tenant.wrapped_data_key, instance.api_key_ciphertext)
+
+    def destroy_instance(self, principal: Principal, instance_id: UUID) -> None:
+        instance = self.get_instance_for(principal, instance_id)
+        instance.destroy(actor=principal.actor)
+        self.commit(instance)

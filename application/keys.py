@@ -1,0 +1,77 @@
+"""Use cases on API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from application.auth import Principal
+from application.tenants import TenantCommands
+from domain.apikey import ApiKey, check_key_name
+from domain.base import ConflictError
+from domain.budget import Budget
+from domain.index import NameIndex
+
+
+class SelfDeletionError(ConflictError):
+    """A key can't delete the key that authenticates the request."""
+
+
+class KeyCommands(TenantCommands):
+    def issue_key(
+        self,
+        principal: Principal,
+        tenant_id: UUID,
+        name: str,
+        kind: str = "management",
+        allowed_models: list[str] | None = None,
+        sovereignty_mode: bool = False,
+        expires_at: datetime | None = None,
+        ip_allowlist: list[str] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[UUID, str]:
+        """Issue a key; returns its id and the plaintext token, which is never stored."""
+        tenant = self.get_tenant_for(principal, tenant_id)
+        tenant.check_active()
+        key, token = ApiKey.issue(
+            tenant_id=tenant.id,
+            name=name,
+            kind=kind,
+            now=now or self.now(),
+            actor=principal.actor,
+            allowed_models=allowed_models,
+            sovereignty_mode=sovereignty_mode,
+            expires_at=expires_at,
+            ip_allowlist=ip_allowlist,
+        )
+        index = self._claim_name("key", check_key_name(name).lower(), key.id, tenant.id)
+        self._commit_claim(key, index, f"a key named {name!r} already exists in this tenant")
+        return key.id, token
+
+    def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:
+        key = self.load(ApiKey, key_id, "key")
+        principal.check_tenant(key.tenant_id, "key", key_id)
+        return key
+
+    def set_key_disabled(self, principal: Principal, key_id: UUID, disabled: bool) -> None:
+        key = self.get_key_for(principal, key_id)
+        if disabled and key.id == principal.key_id:
+            raise SelfDeletionError("a key can't disable itself")
+        key.set_disabled(disabled, actor=principal.actor)
+        self.commit(key)
+
+    def delete_key(self, principal: Principal, key_id: UUID) -> None:
+        """Revoke a key for good, free its name and delete its budgets, in one write."""
+        key = self.get_key_for(principal, key_id)
+        if key.id == principal.key_id:
+            raise SelfDeletionError("a key can't delete itself")
+        key.delete(actor=principal.actor)
+        index = self.load(
+            NameIndex, NameIndex.create_id("key", key.tenant_id, key.name.lower()), "key name"
+        )
+        index.release(key.id)
+        budgets = [self.load(Budget, b, "budget") for b in list(key.budget_ids)]
+        for budget in budgets:
+            if not budget.deleted:
+                budget.delete(actor=principal.actor)
+        self.commit(key, index, *budgets)

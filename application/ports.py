@@ -1,0 +1,30 @@
+"""Ports: what the application needs from the outside world."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+
+class SecretBox(Protocol):
+    """Envelope encryption: a data key per tenant, wrapped by a master key."""
+
+    def new_wrapped_data_key(self) -> bytes:
+        """A fresh data key, wrapped (encrypted) by the master key."""
+        ...
+
+    def encrypt(self, wrapped_data_key: bytes, plaintext: str) -> bytes: ...
+
+    def decrypt(self, wrapped_data_key: bytes, ciphertext: bytes) -> str: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class TenantDirectory(Protocol):
+    """Finds the aggregates a tenant owns (answered by read models, caught up first)."""
+
+    def owned_ids(self, tenant_id: object) -> dict[str, list[object]]:
+        """``{"keys": [...], "instances": [...], "budgets": [...]}`` of live resources."""
+        ...

@@ -1,0 +1,129 @@
+"""The hostplane application: the write side's use cases on the event store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import RecordConflictError, Transcoder
+
+from application.auth import Principal
+from application.errors import AuthenticationError, ConcurrentModificationError, NotFoundError
+from application.ports import SecretBox, TenantDirectory
+from application.transcoder import OrjsonTranscoder
+from domain.apikey import ApiKey, KeyUnusableError, key_id_for_token
+from domain.base import Actor, sha256_hex
+from domain.operator import ADMIN_TOKEN_PREFIX, Operator
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class BaseService(Application[UUID]):
+    """Loading, saving and authentication shared by every use case."""
+
+    name = "Hostplane"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        secret_box: SecretBox | None = None,
+        admin_token: str | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.secret_box: SecretBox = secret_box  # type: ignore[assignment]
+        self.directory: TenantDirectory | None = None
+        self._admin_token_hash = sha256_hex(admin_token) if admin_token else None
+
+    def construct_transcoder(self) -> Transcoder:
+        return OrjsonTranscoder()
+
+    def now(self) -> datetime:
+        return utcnow()
+
+    # -- loading and saving -------------------------------------------------------------
+
+    def load(self, cls: type[A], aggregate_id: UUID, kind: str) -> A:
+        """Load an aggregate of type ``cls``; anything else with that id is "not found"."""
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFoundError(kind, aggregate_id) from None
+        if not isinstance(aggregate, cls):
+            raise NotFoundError(kind, aggregate_id)
+        return aggregate
+
+    def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, cls) else None
+
+    def commit(self, *aggregates: Aggregate | None, **kwargs: Any) -> int | None:
+        """Save aggregates atomically; returns the last notification id written."""
+        try:
+            recordings = self.save(*aggregates, **kwargs)
+        except RecordConflictError:
+            raise ConcurrentModificationError(
+                "the resource was changed by another request; retry"
+            ) from None
+        return max((r.notification.id for r in recordings), default=None)
+
+    # -- authentication ---------------------------------------------------------------
+
+    def authenticate(self, token: str, ip: str | None, now: datetime | None = None) -> Principal:
+        """The principal a bearer token stands for, or ``AuthenticationError``."""
+        if self._is_admin_token(token):
+            return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
+        key = self.find(ApiKey, key_id_for_token(token))
+        if key is None:
+            raise AuthenticationError("invalid API key")
+        try:
+            key.check_usable(token, now or utcnow(), ip)
+        except KeyUnusableError as e:
+            raise AuthenticationError(str(e)) from None
+        return Principal(
+            kind=key.kind,  # type: ignore[arg-type]
+            actor=Actor(id=f"key:{key.id}", ip=ip),
+            tenant_id=key.tenant_id,
+            key_id=key.id,
+        )
+
+    def _is_admin_token(self, token: str) -> bool:
+        if self._admin_token_hash is not None:
+            return sha256_hex(token) == self._admin_token_hash
+        if not token.startswith(ADMIN_TOKEN_PREFIX):
+            return False
+        operator = self.find(Operator, Operator.create_id())
+        return operator is not None and operator.accepts(token)
+
+    def ensure_admin_token(self) -> str | None:
+        """On first start without ``HOSTPLANE_ADMIN_TOKEN``: create an admin token, once."""
+        if self._admin_token_hash is not None:
+            return None
+        if self.find(Operator, Operator.create_id()) is not None:
+            return None
+        operator, token = Operator.start(actor=Actor.system())
+        try:
+            self.commit(operator)
+        except ConcurrentModificationError:
+            return None  # another process created it first and printed it
+        return token
+
+    def rotate_admin_token(self, actor: Actor) -> str:
+        """Replace the stored admin token; the old one stops working at once."""
+        operator = self.find(Operator, Operator.create_id())
+        if operator is None:
+            operator, token = Operator.start(actor=actor)
+        else:
+            token = operator.rotate_admin_token(actor=actor)
+        self.commit(operator)
+        return token

@@ -1,0 +1,105 @@
+"""Use cases on tenants."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from application.auth import Principal
+from application.errors import ConcurrentModificationError
+from application.service import BaseService
+from domain.apikey import ApiKey
+from domain.base import NameTakenError
+from domain.budget import Budget
+from domain.index import NameIndex
+from domain.instance import Instance
+from domain.tenant import Tenant, check_name
+
+
+class TenantCommands(BaseService):
+    def create_tenant(
+        self,
+        principal: Principal,
+        name: str,
+        weight: int = 100,
+        tokens_per_minute: int | None = None,
+        group: str | None = None,
+    ) -> UUID:
+        principal.check_admin()
+        tenant = Tenant.register(
+            name=name,
+            weight=weight,
+            tokens_per_minute=tokens_per_minute,
+            group=group,
+            wrapped_data_key=self.secret_box.new_wrapped_data_key(),
+            actor=principal.actor,
+        )
+        index = self._claim_name("tenant", check_name(name).lower(), tenant.id)
+        self._commit_claim(tenant, index, f"tenant name {name!r} is already in use")
+        return tenant.id
+
+    def _claim_name(self, kind: str, key: str, owner_id: UUID, *parts: object) -> NameIndex:
+        index_id = NameIndex.create_id(kind, *parts, key)
+        index = self.find(NameIndex, index_id)
+        if index is None:
+            return NameIndex(kind=kind, key=key, owner_id=owner_id, id=index_id)  # type: ignore[call-arg]
+        index.claim(owner_id)
+        return index
+
+    def _commit_claim(self, aggregate: object, index: NameIndex, taken: str) -> None:
+        try:
+            self.commit(aggregate, index)  # type: ignore[arg-type]
+        except ConcurrentModificationError:
+            # Two requests raced for one name: the index aggregate let exactly one win.
+            raise NameTakenError(taken) from None
+
+    def get_tenant_for(self, principal: Principal, tenant_id: UUID) -> Tenant:
+        principal.check_tenant(tenant_id, "tenant", tenant_id)
+        return self.load(Tenant, tenant_id, "tenant")
+
+    def change_tenant_weight(self, principal: Principal, tenant_id: UUID, weight: int) -> None:
+        principal.check_admin()
+        tenant = self.load(Tenant, tenant_id, "tenant")
+        tenant.change_weight(weight, actor=principal.actor)
+        self.commit(tenant)
+
+    def change_tenant_quota(
+        self, principal: Principal, tenant_id: UUID, tokens_per_minute: int | None
+    ) -> None:
+        principal.check_admin()
+        tenant = self.load(Tenant, tenant_id, "tenant")
+        tenant.change_quota(tokens_per_minute, actor=principal.actor)
+        self.commit(tenant)
+
+    def assign_tenant_group(self, principal: Principal, tenant_id: UUID, group: str | None) -> None:
+        principal.check_admin()
+        tenant = self.load(Tenant, tenant_id, "tenant")
+        tenant.assign_group(group, actor=principal.actor)
+        self.commit(tenant)
+
+    def offboard_tenant(self, principal: Principal, tenant_id: UUID) -> None:
+        """Destroy the tenant's instances, delete its keys and budgets, mark it offboarded.
+
+        Everything is saved in one atomic write: the tenant is never half offboarded.
+        Its history stays in the event store, so audit and billing remain readable.
+        """
+        principal.check_admin()
+        tenant = self.load(Tenant, tenant_id, "tenant")
+        tenant.offboard(actor=principal.actor)
+        changed: list[object] = [tenant]
+        owned = self.directory.owned_ids(tenant_id) if self.directory else {}
+        for budget_id in owned.get("budgets", []):
+            budget = self.find(Budget, budget_id)  # type: ignore[arg-type]
+            if budget and not budget.deleted:
+                budget.delete(actor=principal.actor)
+                changed.append(budget)
+        for key_id in owned.get("keys", []):
+            key = self.find(ApiKey, key_id)  # type: ignore[arg-type]
+            if key and not key.deleted:
+                key.delete(actor=principal.actor)
+                changed.append(key)
+        for instance_id in owned.get("instances", []):
+            instance = self.find(Instance, instance_id)  # type: ignore[arg-type]
+            if instance and not instance.is_destroyed:
+                instance.destroy(actor=principal.actor)
+                changed.append(instance)
+        self.commit(*changed)  # type: ignore[arg-type]

@@ -1,0 +1,213 @@
+"""The ApiKey aggregate: a tenant's management or router token, stored only as a hash."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.base import (
+    Actor,
+    ConflictError,
+    DomainError,
+    InvalidValueError,
+    name_id,
+    sha256_hex,
+    utc,
+)
+
+KINDS = ("management", "router")
+TOKEN_PREFIX = {"management": "hp_mk_", "router": "hp_rk_"}
+PREFIX_LEN = 16
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$")
+
+
+class KeyUnusableError(DomainError):
+    """The key may not authenticate (expired, disabled or deleted): HTTP 401."""
+
+
+class KeyIpNotAllowedError(DomainError):
+    """The request comes from outside the key's IP allowlist: HTTP 403."""
+
+
+class KeyDeletedError(ConflictError):
+    """A deleted key can't be changed."""
+
+
+def key_id_for_token(token: str) -> UUID:
+    """A key's id is derived from the hash of its token, so a token finds its key directly."""
+    return name_id("api-key", sha256_hex(token))
+
+
+def generate_token(kind: str) -> str:
+    return TOKEN_PREFIX[kind] + secrets.token_urlsafe(32)
+
+
+def check_ip_allowlist(cidrs: list[str]) -> list[str]:
+    normalised = []
+    for cidr in cidrs:
+        try:
+            normalised.append(str(ipaddress.ip_network(cidr, strict=False)))
+        except ValueError:
+            raise InvalidValueError(
+                "ip_allowlist", f"{cidr!r} is not an IP address or CIDR"
+            ) from None
+    return normalised
+
+
+def check_key_name(name: str) -> str:
+    if not KEY_NAME_RE.match(name):
+        raise InvalidValueError(
+            "name", "name must be 1-63 characters: letters, digits, space, '.', '_' or '-'"
+        )
+    return name
+
+
+class ApiKey(Aggregate):
+    """A bearer token of one tenant, of kind management or router."""
+
+    class Issued(Aggregate.Created):
+        """A key was issued; the event holds the token's hash, never the token."""
+
+        tenant_id: UUID
+        name: str
+        kind: str
+        token_hash: str
+        key_prefix: str
+        allowed_models: list[str] | None
+        sovereignty_mode: bool
+        expires_at: datetime | None
+        ip_allowlist: list[str]
+        actor: Actor
+
+    @event(Issued)
+    def __init__(
+        self,
+        tenant_id: UUID,
+        name: str,
+        kind: str,
+        token_hash: str,
+        key_prefix: str,
+        allowed_models: list[str] | None,
+        sovereignty_mode: bool,
+        expires_at: datetime | None,
+        ip_allowlist: list[str],
+        actor: Actor,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.name = name
+        self.kind = kind
+        self.token_hash = token_hash
+        self.key_prefix = key_prefix
+        self.allowed_models = allowed_models
+        self.sovereignty_mode = sovereignty_mode
+        self.expires_at = expires_at
+        self.ip_allowlist = ip_allowlist
+        self.disabled = False
+        self.deleted = False
+        self.budget_ids: list[UUID] = []
+
+    @classmethod
+    def issue(
+        cls,
+        tenant_id: UUID,
+        name: str,
+        kind: str,
+        now: datetime,
+        actor: Actor,
+        allowed_models: list[str] | None = None,
+        sovereignty_mode: bool = False,
+        expires_at: datetime | None = None,
+        ip_allowlist: list[str] | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Issue a new key; returns the key and its plaintext token (to be shown once)."""
+        if kind not in KINDS:
+            raise InvalidValueError("kind", f"kind must be one of {', '.join(KINDS)}")
+        if expires_at is not None and utc(expires_at) <= now:
+            raise InvalidValueError("expires_at", "expires_at must be in the future")
+        token = generate_token(kind)
+        key = cls._create(
+            cls.Issued,
+            id=key_id_for_token(token),
+            tenant_id=tenant_id,
+            name=check_key_name(name),
+            kind=kind,
+            token_hash=sha256_hex(token),
+            key_prefix=token[:PREFIX_LEN],
+            allowed_models=list(allowed_models) if allowed_models is not None else None,
+            sovereignty_mode=sovereignty_mode,
+            expires_at=utc(expires_at) if expires_at else None,
+            ip_allowlist=check_ip_allowlist(ip_allowlist or []),
+            actor=actor,
+        )
+        return key, token
+
+    def check_usable(self, token: str, now: datetime, ip: str | None) -> None:
+        """Raise unless this key may authenticate a request from ``ip`` at ``now``."""
+        if not secrets.compare_digest(self.token_hash, sha256_hex(token)):
+            raise KeyUnusableError("invalid API key")
+        if self.deleted:
+            raise KeyUnusableError("this API key has been deleted")
+        if self.disabled:
+            raise KeyUnusableError("this API key is disabled")
+        if self.expires_at is not None and now >= self.expires_at:
+            raise KeyUnusableError("this API key has expired")
+        if self.ip_allowlist and not self.ip_allowed(ip):
+            raise KeyIpNotAllowedError("requests from this IP address are not allowed for this key")
+
+    def ip_allowed(self, ip: str | None) -> bool:
+        if ip is None:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(c) for c in self.ip_allowlist)
+
+    def check_not_deleted(self) -> None:
+        if self.deleted:
+            raise KeyDeletedError("this key has been deleted")
+
+    def set_disabled(self, disabled: bool, actor: Actor) -> None:
+        self.check_not_deleted()
+        if disabled and not self.disabled:
+            self._disabled(actor=actor)
+        elif not disabled and self.disabled:
+            self._enabled(actor=actor)
+
+    @event("Disabled")
+    def _disabled(self, actor: Actor) -> None:
+        self.disabled = True
+
+    @event("Enabled")
+    def _enabled(self, actor: Actor) -> None:
+        self.disabled = False
+
+    def delete(self, actor: Actor) -> None:
+        """Revoke the key for good: a deleted key never authenticates again."""
+        self.check_not_deleted()
+        self._deleted(actor=actor)
+
+    @event("Deleted")
+    def _deleted(self, actor: Actor) -> None:
+        self.deleted = True
+
+    def attach_budget(self, budget_id: UUID, actor: Actor) -> None:
+        self.check_not_deleted()
+        self._budget_attached(budget_id=budget_id, actor=actor)
+
+    @event("BudgetAttached")
+    def _budget_attached(self, budget_id: UUID, actor: Actor) -> None:
+        self.budget_ids.append(budget_id)
+
+    def detach_budget(self, budget_id: UUID, actor: Actor) -> None:
+        if budget_id in self.budget_ids:
+            self._budget_detached(budget_id=budget_id, actor=actor)
+
+    @event("BudgetDetached")
+    def _budget_detached(self, budget_id: UUID, actor: Actor) -> None:
+        self.budget_ids.remove(budget_id)

@@ -1,0 +1,58 @@
+"""Shared value objects and the domain error hierarchy."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+HOSTPLANE_NS = uuid5(NAMESPACE_URL, "https://hostplane.dev/ids")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused an event: ``admin`` or ``key:<uuid>``, and the client IP of the request."""
+
+    id: str
+    ip: str | None = None
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls(id="system", ip=None)
+
+
+class DomainError(Exception):
+    """A business rule refused a command."""
+
+
+class InvalidValueError(DomainError):
+    """A value given to a command is not acceptable (HTTP 400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConflictError(DomainError):
+    """The command conflicts with the current state (HTTP 409)."""
+
+
+class NameTakenError(ConflictError):
+    """A unique name is already in use."""
+
+
+def utc(dt: datetime) -> datetime:
+    """Return ``dt`` as an aware UTC datetime; naive datetimes are taken to be UTC."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def sha256_hex(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def name_id(kind: str, *parts: object) -> UUID:
+    """The id of an index entry for a natural key (``uuid5`` of the kind and parts)."""
+    return uuid5(HOSTPLANE_NS, "/".join([kind, *(str(p) for p in parts)]))

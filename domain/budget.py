@@ -1,0 +1,116 @@
+"""The Budget aggregate: a spending limit in EUR for a tenant or one of its keys."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.base import Actor, ConflictError, InvalidValueError
+
+PERIODS = ("daily", "weekly", "monthly", "total")
+MAX_LIMIT = Decimal("1000000000")
+
+
+class BudgetDeletedError(ConflictError):
+    """A deleted budget can't be changed."""
+
+
+def check_limit(limit_eur: Decimal) -> Decimal:
+    if not limit_eur.is_finite() or limit_eur <= 0 or limit_eur > MAX_LIMIT:
+        raise InvalidValueError("limit_eur", "limit_eur must be a positive amount in EUR")
+    if limit_eur.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise InvalidValueError("limit_eur", "limit_eur has at most 6 decimal places")
+    return limit_eur
+
+
+def check_period(period: str) -> str:
+    if period not in PERIODS:
+        raise InvalidValueError("period", f"period must be one of {', '.join(PERIODS)}")
+    return period
+
+
+def check_thresholds(thresholds: list[Decimal]) -> list[Decimal]:
+    if any(not t.is_finite() or t <= 0 or t > 1 for t in thresholds):
+        raise InvalidValueError(
+            "thresholds", "thresholds are fractions in (0, 1], e.g. 0.5, 0.8, 1"
+        )
+    if len(set(thresholds)) != len(thresholds):
+        raise InvalidValueError("thresholds", "thresholds must not repeat")
+    return sorted(thresholds)
+
+
+class Budget(Aggregate):
+    """A spending limit per period, with alert thresholds, for a tenant or a key."""
+
+    @event("Set")
+    def __init__(
+        self,
+        tenant_id: UUID,
+        key_id: UUID | None,
+        limit_eur: Decimal,
+        period: str,
+        thresholds: list[Decimal],
+        actor: Actor,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.key_id = key_id
+        self.limit_eur = limit_eur
+        self.period = period
+        self.thresholds = thresholds
+        self.deleted = False
+
+    @classmethod
+    def set(
+        cls,
+        tenant_id: UUID,
+        key_id: UUID | None,
+        limit_eur: Decimal,
+        period: str,
+        thresholds: list[Decimal],
+        actor: Actor,
+    ) -> Budget:
+        return cls(
+            tenant_id=tenant_id,
+            key_id=key_id,
+            limit_eur=check_limit(limit_eur),
+            period=check_period(period),
+            thresholds=check_thresholds(thresholds),
+            actor=actor,
+        )
+
+    @property
+    def scope(self) -> str:
+        return "key" if self.key_id is not None else "tenant"
+
+    def check_not_deleted(self) -> None:
+        if self.deleted:
+            raise BudgetDeletedError("this budget has been deleted")
+
+    def change(
+        self, limit_eur: Decimal, period: str, thresholds: list[Decimal], actor: Actor
+    ) -> None:
+        self.check_not_deleted()
+        self._changed(
+            limit_eur=check_limit(limit_eur),
+            period=check_period(period),
+            thresholds=check_thresholds(thresholds),
+            actor=actor,
+        )
+
+    @event("Changed")
+    def _changed(
+        self, limit_eur: Decimal, period: str, thresholds: list[Decimal], actor: Actor
+    ) -> None:
+        self.limit_eur = limit_eur
+        self.period = period
+        self.thresholds = thresholds
+
+    def delete(self, actor: Actor) -> None:
+        self.check_not_deleted()
+        self._deleted(actor=actor)
+
+    @event("Deleted")
+    def _deleted(self, actor: Actor) -> None:
+        self.deleted = True

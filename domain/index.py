@@ -1,0 +1,43 @@
+"""Index aggregates: uniqueness of natural keys without asking a read model."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.base import NameTakenError, name_id
+
+
+class NameIndex(Aggregate):
+    """Claims a unique name (a tenant name, a key name within a tenant) for one owner."""
+
+    @staticmethod
+    def create_id(kind: str, *parts: object) -> UUID:
+        return name_id(f"name-index/{kind}", *parts)
+
+    @event("Claimed")
+    def __init__(self, kind: str, key: str, owner_id: UUID) -> None:
+        self.kind = kind
+        self.key = key
+        self.owner_id: UUID | None = owner_id
+
+    def check_free(self) -> None:
+        if self.owner_id is not None:
+            raise NameTakenError(f"{self.kind} name {self.key!r} is already in use")
+
+    def claim(self, owner_id: UUID) -> None:
+        self.check_free()
+        self._reclaimed(owner_id)
+
+    @event("Reclaimed")
+    def _reclaimed(self, owner_id: UUID) -> None:
+        self.owner_id = owner_id
+
+    def release(self, owner_id: UUID) -> None:
+        if self.owner_id == owner_id:
+            self._released()
+
+    @event("Released")
+    def _released(self) -> None:
+        self.owner_id = None

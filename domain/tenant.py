@@ -1,0 +1,118 @@
+"""The Tenant aggregate: a customer of the platform and its scheduling settings."""
+
+from __future__ import annotations
+
+import re
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.base import Actor, ConflictError, InvalidValueError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class TenantOffboardedError(ConflictError):
+    """An offboarded tenant accepts no new keys, instances or budgets."""
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InvalidValueError(
+            "name", "name must be 1-63 characters: letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def check_weight(weight: int) -> int:
+    if not 1 <= weight <= 10_000:
+        raise InvalidValueError("weight", "weight must be between 1 and 10000")
+    return weight
+
+
+def check_quota(tokens_per_minute: int | None) -> int | None:
+    if tokens_per_minute is not None and tokens_per_minute < 0:
+        raise InvalidValueError("tokens_per_minute", "tokens_per_minute must be >= 0")
+    return tokens_per_minute
+
+
+def check_group(group: str | None) -> str | None:
+    if group is not None and not NAME_RE.match(group):
+        raise InvalidValueError("group", "group must be 1-63 characters: letters, digits, . _ -")
+    return group
+
+
+class Tenant(Aggregate):
+    """A customer of the platform: name, fair-share weight, TPM quota and group."""
+
+    @event("Registered")
+    def __init__(
+        self,
+        name: str,
+        weight: int,
+        tokens_per_minute: int | None,
+        group: str | None,
+        wrapped_data_key: bytes,
+        actor: Actor,
+    ) -> None:
+        self.name = name
+        self.weight = weight
+        self.tokens_per_minute = tokens_per_minute
+        self.group = group
+        # The tenant's data key, wrapped by the master key; forgetting it shreds its secrets.
+        self.wrapped_data_key = wrapped_data_key
+        self.offboarded = False
+
+    @classmethod
+    def register(
+        cls,
+        name: str,
+        weight: int,
+        tokens_per_minute: int | None,
+        group: str | None,
+        wrapped_data_key: bytes,
+        actor: Actor,
+    ) -> Tenant:
+        return cls(
+            name=check_name(name),
+            weight=check_weight(weight),
+            tokens_per_minute=check_quota(tokens_per_minute),
+            group=check_group(group),
+            wrapped_data_key=wrapped_data_key,
+            actor=actor,
+        )
+
+    def check_active(self) -> None:
+        if self.offboarded:
+            raise TenantOffboardedError(f"tenant {self.name!r} is offboarded")
+
+    def change_weight(self, weight: int, actor: Actor) -> None:
+        self.check_active()
+        self._weight_changed(weight=check_weight(weight), actor=actor)
+
+    @event("WeightChanged")
+    def _weight_changed(self, weight: int, actor: Actor) -> None:
+        self.weight = weight
+
+    def change_quota(self, tokens_per_minute: int | None, actor: Actor) -> None:
+        self.check_active()
+        self._quota_changed(tokens_per_minute=check_quota(tokens_per_minute), actor=actor)
+
+    @event("QuotaChanged")
+    def _quota_changed(self, tokens_per_minute: int | None, actor: Actor) -> None:
+        self.tokens_per_minute = tokens_per_minute
+
+    def assign_group(self, group: str | None, actor: Actor) -> None:
+        self.check_active()
+        self._group_assigned(group=check_group(group), actor=actor)
+
+    @event("GroupAssigned")
+    def _group_assigned(self, group: str | None, actor: Actor) -> None:
+        self.group = group
+
+    def offboard(self, actor: Actor) -> None:
+        self.check_active()
+        self._offboarded(actor=actor)
+
+    @event("Offboarded")
+    def _offboarded(self, actor: Actor) -> None:
+        self.offboarded = True
