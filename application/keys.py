@@ -13,6 +13,11 @@ from domain.budget import Budget
 from domain.index import NameIndex
 
 
+def key_name_key(tenant_id: UUID, name: str) -> str:
+    """Key names are unique within a tenant, case-insensitively."""
+    return f"{tenant_id}/{name.lower()}"
+
+
 class SelfDeletionError(ConflictError):
     """A key can't delete the key that authenticates the request."""
 
@@ -44,7 +49,7 @@ class KeyCommands(TenantCommands):
             expires_at=expires_at,
             ip_allowlist=ip_allowlist,
         )
-        index = self._claim_name("key", check_key_name(name).lower(), key.id, tenant.id)
+        index = self._claim_name("key", key_name_key(tenant.id, check_key_name(name)), key.id)
         self._commit_claim(key, index, f"a key named {name!r} already exists in this tenant")
         return key.id, token
 
@@ -66,9 +71,8 @@ class KeyCommands(TenantCommands):
         if key.id == principal.key_id:
             raise SelfDeletionError("a key can't delete itself")
         key.delete(actor=principal.actor)
-        index = self.load(
-            NameIndex, NameIndex.create_id("key", key.tenant_id, key.name.lower()), "key name"
-        )
+        index_id = NameIndex.create_id("key", key_name_key(key.tenant_id, key.name))
+        index = self.load(NameIndex, index_id, "key name")
         index.release(key.id)
         budgets = [self.load(Budget, b, "budget") for b in list(key.budget_ids)]
         for budget in budgets:

@@ -37,11 +37,10 @@ class TenantCommands(BaseService):
         self._commit_claim(tenant, index, f"tenant name {name!r} is already in use")
         return tenant.id
 
-    def _claim_name(self, kind: str, key: str, owner_id: UUID, *parts: object) -> NameIndex:
-        index_id = NameIndex.create_id(kind, *parts, key)
-        index = self.find(NameIndex, index_id)
+    def _claim_name(self, kind: str, key: str, owner_id: UUID) -> NameIndex:
+        index = self.find(NameIndex, NameIndex.create_id(kind, key))
         if index is None:
-            return NameIndex(kind=kind, key=key, owner_id=owner_id, id=index_id)  # type: ignore[call-arg]
+            return NameIndex(kind=kind, key=key, owner_id=owner_id)
         index.claim(owner_id)
         return index
 

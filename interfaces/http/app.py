@@ -1,0 +1,55 @@
+"""The FastAPI application: management API under /api/v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from interfaces.bootstrap import Container
+from interfaces.http import errors
+from interfaces.http.routes import budgets, health, instances, keys, tenants
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
+
+
+class JsonBodyByDefault:
+    """Treat request bodies as JSON even without a JSON Content-Type.
+
+    The seeds' own curl examples send ``-d '{...}'`` without ``Content-Type``, which curl
+    labels as a form; the management API only speaks JSON, so it reads such bodies as JSON.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            original = dict(scope["headers"]).get(b"content-type", b"")
+            if not original.startswith(b"application/json"):
+                scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(
+        title="hostplane",
+        version="0.1.0",
+        summary="Event-sourced control plane for multi-tenant AI-inference hosting.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.container = container
+    errors.install(app)
+    for module in (health, tenants, keys, instances, budgets):
+        app.include_router(module.router, prefix="/api/v1")
+    app.add_middleware(JsonBodyByDefault)
+    return app

@@ -1,0 +1,108 @@
+"""One table from errors to HTTP statuses, and the OpenAI error shape for all of them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from application.errors import (
+    AuthenticationError,
+    ConcurrentModificationError,
+    ForbiddenError,
+    NotFoundError,
+)
+from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
+from domain.base import ConflictError, DomainError, InvalidValueError
+from interfaces.stores import IdempotencyConflictError
+
+log = logging.getLogger(__name__)
+
+# (status, type, code), most specific first.
+ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
+    (InvalidValueError, 400, "invalid_request_error", "invalid_value"),
+    (AuthenticationError, 401, "authentication_error", "invalid_api_key"),
+    (KeyUnusableError, 401, "authentication_error", "invalid_api_key"),
+    (KeyIpNotAllowedError, 403, "permission_error", "ip_not_allowed"),
+    (ForbiddenError, 403, "permission_error", "forbidden"),
+    (NotFoundError, 404, "invalid_request_error", "not_found"),
+    (ConcurrentModificationError, 409, "conflict_error", "concurrent_modification"),
+    (IdempotencyConflictError, 409, "conflict_error", "idempotency_conflict"),
+    (ConflictError, 409, "conflict_error", "conflict"),
+    (DomainError, 400, "invalid_request_error", "invalid_request"),
+]
+
+HTTP_CODES = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    409: ("conflict_error", "conflict"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    503: ("service_unavailable", "not_ready"),
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    code: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"message": message, "type": type_, "code": code, "param": param}
+    return Response(
+        orjson.dumps({"error": body}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        return error_response(400, message, "invalid_request_error", "invalid_value", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        type_, code = HTTP_CODES.get(exc.status_code, ("api_error", "error"))
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route for {request.method} {request.url.path}"
+        return error_response(exc.status_code, message, type_, code, headers=exc.headers)
+
+    for exc_type, status, type_, code in ERROR_TABLE:
+        app.add_exception_handler(exc_type, _handler(status, type_, code))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal server error", "api_error", "internal_error")
+
+
+def _handler(status: int, type_: str, code: str) -> Any:
+    async def handle(request: Request, exc: Exception) -> Response:
+        param = getattr(exc, "field", None)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, str(exc), type_, code, param, headers)
+
+    return handle

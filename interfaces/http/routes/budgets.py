@@ -1,0 +1,75 @@
+"""Budget routes."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+
+from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.schemas import BudgetCreate, BudgetPublic, BudgetUpdate, Deleted, Page
+from projections import budgets
+
+router = APIRouter(tags=["budgets"])
+
+
+def read_budget(container: ContainerDep, caller: Caller, budget_id: UUID) -> BudgetPublic:
+    with container.reading("budgets") as curs:
+        row = budgets.get_budget(curs, budget_id, caller.tenant_filter())
+    return BudgetPublic(**found(row, "budget", budget_id))
+
+
+@router.get("/budgets", response_model=Page[BudgetPublic])
+def list_budgets(
+    caller: Caller,
+    container: ContainerDep,
+    tenant_id: UUID | None = Query(None, description="Only this tenant's budgets."),
+    limit: int = LimitQuery,
+    cursor: str | None = CursorQuery,
+) -> dict:
+    """List budgets, newest first."""
+    scope = caller.tenant_filter()
+    if scope is not None and tenant_id is not None and tenant_id != scope:
+        return {"data": [], "has_more": False, "next_cursor": None}
+    with container.reading("budgets") as curs:
+        return listing(lambda: budgets.list_budgets(curs, scope or tenant_id, limit, cursor))
+
+
+@router.post("/budgets", status_code=201, response_model=BudgetPublic)
+def create_budget(
+    body: BudgetCreate,
+    caller: Caller,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+) -> dict:
+    """Set a budget for a tenant, or with ``key_id`` for one key."""
+
+    def create() -> BudgetPublic:
+        budget_id = container.app.set_budget(caller, **body.model_dump())
+        return read_budget(container, caller, budget_id)
+
+    return create_once(container, caller, request, response, body, create)
+
+
+@router.get("/budgets/{budget_id}", response_model=BudgetPublic)
+def get_budget(budget_id: UUID, caller: Caller, container: ContainerDep) -> BudgetPublic:
+    """Get one budget."""
+    return read_budget(container, caller, budget_id)
+
+
+@router.put("/budgets/{budget_id}", response_model=BudgetPublic)
+def update_budget(
+    budget_id: UUID, body: BudgetUpdate, caller: Caller, container: ContainerDep
+) -> BudgetPublic:
+    """Replace a budget's limit, period and thresholds."""
+    container.app.change_budget(caller, budget_id, **body.model_dump())
+    return read_budget(container, caller, budget_id)
+
+
+@router.delete("/budgets/{budget_id}", response_model=Deleted)
+def delete_budget(budget_id: UUID, caller: Caller, container: ContainerDep) -> Deleted:
+    """Delete a budget."""
+    container.app.delete_budget(caller, budget_id)
+    return Deleted(id=budget_id)

@@ -1,0 +1,57 @@
+"""Helpers every route module shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Query, Request, Response
+from pydantic import BaseModel
+
+from application.auth import Principal
+from application.errors import NotFoundError
+from domain.base import InvalidValueError
+from interfaces.bootstrap import Container
+from interfaces.http.deps import idempotency_key, run_idempotent
+
+LimitQuery = Query(50, ge=1, le=500, description="Page size.")
+CursorQuery = Query(None, description="Opaque cursor from the previous page's next_cursor.")
+
+
+def found(row: dict[str, Any] | None, kind: str, ident: object) -> dict[str, Any]:
+    if row is None:
+        raise NotFoundError(kind, str(ident))
+    return row
+
+
+def page(rows: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    return {"data": rows, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+
+
+def listing(fetch: Callable[[], tuple[list[dict[str, Any]], str | None]]) -> dict[str, Any]:
+    try:
+        rows, next_cursor = fetch()
+    except ValueError as e:  # a malformed cursor
+        raise InvalidValueError("cursor", str(e)) from None
+    return page(rows, next_cursor)
+
+
+def create_once(
+    container: Container,
+    caller: Principal,
+    request: Request,
+    response: Response,
+    body: BaseModel,
+    create: Callable[[], BaseModel],
+) -> Any:
+    """Run a creating command (honouring ``Idempotency-Key``) and answer 201 with its result."""
+
+    def run() -> tuple[int, Any]:
+        return 201, create().model_dump(mode="json")
+
+    request_fingerprint = {"path": request.url.path, "body": body.model_dump(mode="json")}
+    status, payload = run_idempotent(
+        container, caller, idempotency_key(request), request_fingerprint, run
+    )
+    response.status_code = status
+    return payload

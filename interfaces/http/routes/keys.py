@@ -1,0 +1,83 @@
+"""API key routes. Secrets are returned once, at creation; never in lists."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+
+from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.schemas import (
+    Deleted,
+    KeyCreate,
+    KeyCreated,
+    KeyDisabledUpdate,
+    KeyPublic,
+    Page,
+)
+from projections import keys
+
+router = APIRouter(tags=["keys"])
+
+
+def read_key(container: ContainerDep, caller: Caller, key_id: UUID) -> KeyPublic:
+    with container.reading("keys") as curs:
+        row = keys.get_key(curs, key_id, caller.tenant_filter())
+    return KeyPublic(**found(row, "key", key_id))
+
+
+@router.post("/tenants/{tenant_id}/keys", status_code=201, response_model=KeyCreated)
+def create_key(
+    tenant_id: UUID,
+    body: KeyCreate,
+    caller: Caller,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+) -> dict:
+    """Issue a key for a tenant. The response holds the secret: it is shown this once."""
+
+    def create() -> KeyCreated:
+        key_id, secret = container.app.issue_key(caller, tenant_id, **body.model_dump())
+        return KeyCreated(key=read_key(container, caller, key_id), secret=secret)
+
+    return create_once(container, caller, request, response, body, create)
+
+
+@router.get("/keys", response_model=Page[KeyPublic])
+def list_keys(
+    caller: Caller,
+    container: ContainerDep,
+    tenant_id: UUID | None = Query(None, description="Only this tenant's keys."),
+    limit: int = LimitQuery,
+    cursor: str | None = CursorQuery,
+) -> dict:
+    """List keys (no secrets), newest first."""
+    scope = caller.tenant_filter()
+    if scope is not None and tenant_id is not None and tenant_id != scope:
+        return {"data": [], "has_more": False, "next_cursor": None}
+    with container.reading("keys") as curs:
+        return listing(lambda: keys.list_keys(curs, scope or tenant_id, limit, cursor))
+
+
+@router.get("/keys/{key_id}", response_model=KeyPublic)
+def get_key(key_id: UUID, caller: Caller, container: ContainerDep) -> KeyPublic:
+    """Get one key (no secret)."""
+    return read_key(container, caller, key_id)
+
+
+@router.delete("/keys/{key_id}", response_model=Deleted)
+def delete_key(key_id: UUID, caller: Caller, container: ContainerDep) -> Deleted:
+    """Delete (revoke) a key for good, with its budgets. A key can't delete itself."""
+    container.app.delete_key(caller, key_id)
+    return Deleted(id=key_id)
+
+
+@router.put("/keys/{key_id}/disabled", response_model=KeyPublic)
+def set_disabled(
+    key_id: UUID, body: KeyDisabledUpdate, caller: Caller, container: ContainerDep
+) -> KeyPublic:
+    """Disable or re-enable a key."""
+    container.app.set_key_disabled(caller, key_id, body.disabled)
+    return read_key(container, caller, key_id)

@@ -1,0 +1,96 @@
+"""Tenant routes."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+
+from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.schemas import (
+    GroupUpdate,
+    Page,
+    QuotaUpdate,
+    TenantCreate,
+    TenantPublic,
+    WeightUpdate,
+)
+from projections import tenants
+
+router = APIRouter(tags=["tenants"])
+
+
+def read_tenant(container: ContainerDep, caller: Caller, tenant_id: UUID) -> TenantPublic:
+    with container.reading("tenants") as curs:
+        row = tenants.get_tenant(curs, tenant_id, caller.tenant_filter())
+    return TenantPublic(**found(row, "tenant", tenant_id))
+
+
+@router.get("/tenants", response_model=Page[TenantPublic])
+def list_tenants(
+    caller: Caller,
+    container: ContainerDep,
+    limit: int = LimitQuery,
+    cursor: str | None = CursorQuery,
+) -> dict:
+    """List tenants, newest first (a tenant's own key sees only its tenant)."""
+    with container.reading("tenants") as curs:
+        return listing(lambda: tenants.list_tenants(curs, caller.tenant_filter(), limit, cursor))
+
+
+@router.post("/tenants", status_code=201, response_model=TenantPublic)
+def create_tenant(
+    body: TenantCreate,
+    caller: Caller,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+) -> dict:
+    """Create a tenant (admin only). Names are unique."""
+
+    def create() -> TenantPublic:
+        tenant_id = container.app.create_tenant(caller, **body.model_dump())
+        return read_tenant(container, caller, tenant_id)
+
+    return create_once(container, caller, request, response, body, create)
+
+
+@router.get("/tenants/{tenant_id}", response_model=TenantPublic)
+def get_tenant(tenant_id: UUID, caller: Caller, container: ContainerDep) -> TenantPublic:
+    """Get one tenant."""
+    return read_tenant(container, caller, tenant_id)
+
+
+@router.delete("/tenants/{tenant_id}", response_model=TenantPublic)
+def offboard_tenant(tenant_id: UUID, caller: Caller, container: ContainerDep) -> TenantPublic:
+    """Offboard a tenant: destroy its instances, delete its keys and budgets. History stays."""
+    container.app.offboard_tenant(caller, tenant_id)
+    return read_tenant(container, caller, tenant_id)
+
+
+@router.patch("/tenants/{tenant_id}/weight", response_model=TenantPublic)
+def change_weight(
+    tenant_id: UUID, body: WeightUpdate, caller: Caller, container: ContainerDep
+) -> TenantPublic:
+    """Change the tenant's fair-share weight (admin only)."""
+    container.app.change_tenant_weight(caller, tenant_id, body.weight)
+    return read_tenant(container, caller, tenant_id)
+
+
+@router.put("/tenants/{tenant_id}/quota", response_model=TenantPublic)
+def change_quota(
+    tenant_id: UUID, body: QuotaUpdate, caller: Caller, container: ContainerDep
+) -> TenantPublic:
+    """Set the tenant's tokens-per-minute quota (admin only; null removes it)."""
+    container.app.change_tenant_quota(caller, tenant_id, body.tokens_per_minute)
+    return read_tenant(container, caller, tenant_id)
+
+
+@router.patch("/tenants/{tenant_id}/group", response_model=TenantPublic)
+def assign_group(
+    tenant_id: UUID, body: GroupUpdate, caller: Caller, container: ContainerDep
+) -> TenantPublic:
+    """Assign the tenant to a fair-share group (admin only; null removes it)."""
+    container.app.assign_tenant_group(caller, tenant_id, body.group)
+    return read_tenant(container, caller, tenant_id)

@@ -1,0 +1,165 @@
+"""Request (``*Create``/``*Update``) and response (``*Public``) shapes of the management API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Generic, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+
+class TenantCreate(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    weight: int = 100
+    tokens_per_minute: int | None = None
+    group: str | None = None
+
+
+class TenantPublic(BaseModel):
+    id: UUID
+    name: str
+    weight: int
+    tokens_per_minute: int | None
+    group: str | None
+    status: Literal["active", "offboarded"]
+    created_at: datetime
+    updated_at: datetime
+
+
+class WeightUpdate(Strict):
+    weight: int
+
+
+class QuotaUpdate(Strict):
+    tokens_per_minute: int | None
+
+
+class GroupUpdate(Strict):
+    group: str | None
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    kind: Literal["management", "router"] = "router"
+    allowed_models: list[str] | None = None
+    sovereignty_mode: bool = False
+    expires_at: datetime | None = None
+    ip_allowlist: list[str] = Field(default_factory=list)
+
+
+class KeyPublic(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    name: str
+    kind: str
+    key_prefix: str
+    allowed_models: list[str] | None
+    sovereignty_mode: bool
+    expires_at: datetime | None
+    ip_allowlist: list[str]
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyCreated(BaseModel):
+    key: KeyPublic
+    secret: str = Field(description="The plaintext token. Shown once; store it now.")
+
+
+class KeyDisabledUpdate(Strict):
+    disabled: bool
+
+
+# -- instances -----------------------------------------------------------------------------
+
+
+class InstanceCreate(Strict):
+    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    model_id: str
+    region: str = "EU"
+    provider: str = "simulated"
+    instance_type: str = "text"
+
+
+class Transition(BaseModel):
+    status: str
+    reason: str | None
+    at: datetime
+
+
+class InstancePublic(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    model_id: str
+    region: str
+    provider: str
+    instance_type: str
+    status: str
+    status_reason: str | None
+    endpoint_url: str | None
+    created_at: datetime
+    updated_at: datetime
+    history: list[Transition] | None = None
+
+
+class InstanceApiKey(BaseModel):
+    api_key: str
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+
+def _default_thresholds() -> list[Decimal]:
+    return [Decimal("0.5"), Decimal("0.8"), Decimal("1")]
+
+
+class BudgetCreate(Strict):
+    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    key_id: UUID | None = Field(None, description="With a key, the budget covers that key only.")
+    limit_eur: Decimal
+    period: Literal["daily", "weekly", "monthly", "total"] = "monthly"
+    thresholds: list[Decimal] = Field(default_factory=_default_thresholds)
+
+
+class BudgetUpdate(Strict):
+    limit_eur: Decimal
+    period: Literal["daily", "weekly", "monthly", "total"]
+    thresholds: list[Decimal] = Field(default_factory=_default_thresholds)
+
+
+class BudgetPublic(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    key_id: UUID | None
+    scope: Literal["tenant", "key"]
+    limit_eur: Decimal
+    period: str
+    thresholds: list[Decimal]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Deleted(BaseModel):
+    id: UUID
+    deleted: bool = True

@@ -1,0 +1,104 @@
+"""A projection: an event dispatcher plus the tables it keeps, in a schema of its own."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+from psycopg import Cursor
+
+Handler = Callable[[Any, Cursor[Any], Any], None]
+
+
+def live_schema(name: str) -> str:
+    return f"rm_{name}"
+
+
+class Projection:
+    """Subclasses name their tables (with ``{s}`` for the schema) and one handler per event class.
+
+    The runner gives each batch of events to ``handle`` inside one transaction that also
+    records the projection's position, so rows and position never disagree.
+    """
+
+    name: ClassVar[str]
+    tables: ClassVar[list[str]]
+    handlers: ClassVar[dict[type, Handler]]
+
+    @classmethod
+    def topics(cls) -> list[str]:
+        return [get_topic(t) for t in cls.handlers]
+
+    @classmethod
+    def schema(cls) -> str:
+        return live_schema(cls.name)
+
+    def handle(self, curs: Cursor[Any], event: Any, schema: str) -> None:
+        handler = self.handlers.get(type(event))
+        if handler is not None:
+            handler(self, curs, _Scoped(event, schema))
+
+
+class _Scoped:
+    """An event with the schema its handler must write to (the live one, or a rebuild's)."""
+
+    __slots__ = ("event", "schema")
+
+    def __init__(self, event: Any, schema: str) -> None:
+        self.event = event
+        self.schema = schema
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.event, item)
+
+    def sql(self, statement: str) -> str:
+        return statement.format(s=self.schema)
+
+
+def encode_cursor(created_at: datetime, ident: UUID) -> str:
+    raw = f"{created_at.isoformat()}|{ident}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """Decode an opaque page cursor; ``ValueError`` if it isn't one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, ident = raw.split("|", 1)
+        return datetime.fromisoformat(created), UUID(ident)
+    except Exception as e:  # any malformed input is the caller's mistake
+        raise ValueError("invalid cursor") from e
+
+
+def keyset_page(
+    curs: Cursor[Any],
+    table: str,
+    columns: str,
+    filters: dict[str, Any],
+    limit: int,
+    cursor: str | None,
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
+    extra_where: str = "true",
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page, newest first, after ``cursor``; returns the rows and the next cursor."""
+    where, params = [extra_where], []
+    for column, value in filters.items():
+        where.append(f"{column} = %s")
+        params.append(value)
+    if cursor:
+        created, ident = decode_cursor(cursor)
+        where.append("(created_at, id) < (%s, %s)")
+        params += [created, ident]
+    rows = curs.execute(
+        f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
+        " ORDER BY created_at DESC, id DESC LIMIT %s",
+        (*params, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return [shape(r) for r in rows], next_cursor

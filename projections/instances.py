@@ -1,0 +1,127 @@
+"""Read model: instances, their current status and the history of their transitions."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor
+
+from domain.instance import Instance
+from projections.base import Projection, keyset_page, live_schema
+
+SCHEMA = live_schema("instances")
+
+CREATE_INSTANCES = """
+CREATE TABLE IF NOT EXISTS {s}.instances (
+    id uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    model_id text NOT NULL,
+    region text NOT NULL,
+    provider text NOT NULL,
+    instance_type text NOT NULL,
+    status text NOT NULL,
+    status_reason text,
+    endpoint_url text,
+    api_key_prefix text NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+)"""
+CREATE_INSTANCES_ORDER = (
+    "CREATE INDEX IF NOT EXISTS instances_tenant_order"
+    " ON {s}.instances (tenant_id, created_at DESC, id DESC)"
+)
+CREATE_TRANSITIONS = """
+CREATE TABLE IF NOT EXISTS {s}.transitions (
+    instance_id uuid NOT NULL,
+    version integer NOT NULL,
+    status text NOT NULL,
+    reason text,
+    at timestamptz NOT NULL,
+    PRIMARY KEY (instance_id, version)
+)"""
+INSERT_INSTANCE = """
+INSERT INTO {s}.instances (id, tenant_id, model_id, region, provider, instance_type, status,
+                           api_key_prefix, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s, %s, %s)"""
+UPDATE_STATUS = """
+UPDATE {s}.instances SET status = %s, status_reason = %s, endpoint_url = %s, updated_at = %s
+WHERE id = %s"""
+INSERT_TRANSITION = """
+INSERT INTO {s}.transitions (instance_id, version, status, reason, at) VALUES (%s, %s, %s, %s, %s)"""
+
+COLUMNS = (
+    "id, tenant_id, model_id, region, provider, instance_type, status, status_reason,"
+    " endpoint_url, created_at, updated_at"
+)
+
+
+class InstancesProjection(Projection):
+    name = "instances"
+    tables = [CREATE_INSTANCES, CREATE_INSTANCES_ORDER, CREATE_TRANSITIONS]
+
+    def deploy_requested(self, curs: Cursor[Any], e: Any) -> None:
+        curs.execute(
+            e.sql(INSERT_INSTANCE),
+            (
+                e.originator_id,
+                e.tenant_id,
+                e.model_id,
+                e.region,
+                e.provider,
+                e.instance_type,
+                e.api_key_prefix,
+                e.timestamp,
+                e.timestamp,
+            ),
+        )
+        curs.execute(
+            e.sql(INSERT_TRANSITION),
+            (e.originator_id, e.originator_version, "pending", None, e.timestamp),
+        )
+
+    def status_changed(self, curs: Cursor[Any], e: Any) -> None:
+        endpoint = e.endpoint_url if e.status == "running" else None
+        curs.execute(
+            e.sql(UPDATE_STATUS), (e.status, e.reason, endpoint, e.timestamp, e.originator_id)
+        )
+        curs.execute(
+            e.sql(INSERT_TRANSITION),
+            (e.originator_id, e.originator_version, e.status, e.reason, e.timestamp),
+        )
+
+    handlers = {
+        Instance.DeployRequested: deploy_requested,
+        Instance.StatusChanged: status_changed,
+    }
+
+
+def get_instance(curs: Cursor[Any], instance_id: UUID, scope: UUID | None) -> dict[str, Any] | None:
+    row = curs.execute(
+        f"SELECT {COLUMNS} FROM {SCHEMA}.instances WHERE id = %s", (instance_id,)
+    ).fetchone()
+    if row is None or (scope is not None and row["tenant_id"] != scope):
+        return None
+    history = curs.execute(
+        f"SELECT status, reason, at FROM {SCHEMA}.transitions WHERE instance_id = %s"
+        " ORDER BY version",
+        (instance_id,),
+    ).fetchall()
+    row = dict(row)
+    row["history"] = history
+    return row
+
+
+def list_instances(
+    curs: Cursor[Any], tenant_id: UUID | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    filters = {"tenant_id": tenant_id} if tenant_id is not None else {}
+    return keyset_page(curs, f"{SCHEMA}.instances", COLUMNS, filters, limit, cursor, dict)
+
+
+def live_instance_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
+    rows = curs.execute(
+        f"SELECT id FROM {SCHEMA}.instances WHERE tenant_id = %s AND status <> 'destroyed'",
+        (tenant_id,),
+    ).fetchall()
+    return [r["id"] for r in rows]

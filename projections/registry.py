@@ -1,0 +1,13 @@
+"""Every read model hostplane keeps."""
+
+from __future__ import annotations
+
+from projections.base import Projection
+from projections.budgets import BudgetsProjection
+from projections.instances import InstancesProjection
+from projections.keys import KeysProjection
+from projections.tenants import TenantsProjection
+
+
+def all_projections() -> list[Projection]:
+    return [TenantsProjection(), KeysProjection(), InstancesProjection(), BudgetsProjection()]
