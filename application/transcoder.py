@@ -43,19 +43,24 @@ def _encode(obj: Any) -> Any:
     if isinstance(obj, _PLAIN):
         return obj
     if type(obj) is dict:
-        return {k: _encode(v) for k, v in obj.items()}
+        encoded = {k: _encode(v) for k, v in obj.items()}
+        # A plain dict that looks like a tag is wrapped, so that it can't be misread as one.
+        return {"_type_": "dict", "_data_": encoded} if "_type_" in obj else encoded
     if type(obj) is list:
         return [_encode(v) for v in obj]
-    try:
-        name, encode = _ENCODERS[type(obj)]
-    except KeyError:
-        raise TypeError(f"can't store a value of type {type(obj).__name__} in an event") from None
-    return {"_type_": name, "_data_": encode(obj)}
+    # Look along the class hierarchy: freezegun's FakeDatetime is a datetime subclass.
+    for cls in type(obj).__mro__:
+        if cls in _ENCODERS:
+            name, encode = _ENCODERS[cls]
+            return {"_type_": name, "_data_": encode(obj)}
+    raise TypeError(f"can't store a value of type {type(obj).__name__} in an event")
 
 
 def _decode(obj: Any) -> Any:
     if type(obj) is dict:
         if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
+            if obj["_type_"] == "dict":
+                return {k: _decode(v) for k, v in obj["_data_"].items()}
             return _DECODERS[obj["_type_"]](obj["_data_"])
         return {k: _decode(v) for k, v in obj.items()}
     if type(obj) is list:

@@ -23,7 +23,7 @@ from domain.base import (
 KINDS = ("management", "router")
 TOKEN_PREFIX = {"management": "hp_mk_", "router": "hp_rk_"}
 PREFIX_LEN = 16
-KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$")
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}\Z")
 
 
 class KeyUnusableError(DomainError):
@@ -166,6 +166,8 @@ class ApiKey(Aggregate):
             address = ipaddress.ip_address(ip)
         except ValueError:
             return False
+        if address.version == 6 and address.ipv4_mapped:  # an IPv4 client on a dual-stack socket
+            address = address.ipv4_mapped
         return any(address in ipaddress.ip_network(c) for c in self.ip_allowlist)
 
     def check_not_deleted(self) -> None:

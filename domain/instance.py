@@ -21,7 +21,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "destroyed": frozenset(),
 }
 
-SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
 INSTANCE_KEY_PREFIX = "hp_ik_"
 
 

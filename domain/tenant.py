@@ -8,7 +8,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.base import Actor, ConflictError, InvalidValueError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 class TenantOffboardedError(ConflictError):

@@ -170,9 +170,6 @@ def test_a_malformed_key_name_is_refused_naming_the_name_field(name):
     assert refused.value.field == "name"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="domain bug: KEY_NAME_RE ends in '$', which matches before a final newline"
-)
 def test_a_key_name_ending_in_a_newline_is_refused():
     with pytest.raises(InvalidValueError):
         a_key(name="ci key\n")
@@ -260,11 +257,6 @@ def test_a_request_from_outside_the_allowlist_is_refused(ip):
         key.check_usable(token, now=NOW, ip=ip)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain bug: an IPv4-mapped IPv6 client address (dual-stack socket) is not matched "
-    "against IPv4 CIDRs in ApiKey.ip_allowed",
-)
 def test_an_ipv4_client_seen_through_a_dual_stack_socket_matches_an_ipv4_cidr():
     key, token = a_key(ip_allowlist=["10.0.0.0/8"])
 

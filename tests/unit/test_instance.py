@@ -73,9 +73,6 @@ def test_a_malformed_slug_is_refused_naming_its_field(field, value):
     assert refused.value.field == field
 
 
-@pytest.mark.xfail(
-    strict=True, reason="domain bug: SLUG_RE ends in '$', which matches before a final newline"
-)
 def test_a_slug_ending_in_a_newline_is_refused():
     with pytest.raises(InvalidValueError):
         an_instance(region="eu-west-1\n")

@@ -49,9 +49,6 @@ def test_a_malformed_name_is_refused_naming_the_name_field(name):
     assert refused.value.field == "name"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="domain bug: NAME_RE ends in '$', which also matches before a final newline"
-)
 def test_a_name_ending_in_a_newline_is_refused():
     with pytest.raises(InvalidValueError):
         a_tenant(name="acme\n")
