@@ -21,6 +21,11 @@ class Principal:
     tenant_id: UUID | None = None
     key_id: UUID | None = None
 
+    def __post_init__(self) -> None:
+        # A tenant-less key would otherwise read as "every tenant" in tenant_filter().
+        if self.kind != "admin" and self.tenant_id is None:
+            raise ValueError("a key principal must belong to a tenant")
+
     @property
     def is_admin(self) -> bool:
         return self.kind == "admin"
@@ -48,7 +53,6 @@ class Principal:
             if tenant_id is None:
                 raise InvalidValueError("tenant_id", "tenant_id is required with the admin token")
             return tenant_id
-        assert self.tenant_id is not None
         if tenant_id is not None and tenant_id != self.tenant_id:
             raise NotFoundError("tenant", tenant_id)
         return self.tenant_id

@@ -26,7 +26,7 @@ class BudgetCommands(InstanceCommands):
         tenant_id = principal.owning_tenant(tenant_id)
         if key_id is not None:
             key = self.get_key_for(principal, key_id)
-            if key.tenant_id != tenant_id:
+            if key.tenant_id != tenant_id or key.deleted:  # a deleted key reads as 404 too
                 raise NotFoundError("key", key_id)
             tenant_id = key.tenant_id
         tenant = self.get_tenant_for(principal, tenant_id)
@@ -49,6 +49,8 @@ class BudgetCommands(InstanceCommands):
     def get_budget_for(self, principal: Principal, budget_id: UUID) -> Budget:
         budget = self.load(Budget, budget_id, "budget")
         principal.check_tenant(budget.tenant_id, "budget", budget_id)
+        if budget.deleted:  # GET answers 404 for it, so PUT and DELETE must too
+            raise NotFoundError("budget", budget_id)
         return budget
 
     def change_budget(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from application.budgets import BudgetCommands
+from application.usage import UsageCommands
 
 
-class Hostplane(BudgetCommands):
+class Hostplane(UsageCommands):
     """hostplane's write side."""
 
     name = "Hostplane"

@@ -7,7 +7,9 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.keys import KeyCommands
+from domain.base import InvalidValueError
 from domain.instance import INSTANCE_KEY_PREFIX, Instance
+from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
 
 
@@ -24,6 +26,17 @@ class InstanceCommands(KeyCommands):
         """Ask for a model to be deployed; the instance starts ``pending``."""
         tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
         tenant.check_active()
+        model = self.find(Model, Model.create_id(model_id))
+        if model is None or model.deleted:
+            raise InvalidValueError("model_id", f"model {model_id!r} is not in the catalog")
+        if not model.serveable:
+            raise InvalidValueError("model_id", f"model {model_id!r} can't be served on our GPUs")
+        rate = self.find(GpuRate, GpuRate.create_id(instance_type, region))
+        if rate is None:
+            raise InvalidValueError(
+                "instance_type",
+                f"no GPU rate for instance type {instance_type!r} in region {region!r}",
+            )
         instance_key = INSTANCE_KEY_PREFIX + secrets.token_urlsafe(32)
         instance = Instance.request_deploy(
             tenant_id=tenant.id,
@@ -34,6 +47,7 @@ class InstanceCommands(KeyCommands):
             # Seed 000 returns the instance key on demand, so it is kept encrypted, not hashed.
             api_key_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, instance_key),
             api_key_prefix=instance_key[:16],
+            hourly_rate_eur=rate.eur_per_hour,
             actor=principal.actor,
         )
         self.commit(instance)

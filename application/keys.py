@@ -6,6 +6,7 @@ from datetime import datetime
 from uuid import UUID
 
 from application.auth import Principal
+from application.errors import NotFoundError
 from application.tenants import TenantCommands
 from domain.apikey import ApiKey, check_key_name
 from domain.base import ConflictError
@@ -68,6 +69,8 @@ class KeyCommands(TenantCommands):
     def delete_key(self, principal: Principal, key_id: UUID) -> None:
         """Revoke a key for good, free its name and delete its budgets, in one write."""
         key = self.get_key_for(principal, key_id)
+        if key.deleted:  # already revoked: gone, as GET /keys/{id} says
+            raise NotFoundError("key", key_id)
         if key.id == principal.key_id:
             raise SelfDeletionError("a key can't delete itself")
         key.delete(actor=principal.actor)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
+from uuid import UUID
 
 
 class SecretBox(Protocol):
@@ -28,3 +31,17 @@ class TenantDirectory(Protocol):
     def owned_ids(self, tenant_id: object) -> dict[str, list[object]]:
         """``{"keys": [...], "instances": [...], "budgets": [...]}`` of live resources."""
         ...
+
+
+class RequestIdRegistry(Protocol):
+    """Usage request ids already recorded (kept by the event store, written with the events)."""
+
+    def seen(self, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]: ...
+
+
+class SpendReader(Protocol):
+    """EUR spent by a tenant (or one key) in ``[start, end)``, answered by the cost read models."""
+
+    def spent(
+        self, tenant_id: UUID, key_id: UUID | None, start: datetime, end: datetime | None
+    ) -> Decimal: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -60,6 +61,8 @@ class Budget(Aggregate):
         self.period = period
         self.thresholds = thresholds
         self.deleted = False
+        # Alerts already recorded, per period start: thresholds as strings, and "limit".
+        self.alerts: dict[str, list[str]] = {}
 
     @classmethod
     def set(
@@ -106,6 +109,32 @@ class Budget(Aggregate):
         self.limit_eur = limit_eur
         self.period = period
         self.thresholds = thresholds
+
+    def evaluate(self, period_start: datetime, spent: Decimal, actor: Actor) -> None:
+        """Record each threshold, and the limit, that ``spent`` has reached in this period.
+
+        Each is recorded once per period: evaluating again changes nothing.
+        """
+        if self.deleted:
+            return
+        seen = self.alerts.get(period_start.isoformat(), [])
+        for threshold in self.thresholds:
+            if threshold < 1 and str(threshold) not in seen and spent >= self.limit_eur * threshold:
+                self._threshold_crossed(
+                    period_start=period_start, threshold=threshold, spent=spent, actor=actor
+                )
+        if "limit" not in seen and spent >= self.limit_eur:
+            self._exceeded(period_start=period_start, spent=spent, actor=actor)
+
+    @event("ThresholdCrossed")
+    def _threshold_crossed(
+        self, period_start: datetime, threshold: Decimal, spent: Decimal, actor: Actor
+    ) -> None:
+        self.alerts.setdefault(period_start.isoformat(), []).append(str(threshold))
+
+    @event("Exceeded")
+    def _exceeded(self, period_start: datetime, spent: Decimal, actor: Actor) -> None:
+        self.alerts.setdefault(period_start.isoformat(), []).append("limit")
 
     def delete(self, actor: Actor) -> None:
         self.check_not_deleted()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -50,6 +51,7 @@ class Instance(Aggregate):
         instance_type: str
         api_key_ciphertext: bytes
         api_key_prefix: str
+        hourly_rate_eur: Decimal
         actor: Actor
 
     @event(DeployRequested)
@@ -62,9 +64,12 @@ class Instance(Aggregate):
         instance_type: str,
         api_key_ciphertext: bytes,
         api_key_prefix: str,
+        hourly_rate_eur: Decimal,
         actor: Actor,
     ) -> None:
         self.tenant_id = tenant_id
+        # The GPU rate is fixed at deploy time, so billing never consults a mutable price.
+        self.hourly_rate_eur = hourly_rate_eur
         self.model_id = model_id
         self.region = region
         self.provider = provider
@@ -85,6 +90,7 @@ class Instance(Aggregate):
         instance_type: str,
         api_key_ciphertext: bytes,
         api_key_prefix: str,
+        hourly_rate_eur: Decimal,
         actor: Actor,
     ) -> Instance:
         return cls(
@@ -95,6 +101,7 @@ class Instance(Aggregate):
             instance_type=check_slug("instance_type", instance_type),
             api_key_ciphertext=api_key_ciphertext,
             api_key_prefix=api_key_prefix,
+            hourly_rate_eur=hourly_rate_eur,
             actor=actor,
         )
 

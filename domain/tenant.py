@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from eventsourcing.domain import Aggregate, event
 
@@ -61,6 +62,7 @@ class Tenant(Aggregate):
         # The tenant's data key, wrapped by the master key; forgetting it shreds its secrets.
         self.wrapped_data_key = wrapped_data_key
         self.offboarded = False
+        self.credits = Decimal(0)
 
     @classmethod
     def register(
@@ -108,6 +110,18 @@ class Tenant(Aggregate):
     @event("GroupAssigned")
     def _group_assigned(self, group: str | None, actor: Actor) -> None:
         self.group = group
+
+    def add_credits(self, amount_eur: Decimal, actor: Actor) -> None:
+        """Prepaid credit; the balance is credits minus spend."""
+        if not amount_eur.is_finite() or amount_eur <= 0 or amount_eur.as_tuple().exponent < -6:  # type: ignore[operator]
+            raise InvalidValueError(
+                "amount_eur", "amount_eur must be a positive amount (max 6 decimals)"
+            )
+        self._credits_added(amount_eur=amount_eur, actor=actor)
+
+    @event("CreditsAdded")
+    def _credits_added(self, amount_eur: Decimal, actor: Actor) -> None:
+        self.credits += amount_eur
 
     def offboard(self, actor: Actor) -> None:
         self.check_active()

@@ -49,6 +49,7 @@ class Container:
             secret_box=secret_box,
             admin_token=settings.admin_token,
         )
+        app.request_ids = app.recorder  # type: ignore[assignment]
         pool: ConnectionPool[Any] = ConnectionPool(
             database.conninfo,
             min_size=1,
@@ -76,6 +77,7 @@ class Container:
         )
         app.directory = ReadModelDirectory(container)
         container.first_admin_token = app.ensure_admin_token()
+        app.load_default_catalog()
         return container
 
     def start_background(self) -> None:

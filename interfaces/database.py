@@ -38,6 +38,7 @@ class Database:
             "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "interfaces.eventstore:HostplaneRecorder",
         }
 
     def close(self) -> None:

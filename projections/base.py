@@ -37,20 +37,24 @@ class Projection:
     def schema(cls) -> str:
         return live_schema(cls.name)
 
-    def handle(self, curs: Cursor[Any], event: Any, schema: str) -> None:
+    def handle(self, curs: Cursor[Any], event: Any, schema: str, position: int = 0) -> None:
         handler = self.handlers.get(type(event))
         if handler is not None:
-            handler(self, curs, _Scoped(event, schema))
+            handler(self, curs, _Scoped(event, schema, position))
 
 
 class _Scoped:
-    """An event with the schema its handler must write to (the live one, or a rebuild's)."""
+    """An event with the schema its handler must write to (the live one, or a rebuild's).
 
-    __slots__ = ("event", "schema")
+    ``position`` is the event's notification id: its place in the global order.
+    """
 
-    def __init__(self, event: Any, schema: str) -> None:
+    __slots__ = ("event", "position", "schema")
+
+    def __init__(self, event: Any, schema: str, position: int = 0) -> None:
         self.event = event
         self.schema = schema
+        self.position = position
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self.event, item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections.audit import AuditProjection
 from projections.base import Projection
 from projections.budgets import BudgetsProjection
 from projections.instances import InstancesProjection
@@ -10,4 +11,10 @@ from projections.tenants import TenantsProjection
 
 
 def all_projections() -> list[Projection]:
-    return [TenantsProjection(), KeysProjection(), InstancesProjection(), BudgetsProjection()]
+    return [
+        TenantsProjection(),
+        KeysProjection(),
+        InstancesProjection(),
+        BudgetsProjection(),
+        AuditProjection(),
+    ]

@@ -105,7 +105,7 @@ class ProjectionRunner:
                     state=bytes(r["state"]),
                 )
             )
-            projection.handle(curs, event, schema)
+            projection.handle(curs, event, schema, r["notification_id"])
         # Ids up to max_id are all committed (the events table is written under an exclusive
         # lock), so once a batch is not full the projection has seen everything up to max_id.
         new_position = rows[-1]["notification_id"] if len(rows) == self.batch_size else max_id

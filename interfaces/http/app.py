@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from interfaces.bootstrap import Container
 from interfaces.http import errors
-from interfaces.http.routes import budgets, health, instances, keys, tenants
+from interfaces.http.routes import audit, budgets, health, instances, keys, tenants
 
 
 class OrjsonResponse(JSONResponse):
@@ -49,7 +49,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (health, tenants, keys, instances, budgets):
+    for module in (health, tenants, keys, instances, budgets, audit):
         app.include_router(module.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
     return app

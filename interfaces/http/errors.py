@@ -102,7 +102,10 @@ def install(app: FastAPI) -> None:
 def _handler(status: int, type_: str, code: str) -> Any:
     async def handle(request: Request, exc: Exception) -> Response:
         param = getattr(exc, "field", None)
+        message = str(exc)
+        if param and param not in message:
+            message = f"{param}: {message}"
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return error_response(status, str(exc), type_, code, param, headers)
+        return error_response(status, message, type_, code, param, headers)
 
     return handle

@@ -1,0 +1,134 @@
+"""Use cases on the price book: models and GPU hourly rates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from application.auth import Principal
+from application.budgets import BudgetCommands
+from application.catalog import DEFAULT_GPU_RATES, DEFAULT_MODELS
+from application.errors import ConcurrentModificationError, NotFoundError
+from domain.base import Actor, NameTakenError
+from domain.pricing import GpuRate, Model, check_price
+
+
+class PricingCommands(BudgetCommands):
+    def register_model(
+        self,
+        principal: Principal,
+        slug: str,
+        display_name: str,
+        modality: str,
+        context_length: int,
+        input_eur_per_mtok: Decimal,
+        output_eur_per_mtok: Decimal,
+        serveable: bool,
+    ) -> UUID:
+        principal.check_admin()
+        existing = self.find(Model, Model.create_id(slug))
+        if existing is not None:
+            raise NameTakenError(f"model {slug!r} is already registered")
+        model = Model.register(
+            slug=slug,
+            display_name=display_name,
+            modality=modality,
+            context_length=context_length,
+            input_eur_per_mtok=input_eur_per_mtok,
+            output_eur_per_mtok=output_eur_per_mtok,
+            serveable=serveable,
+            actor=principal.actor,
+        )
+        try:
+            self.commit(model)
+        except ConcurrentModificationError:
+            raise NameTakenError(f"model {slug!r} is already registered") from None
+        return model.id
+
+    def load_model(self, slug: str) -> Model:
+        model = self.find(Model, Model.create_id(slug))
+        if model is None or model.deleted:
+            raise NotFoundError("model", slug)
+        return model
+
+    def update_model(
+        self,
+        principal: Principal,
+        slug: str,
+        display_name: str,
+        modality: str,
+        context_length: int,
+        serveable: bool,
+        input_eur_per_mtok: Decimal,
+        output_eur_per_mtok: Decimal,
+        effective_from: datetime | None = None,
+    ) -> None:
+        """Replace a model's description; a new price takes effect at ``effective_from``."""
+        principal.check_admin()
+        model = self.load_model(slug)
+        model.update(display_name, modality, context_length, serveable, actor=principal.actor)
+        current = model.current_price
+        new_price = (input_eur_per_mtok, output_eur_per_mtok)
+        if new_price != (current.input_eur_per_mtok, current.output_eur_per_mtok) or effective_from:
+            model.change_price(*new_price, effective_from or self.now(), actor=principal.actor)
+        self.commit(model)
+
+    def delete_model(self, principal: Principal, slug: str) -> None:
+        principal.check_admin()
+        model = self.load_model(slug)
+        model.delete(actor=principal.actor)
+        self.commit(model)
+
+    def set_gpu_rate(
+        self, principal: Principal, instance_type: str, region: str, eur_per_hour: Decimal
+    ) -> UUID:
+        """Set the hourly rate of an instance type in a region (new deploys use it)."""
+        principal.check_admin()
+        rate = self.find(GpuRate, GpuRate.create_id(instance_type, region))
+        if rate is None:
+            rate = GpuRate(
+                instance_type=instance_type,
+                region=region,
+                eur_per_hour=check_price("eur_per_hour", eur_per_hour),
+                actor=principal.actor,
+            )
+        else:
+            rate.change(eur_per_hour, actor=principal.actor)
+        self.commit(rate)
+        return rate.id
+
+    def load_default_catalog(self) -> int:
+        """On first start: the models named in the seeds and GPU rates. Returns how many."""
+        actor = Actor.system()
+        new = []
+        for slug, name, modality, context, price_in, price_out, serveable in DEFAULT_MODELS:
+            if self.find(Model, Model.create_id(slug)) is None:
+                new.append(
+                    Model.register(
+                        slug,
+                        name,
+                        modality,
+                        context,
+                        Decimal(price_in),
+                        Decimal(price_out),
+                        serveable,
+                        actor,
+                    )
+                )
+        for instance_type, region, eur_per_hour in DEFAULT_GPU_RATES:
+            if self.find(GpuRate, GpuRate.create_id(instance_type, region)) is None:
+                new.append(
+                    GpuRate(
+                        instance_type=instance_type,
+                        region=region,
+                        eur_per_hour=Decimal(eur_per_hour),
+                        actor=actor,
+                    )
+                )
+        if new:
+            try:
+                self.commit(*new)
+            except ConcurrentModificationError:
+                return 0  # another process loaded it at the same moment
+        return len(new)

@@ -1,0 +1,159 @@
+"""Use cases on usage: ingest rated batches, credits, budget alerts."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from application.auth import Principal
+from application.errors import ConcurrentModificationError
+from application.ports import RequestIdRegistry, SpendReader
+from application.pricing import PricingCommands
+from domain.apikey import ApiKey
+from domain.base import Actor, InvalidValueError
+from domain.budget import Budget
+from domain.instance import Instance
+from domain.pricing import Model
+from domain.tenant import Tenant
+from domain.timewindow import period_window
+from domain.usage import (
+    MAX_BATCH,
+    RecordProblem,
+    UsageBatch,
+    UsageBatchInvalidError,
+    UsageInput,
+    check_record,
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    batch_ids: list[UUID]
+
+
+class UsageCommands(PricingCommands):
+    request_ids: RequestIdRegistry
+    spend: SpendReader | None = None
+
+    def ingest_usage(
+        self, principal: Principal, records: list[UsageInput], now: datetime | None = None
+    ) -> IngestResult:
+        """Validate, de-duplicate and rate a batch, and store it in one transaction.
+
+        One invalid record refuses the whole batch. A request id already recorded for the
+        tenant (in this batch, an earlier one or a concurrent one) is counted once.
+        """
+        principal.check_management()
+        if not 1 <= len(records) <= MAX_BATCH:
+            raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
+        now = now or self.now()
+        tenants, models = self._check_batch(principal, records, now)
+        for _attempt in range(3):
+            try:
+                return self._store_batch(principal.actor, records, tenants, models)
+            except ConcurrentModificationError:
+                continue  # a concurrent batch recorded one of our ids first: dedupe again
+        raise ConcurrentModificationError("usage batch conflicted repeatedly; retry")
+
+    def _check_batch(
+        self, principal: Principal, records: list[UsageInput], now: datetime
+    ) -> tuple[list[UUID], dict[str, Model | None]]:
+        """Every record's tenant, and the models; raises with every problem at once."""
+        problems: list[RecordProblem] = []
+        key_tenant: dict[UUID, UUID | None] = {}
+        models: dict[str, Model | None] = {}
+        instance_tenant: dict[UUID, UUID | None] = {}
+        tenants: list[UUID] = []
+        for i, r in enumerate(records):
+            problems += check_record(i, r, now)
+            if r.key_id not in key_tenant:
+                key = self.find(ApiKey, r.key_id)
+                key_tenant[r.key_id] = key.tenant_id if key else None
+            tenant = key_tenant[r.key_id]
+            if tenant is None or (not principal.is_admin and tenant != principal.tenant_id):
+                problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
+            if r.model not in models:
+                models[r.model] = self.find(Model, Model.create_id(r.model))
+            if models[r.model] is None:
+                problems.append(
+                    RecordProblem(i, r.request_id, "model", f"unknown model {r.model!r}")
+                )
+            if r.instance_id is not None:
+                if r.instance_id not in instance_tenant:
+                    inst = self.find(Instance, r.instance_id)
+                    instance_tenant[r.instance_id] = inst.tenant_id if inst else None
+                if (
+                    instance_tenant[r.instance_id] is None
+                    or instance_tenant[r.instance_id] != tenant
+                ):
+                    problems.append(
+                        RecordProblem(i, r.request_id, "instance_id", "unknown instance")
+                    )
+            tenants.append(tenant)  # type: ignore[arg-type]
+        if problems:
+            raise UsageBatchInvalidError(problems)
+        return tenants, models
+
+    def _store_batch(
+        self,
+        actor: Actor,
+        records: list[UsageInput],
+        tenants: list[UUID],
+        models: dict[str, Model | None],
+    ) -> IngestResult:
+        pairs = [(t, r.request_id) for t, r in zip(tenants, records, strict=True)]
+        seen = self.request_ids.seen(pairs)
+        fresh: list[tuple[UUID, str]] = []
+        by_tenant: dict[UUID, list[tuple[UsageInput, Decimal, Decimal]]] = {}
+        for pair, r in zip(pairs, records, strict=True):
+            if pair in seen:
+                continue
+            seen.add(pair)
+            fresh.append(pair)
+            model = models[r.model]
+            assert model is not None
+            price = model.price_at(r.occurred_at)
+            by_tenant.setdefault(pair[0], []).append(
+                (r, price.input_eur_per_mtok, price.output_eur_per_mtok)
+            )
+        batches = [UsageBatch.record(t, rated, actor) for t, rated in by_tenant.items()]
+        if batches:
+            self.commit(*batches, usage_request_ids=fresh)
+        return IngestResult(
+            accepted=len(fresh),
+            duplicates=len(records) - len(fresh),
+            batch_ids=[b.id for b in batches],
+        )
+
+    def add_credits(self, principal: Principal, tenant_id: UUID, amount_eur: Decimal) -> None:
+        principal.check_admin()
+        tenant = self.load(Tenant, tenant_id, "tenant")
+        tenant.add_credits(amount_eur, actor=principal.actor)
+        self.commit(tenant)
+
+    def evaluate_budgets(self, tenant_id: UUID, now: datetime | None = None) -> int:
+        """Record the thresholds and limits the tenant's budgets have reached; returns how many."""
+        if self.spend is None or self.directory is None:
+            return 0
+        now = now or self.now()
+        changed = []
+        for budget_id in self.directory.owned_ids(tenant_id).get("budgets", []):
+            budget = self.find(Budget, budget_id)  # type: ignore[arg-type]
+            if budget is None or budget.deleted:
+                continue
+            start, end = period_window(budget.period, now)
+            spent = self.spend.spent(budget.tenant_id, budget.key_id, start, end)
+            budget.evaluate(start, spent, actor=Actor.system())
+            if budget.pending_events:
+                changed.append(budget)
+        recorded = sum(len(b.pending_events) for b in changed)
+        for budget in changed:
+            # A concurrent evaluation may have recorded it first: exactly once holds either way.
+            with contextlib.suppress(ConcurrentModificationError):
+                self.commit(budget)
+        return recorded

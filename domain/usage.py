@@ -1,0 +1,178 @@
+"""Usage: batches of metered requests, rated in EUR at ingest with the prices then in effect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.base import Actor, DomainError
+from domain.pricing import token_cost
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_BATCH = 10_000
+FUTURE_TOLERANCE = timedelta(seconds=5)
+
+
+def to_us(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True)
+class UsageInput:
+    """One metered request as reported by a gateway."""
+
+    request_id: str
+    key_id: UUID
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    status: str
+    latency_ms: int
+    occurred_at: datetime
+    instance_id: UUID | None = None
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    index: int
+    request_id: str | None
+    field: str
+    message: str
+
+
+class UsageBatchInvalidError(DomainError):
+    """Some records of a batch are invalid; nothing of the batch is stored."""
+
+    def __init__(self, problems: list[RecordProblem]) -> None:
+        super().__init__(f"{len(problems)} invalid record(s); nothing of this batch was stored")
+        self.problems = problems
+
+
+def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem]:
+    """The problems of one record that need no lookup (tokens, status, time)."""
+    problems = []
+
+    def bad(field: str, message: str) -> None:
+        problems.append(RecordProblem(index, r.request_id, field, message))
+
+    if not 1 <= len(r.request_id) <= 200:
+        bad("request_id", "request_id must be 1-200 characters")
+    for field in ("prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms"):
+        if getattr(r, field) < 0:
+            bad(field, f"{field} must be >= 0")
+    if r.cached_tokens > r.prompt_tokens:
+        bad("cached_tokens", "cached_tokens can't exceed prompt_tokens")
+    if r.status not in ("success", "error"):
+        bad("status", "status must be 'success' or 'error'")
+    if r.occurred_at.tzinfo is None:
+        bad("occurred_at", "occurred_at must carry a timezone (use Z for UTC)")
+    elif r.occurred_at > now + FUTURE_TOLERANCE:
+        bad("occurred_at", "occurred_at is in the future")
+    return problems
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """One rated record, as read back from a stored batch."""
+
+    request_id: str
+    key_id: UUID
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    success: bool
+    latency_ms: int
+    occurred_at: datetime
+    instance_id: UUID | None
+    input_eur_per_mtok: Decimal
+    output_eur_per_mtok: Decimal
+
+    @property
+    def cost(self) -> Decimal:
+        return token_cost(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.input_eur_per_mtok,
+            self.output_eur_per_mtok,
+        )
+
+
+class UsageBatch(Aggregate):
+    """Usage of one tenant accepted in one ingest call (one event, however many records)."""
+
+    class Recorded(Aggregate.Created):
+        """The batch's rated records, stored compactly.
+
+        ``rates`` lists ``[model, input EUR/Mtok, output EUR/Mtok]`` as applied at ingest;
+        each record is ``[request_id, key_id, rate index, prompt, completion, cached,
+        success, latency_ms, occurred_at (µs since epoch), instance_id or None]``.
+        """
+
+        tenant_id: UUID
+        rates: list[list[str]]
+        records: list[list[object]]
+        actor: Actor
+
+    @event(Recorded)
+    def __init__(
+        self, tenant_id: UUID, rates: list[list[str]], records: list[list[object]], actor: Actor
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.count = len(records)
+
+    @classmethod
+    def record(
+        cls, tenant_id: UUID, rated: list[tuple[UsageInput, Decimal, Decimal]], actor: Actor
+    ) -> UsageBatch:
+        rate_index: dict[tuple[str, Decimal, Decimal], int] = {}
+        records: list[list[object]] = []
+        for r, input_price, output_price in rated:
+            idx = rate_index.setdefault((r.model, input_price, output_price), len(rate_index))
+            records.append(
+                [
+                    r.request_id,
+                    str(r.key_id),
+                    idx,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.cached_tokens,
+                    r.status == "success",
+                    r.latency_ms,
+                    to_us(r.occurred_at),
+                    str(r.instance_id) if r.instance_id else None,
+                ]
+            )
+        rates = [[m, str(i), str(o)] for (m, i, o) in rate_index]
+        return cls(tenant_id=tenant_id, rates=rates, records=records, actor=actor)
+
+
+def iter_lines(e: UsageBatch.Recorded) -> Iterator[UsageLine]:
+    """The rated records of a stored batch event."""
+    rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.rates]
+    for rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.records:
+        model, input_price, output_price = rates[idx]  # type: ignore[index]
+        yield UsageLine(
+            request_id=rid,  # type: ignore[arg-type]
+            key_id=UUID(key),  # type: ignore[arg-type]
+            model=model,
+            prompt_tokens=prompt,  # type: ignore[arg-type]
+            completion_tokens=completion,  # type: ignore[arg-type]
+            cached_tokens=cached,  # type: ignore[arg-type]
+            success=ok,  # type: ignore[arg-type]
+            latency_ms=latency,  # type: ignore[arg-type]
+            occurred_at=from_us(at),  # type: ignore[arg-type]
+            instance_id=UUID(inst) if inst else None,  # type: ignore[arg-type]
+            input_eur_per_mtok=input_price,
+            output_eur_per_mtok=output_price,
+        )

@@ -1,0 +1,58 @@
+"""The event store's recorder, extended to register usage request ids in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+
+class HostplaneRecorder(PostgresApplicationRecorder):
+    """Adds the usage request-id registry, so each request id is stored once per tenant.
+
+    Ids are inserted in the transaction that inserts the usage events: a duplicate makes the
+    whole save fail (and the use case retries without it). No stored batch repeats an id.
+    """
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.request_ids_table = SQL("{}.{}").format(
+            Identifier(datastore.schema), Identifier(f"{events_table_name}_usage_ids")
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " tenant_id uuid NOT NULL, request_id text NOT NULL,"
+                " PRIMARY KEY (tenant_id, request_id))"
+            ).format(self.request_ids_table)
+        )
+        self.insert_ids_statement = SQL(
+            "INSERT INTO {} (tenant_id, request_id) SELECT * FROM unnest(%s::uuid[], %s::text[])"
+        ).format(self.request_ids_table)
+        self.seen_ids_statement = SQL(
+            "SELECT t.tenant_id, t.request_id FROM {} t"
+            " JOIN unnest(%s::uuid[], %s::text[]) AS q(tenant_id, request_id)"
+            " ON t.tenant_id = q.tenant_id AND t.request_id = q.request_id"
+        ).format(self.request_ids_table)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        pairs: list[tuple[UUID, str]] = kwargs.get("usage_request_ids") or []
+        if pairs:
+            curs.execute(self.insert_ids_statement, ([p[0] for p in pairs], [p[1] for p in pairs]))
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def seen(self, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
+        """Which of these (tenant, request id) pairs are already recorded."""
+        if not pairs:
+            return set()
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.seen_ids_statement, ([p[0] for p in pairs], [p[1] for p in pairs]))
+            return {(r["tenant_id"], r["request_id"]) for r in curs.fetchall()}
