@@ -130,6 +130,10 @@ class UsageCommands(PricingCommands):
             batch_ids=[b.id for b in batches],
         )
 
+    def tenants_of_keys(self, key_ids: set[UUID]) -> set[UUID]:
+        keys = (self.find(ApiKey, k) for k in key_ids)
+        return {k.tenant_id for k in keys if k is not None}
+
     def add_credits(self, principal: Principal, tenant_id: UUID, amount_eur: Decimal) -> None:
         principal.check_admin()
         tenant = self.load(Tenant, tenant_id, "tenant")

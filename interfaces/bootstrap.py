@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +21,7 @@ from interfaces import stores
 from interfaces.crypto import AesGcmSecretBox, load_master_key
 from interfaces.database import Database, open_database
 from interfaces.settings import Settings
-from projections import budgets, instances, keys
+from projections import billing, budgets, instances, keys
 from projections.registry import all_projections
 from projections.runner import EventSource, ProjectionRunner
 
@@ -39,6 +42,8 @@ class Container:
     scheduler: Any = None
     first_admin_token: str | None = None
     _closed: bool = field(default=False, repr=False)
+    _watched: set[UUID] = field(default_factory=set, repr=False)
+    _watch_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, database: Database | None = None) -> Container:
@@ -76,6 +81,7 @@ class Container:
             idempotency=stores.IdempotencyStore(pool, secret_box),
         )
         app.directory = ReadModelDirectory(container)
+        app.spend = ReadModelSpend(container)
         container.first_admin_token = app.ensure_admin_token()
         app.load_default_catalog()
         return container
@@ -98,6 +104,25 @@ class Container:
             log.warning("read models %s lag behind position %s", names, target)
         with self.pool.connection() as conn, conn.cursor() as curs:
             yield curs
+
+    def watch_budgets(self, principal: Any, records: Any) -> None:
+        """Note the tenants whose usage changed; the scheduler evaluates their budgets soon."""
+        with self._watch_lock:
+            if principal.tenant_id is not None:
+                self._watched.add(principal.tenant_id)
+            else:
+                self._watched.update(self.app.tenants_of_keys({r.key_id for r in records}))
+
+    def watch_all_budgets(self) -> None:
+        with self.reading("budgets") as curs:
+            tenant_ids = budgets.tenants_with_budgets(curs)
+        with self._watch_lock:
+            self._watched.update(tenant_ids)
+
+    def evaluate_watched_budgets(self) -> int:
+        with self._watch_lock:
+            tenant_ids, self._watched = self._watched, set()
+        return sum(self.app.evaluate_budgets(t) for t in tenant_ids)
 
     def close(self) -> None:
         if self._closed:
@@ -125,3 +150,16 @@ class ReadModelDirectory:
                 "instances": list(instances.live_instance_ids(curs, tenant_id)),
                 "budgets": list(budgets.live_budget_ids(curs, tenant_id)),
             }
+
+
+class ReadModelSpend:
+    """Implements the ``SpendReader`` port with the usage and costs read models."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def spent(
+        self, tenant_id: UUID, key_id: UUID | None, start: datetime, end: datetime | None
+    ) -> Decimal:
+        with self.container.reading("usage", "costs") as curs:
+            return billing.spent(curs, tenant_id, key_id, start, end, datetime.now(UTC))

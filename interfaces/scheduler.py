@@ -22,5 +22,18 @@ def start_scheduler(container: Container) -> BackgroundScheduler:
 
     # Past rate-limit windows and day-old idempotency records serve no one.
     scheduler.add_job(prune, "interval", minutes=1, id="prune", coalesce=True, max_instances=1)
+
+    def budgets() -> None:
+        container.evaluate_watched_budgets()
+
+    def all_budgets() -> None:
+        # GPU time accrues without usage events: look at every tenant with budgets now and then.
+        container.watch_all_budgets()
+        container.evaluate_watched_budgets()
+
+    scheduler.add_job(budgets, "interval", seconds=5, id="budgets", coalesce=True, max_instances=1)
+    scheduler.add_job(
+        all_budgets, "interval", minutes=1, id="all-budgets", coalesce=True, max_instances=1
+    )
     scheduler.start()
     return scheduler

@@ -98,3 +98,10 @@ def live_budget_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
         f"SELECT id FROM {SCHEMA}.budgets WHERE tenant_id = %s AND NOT deleted", (tenant_id,)
     ).fetchall()
     return [r["id"] for r in rows]
+
+
+def tenants_with_budgets(curs: Cursor[Any]) -> list[UUID]:
+    rows = curs.execute(
+        f"SELECT DISTINCT tenant_id FROM {SCHEMA}.budgets WHERE NOT deleted"
+    ).fetchall()
+    return [r["tenant_id"] for r in rows]

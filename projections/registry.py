@@ -5,9 +5,12 @@ from __future__ import annotations
 from projections.audit import AuditProjection
 from projections.base import Projection
 from projections.budgets import BudgetsProjection
+from projections.costs import CostsProjection
 from projections.instances import InstancesProjection
 from projections.keys import KeysProjection
+from projections.pricebook import PricebookProjection
 from projections.tenants import TenantsProjection
+from projections.usage import UsageProjection
 
 
 def all_projections() -> list[Projection]:
@@ -17,4 +20,7 @@ def all_projections() -> list[Projection]:
         InstancesProjection(),
         BudgetsProjection(),
         AuditProjection(),
+        PricebookProjection(),
+        UsageProjection(),
+        CostsProjection(),
     ]

@@ -10,7 +10,17 @@ from starlette.responses import JSONResponse
 
 from interfaces.bootstrap import Container
 from interfaces.http import errors
-from interfaces.http.routes import audit, budgets, health, instances, keys, tenants
+from interfaces.http.routes import (
+    audit,
+    billing,
+    budgets,
+    health,
+    instances,
+    keys,
+    models,
+    tenants,
+    usage,
+)
 
 
 class OrjsonResponse(JSONResponse):
@@ -49,7 +59,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (health, tenants, keys, instances, budgets, audit):
+    for module in (health, tenants, keys, instances, budgets, models, usage, billing, audit):
         app.include_router(module.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
     return app

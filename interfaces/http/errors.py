@@ -19,6 +19,7 @@ from application.errors import (
 )
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
+from domain.usage import UsageBatchInvalidError
 from interfaces.stores import IdempotencyConflictError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,19 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
         return error_response(exc.status_code, message, type_, code, headers=exc.headers)
+
+    @app.exception_handler(UsageBatchInvalidError)
+    async def invalid_batch(request: Request, exc: UsageBatchInvalidError) -> Response:
+        body = {
+            "message": str(exc),
+            "type": "invalid_request_error",
+            "code": "invalid_usage_batch",
+            "param": "records",
+            "records": [p.__dict__ for p in exc.problems],
+        }
+        return Response(
+            orjson.dumps({"error": body}), status_code=400, media_type="application/json"
+        )
 
     for exc_type, status, type_, code in ERROR_TABLE:
         app.add_exception_handler(exc_type, _handler(status, type_, code))

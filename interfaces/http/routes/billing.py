@@ -1,0 +1,54 @@
+"""Billing by date range (seed 001), balance and credits (seed 002)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from application.errors import NotFoundError
+from domain.timewindow import day_range
+from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.schemas import Strict
+from projections import billing, tenants
+
+router = APIRouter(tags=["billing"])
+
+
+class CreditsIn(Strict):
+    amount_eur: Decimal
+
+
+def check_tenant(container: ContainerDep, caller: Caller, tenant_id: UUID) -> None:
+    with container.reading("tenants") as curs:
+        if tenants.get_tenant(curs, tenant_id, caller.tenant_filter()) is None:
+            raise NotFoundError("tenant", tenant_id)
+
+
+@router.get("/team-billing/summary/{tenant_id}/{start}/{end}")
+def billing_summary(
+    tenant_id: UUID, start: str, end: str, caller: Caller, container: ContainerDep
+) -> dict:
+    """Billing for ``[start 00:00Z, end 00:00Z)``; the same date twice is an empty range."""
+    lo, hi = day_range(start, end)
+    check_tenant(container, caller, tenant_id)
+    with container.reading("usage", "costs") as curs:
+        return billing.summary(curs, tenant_id, lo, hi, datetime.now(UTC))
+
+
+@router.get("/tenants/{tenant_id}/balance")
+def balance(tenant_id: UUID, caller: Caller, container: ContainerDep) -> dict:
+    """Credits minus spend, in EUR."""
+    check_tenant(container, caller, tenant_id)
+    with container.reading("usage", "costs") as curs:
+        amount = billing.balance(curs, tenant_id, datetime.now(UTC))
+    return {"current_balance": billing.money(amount), "currency": "EUR"}
+
+
+@router.post("/tenants/{tenant_id}/credits")
+def add_credits(tenant_id: UUID, body: CreditsIn, caller: Caller, container: ContainerDep) -> dict:
+    """Add prepaid credits to a tenant (admin)."""
+    container.app.add_credits(caller, tenant_id, body.amount_eur)
+    return balance(tenant_id, caller, container)

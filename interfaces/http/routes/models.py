@@ -1,0 +1,139 @@
+"""Price book routes: models (EUR per million tokens) and GPU hourly rates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.common import create_once, found
+from interfaces.http.schemas import Strict
+from projections import pricebook
+
+router = APIRouter(tags=["price book"])
+
+MODALITY = Field("chat", description="text, chat, embedding, image, audio or multimodal")
+
+
+class ModelCreate(Strict):
+    id: str = Field(description="Slug, e.g. llama-3.1-8b")
+    display_name: str
+    modality: str = MODALITY
+    context_length: int
+    input_eur_per_mtok: Decimal
+    output_eur_per_mtok: Decimal
+    serveable: bool = False
+
+
+class ModelUpdate(Strict):
+    display_name: str
+    modality: str = MODALITY
+    context_length: int
+    input_eur_per_mtok: Decimal
+    output_eur_per_mtok: Decimal
+    serveable: bool = False
+    effective_from: datetime | None = Field(
+        None,
+        description="When a new price takes effect (default now). Past usage is never re-rated.",
+    )
+
+
+class PricePublic(BaseModel):
+    effective_from: datetime | None
+    input_eur_per_mtok: Decimal
+    output_eur_per_mtok: Decimal
+
+
+class ModelPublic(BaseModel):
+    id: str
+    display_name: str
+    modality: str
+    context_length: int
+    input_eur_per_mtok: Decimal
+    output_eur_per_mtok: Decimal
+    price_effective_from: datetime | None
+    serveable: bool
+    created_at: datetime
+    updated_at: datetime
+    prices: list[PricePublic] | None = None
+
+
+class GpuRateUpdate(Strict):
+    eur_per_hour: Decimal
+
+
+class GpuRatePublic(BaseModel):
+    instance_type: str
+    region: str
+    eur_per_hour: Decimal
+    updated_at: datetime
+
+
+def read_model(container: ContainerDep, slug: str) -> ModelPublic:
+    with container.reading("pricebook") as curs:
+        return ModelPublic(**found(pricebook.get_model(curs, slug), "model", slug))
+
+
+@router.get("/models", response_model=dict[str, list[ModelPublic]])
+def list_models(caller: Caller, container: ContainerDep) -> dict:
+    """The catalog with current EUR prices per million tokens."""
+    with container.reading("pricebook") as curs:
+        return {"data": pricebook.list_models(curs)}
+
+
+@router.post("/models", status_code=201, response_model=ModelPublic)
+def register_model(
+    body: ModelCreate, caller: Caller, container: ContainerDep, request: Request, response: Response
+) -> dict:
+    """Register a model (admin). Its price applies to all usage until a later change."""
+
+    def create() -> ModelPublic:
+        fields = body.model_dump()
+        container.app.register_model(caller, slug=fields.pop("id"), **fields)
+        return read_model(container, body.id)
+
+    return create_once(container, caller, request, response, body, create)
+
+
+@router.get("/models/{model_id}", response_model=ModelPublic)
+def get_model(model_id: str, caller: Caller, container: ContainerDep) -> ModelPublic:
+    """A model with its price history."""
+    return read_model(container, model_id)
+
+
+@router.put("/models/{model_id}", response_model=ModelPublic)
+def update_model(
+    model_id: str, body: ModelUpdate, caller: Caller, container: ContainerDep
+) -> ModelPublic:
+    """Update a model (admin). A changed price takes effect at ``effective_from``."""
+    container.app.update_model(caller, model_id, **body.model_dump())
+    return read_model(container, model_id)
+
+
+@router.delete("/models/{model_id}", response_model=dict[str, object])
+def delete_model(model_id: str, caller: Caller, container: ContainerDep) -> dict:
+    """Remove a model from the catalog (admin); its recorded usage keeps its prices."""
+    container.app.delete_model(caller, model_id)
+    return {"id": model_id, "deleted": True}
+
+
+@router.get("/gpu-rates", response_model=dict[str, list[GpuRatePublic]])
+def list_gpu_rates(caller: Caller, container: ContainerDep) -> dict:
+    """GPU hourly rates per instance type and region."""
+    with container.reading("pricebook") as curs:
+        return {"data": pricebook.list_gpu_rates(curs)}
+
+
+@router.put("/gpu-rates/{instance_type}/{region}", response_model=GpuRatePublic)
+def set_gpu_rate(
+    instance_type: str, region: str, body: GpuRateUpdate, caller: Caller, container: ContainerDep
+) -> GpuRatePublic:
+    """Set a GPU hourly rate (admin). Instances keep the rate they were deployed at."""
+    container.app.set_gpu_rate(caller, instance_type, region, body.eur_per_hour)
+    with container.reading("pricebook") as curs:
+        rows = pricebook.list_gpu_rates(curs)
+    row = next(r for r in rows if r["instance_type"] == instance_type and r["region"] == region)
+    return GpuRatePublic(**row)

@@ -1,0 +1,177 @@
+"""Read model: token usage and its EUR cost in hour and day buckets per tenant, key, model, instance."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor
+
+from domain.timewindow import floor_day, floor_hour
+from domain.usage import UsageBatch, iter_lines
+from projections.base import Projection, live_schema
+
+SCHEMA = live_schema("usage")
+NO_INSTANCE = UUID(int=0)  # bucket keys can't be NULL; the nil UUID means "no instance"
+
+BUCKET_COLUMNS = """
+    tenant_id uuid NOT NULL,
+    key_id uuid NOT NULL,
+    model text NOT NULL,
+    instance_id uuid NOT NULL,
+    requests bigint NOT NULL,
+    successes bigint NOT NULL,
+    failures bigint NOT NULL,
+    prompt_tokens bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    cached_tokens bigint NOT NULL,
+    latency_ms bigint NOT NULL,
+    cost numeric NOT NULL"""
+CREATE_HOURLY = (
+    "CREATE TABLE IF NOT EXISTS {s}.hourly (at timestamptz NOT NULL," + BUCKET_COLUMNS + ","
+    " PRIMARY KEY (tenant_id, at, key_id, model, instance_id))"
+)
+CREATE_DAILY = (
+    "CREATE TABLE IF NOT EXISTS {s}.daily (at timestamptz NOT NULL," + BUCKET_COLUMNS + ","
+    " PRIMARY KEY (tenant_id, at, key_id, model, instance_id))"
+)
+CREATE_HOURLY_KEY = "CREATE INDEX IF NOT EXISTS hourly_key ON {s}.hourly (key_id, at)"
+CREATE_DAILY_KEY = "CREATE INDEX IF NOT EXISTS daily_key ON {s}.daily (key_id, at)"
+
+UPSERT = """
+INSERT INTO {s}.{table} AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
+    failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
+SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::uuid[], %s::text[], %s::uuid[],
+    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::bigint[], %s::numeric[])
+ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
+    requests = b.requests + EXCLUDED.requests,
+    successes = b.successes + EXCLUDED.successes,
+    failures = b.failures + EXCLUDED.failures,
+    prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
+    completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
+    cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
+    latency_ms = b.latency_ms + EXCLUDED.latency_ms,
+    cost = b.cost + EXCLUDED.cost"""
+
+# requests, successes, failures, prompt, completion, cached, latency, cost
+Sums = list[Any]
+
+
+class UsageProjection(Projection):
+    name = "usage"
+    tables = [CREATE_HOURLY, CREATE_DAILY, CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
+
+    def recorded(self, curs: Cursor[Any], e: Any) -> None:
+        hourly: dict[tuple[datetime, UUID, str, UUID], Sums] = defaultdict(
+            lambda: [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
+        )
+        for line in iter_lines(e.event):
+            sums = hourly[
+                (
+                    floor_hour(line.occurred_at),
+                    line.key_id,
+                    line.model,
+                    line.instance_id or NO_INSTANCE,
+                )
+            ]
+            sums[0] += 1
+            sums[1 if line.success else 2] += 1
+            sums[3] += line.prompt_tokens
+            sums[4] += line.completion_tokens
+            sums[5] += line.cached_tokens
+            sums[6] += line.latency_ms
+            sums[7] += line.cost
+        daily: dict[tuple[datetime, UUID, str, UUID], Sums] = defaultdict(
+            lambda: [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
+        )
+        for (hour, *rest), sums in hourly.items():
+            day = daily[(floor_day(hour), *rest)]  # type: ignore[index]
+            for i, v in enumerate(sums):
+                day[i] += v
+        for table, buckets in (("hourly", hourly), ("daily", daily)):
+            keys = list(buckets)
+            columns = [
+                [e.tenant_id] * len(keys),
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [k[3] for k in keys],
+                *([buckets[k][i] for k in keys] for i in range(8)),
+            ]
+            curs.execute(UPSERT.format(s=e.schema, table=table), columns)
+
+    handlers = {UsageBatch.Recorded: recorded}
+
+
+GROUPS = {"tenant": "tenant_id", "key": "key_id", "model": "model", "instance": "instance_id"}
+SUMS = """count(*) AS buckets, coalesce(sum(requests), 0)::bigint AS requests,
+    coalesce(sum(successes), 0)::bigint AS successes, coalesce(sum(failures), 0)::bigint AS failures,
+    coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+    coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+    coalesce(sum(cached_tokens), 0)::bigint AS cached_tokens,
+    coalesce(sum(latency_ms), 0)::bigint AS latency_ms, coalesce(sum(cost), 0) AS cost"""
+
+
+def _where(
+    scope: UUID | None, start: datetime | None, end: datetime | None, key_id: UUID | None = None
+) -> tuple[str, list[Any]]:
+    where, params = ["true"], []
+    if scope is not None:
+        where.append("tenant_id = %s")
+        params.append(scope)
+    if key_id is not None:
+        where.append("key_id = %s")
+        params.append(key_id)
+    if start is not None:
+        where.append("at >= %s")
+        params.append(start)
+    if end is not None:
+        where.append("at < %s")
+        params.append(end)
+    return " AND ".join(where), params
+
+
+def table_for(start: datetime | None, end: datetime | None) -> str:
+    """Day buckets when the range is made of whole days, else hour buckets."""
+    aligned = all(t is None or t == floor_day(t) for t in (start, end))
+    return "daily" if aligned else "hourly"
+
+
+def totals(
+    curs: Cursor[Any],
+    scope: UUID | None,
+    group_by: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    key_id: UUID | None = None,
+    interval: str | None = None,
+) -> list[dict[str, Any]]:
+    """Sums of the buckets in ``[start, end)``, grouped by the named dimensions (and time)."""
+    where, params = _where(scope, start, end, key_id)
+    columns = [GROUPS[g] for g in group_by]
+    table = table_for(start, end)
+    if interval == "hour":
+        table = "hourly"
+        columns.insert(0, "at")
+    elif interval == "day":
+        columns.insert(0, "at")
+    select = ", ".join([*columns, SUMS.replace("count(*) AS buckets, ", "")])
+    group = f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
+    return curs.execute(
+        f"SELECT {select} FROM {SCHEMA}.{table} WHERE {where}{group}", params
+    ).fetchall()
+
+
+def spent(
+    curs: Cursor[Any], tenant_id: UUID, key_id: UUID | None, start: datetime, end: datetime | None
+) -> Decimal:
+    where, params = _where(tenant_id, start, end, key_id)
+    row = curs.execute(
+        f"SELECT coalesce(sum(cost), 0) AS cost FROM {SCHEMA}.{table_for(start, end)} WHERE {where}",
+        params,
+    ).fetchone()
+    return row["cost"]
