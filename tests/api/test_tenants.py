@@ -83,7 +83,9 @@ def test_tenant_names_are_unique_regardless_of_case(admin):
     error_of(admin.post("/tenants", json={"name": name.upper()}), 409)
 
 
-@pytest.mark.parametrize("name", ["", "has space", "-leading-dash", "x" * 64, "ünïcode"])
+@pytest.mark.parametrize(
+    "name", ["", "has space", "-leading-dash", "x" * 64, "ünïcode", "trailing-newline\n"]
+)
 def test_an_invalid_tenant_name_is_a_400_naming_the_field(admin, name):
     error = error_of(admin.post("/tenants", json={"name": name}), 400)
     assert error["type"] == "invalid_request_error"
@@ -96,15 +98,19 @@ def test_an_invalid_weight_is_a_400_naming_the_field(admin, weight):
     assert names_field(error, "weight")
 
 
+def test_a_tenant_name_of_63_characters_is_accepted(admin):
+    name = uuid.uuid4().hex + "x" * 31
+    assert len(name) == 63
+    assert admin.new_tenant(name=name)["name"] == name
+
+
 def test_a_tenant_without_a_name_is_a_400_not_a_422(admin):
     error = error_of(admin.post("/tenants", json={"weight": 100}), 400)
     assert names_field(error, "name")
 
 
 def test_a_tenant_body_that_is_not_json_is_a_400(admin):
-    r = admin.post(
-        "/tenants", content=b"name=acme", headers={"Content-Type": "application/json"}
-    )
+    r = admin.post("/tenants", content=b"name=acme", headers={"Content-Type": "application/json"})
     error_of(r, 400)
 
 
@@ -238,6 +244,12 @@ def test_patching_a_null_group_removes_it(admin):
     assert r.json()["group"] is None
 
 
+def test_an_invalid_group_is_a_400_naming_the_field(admin):
+    t = admin.new_tenant()
+    r = admin.patch(f"/tenants/{t['id']}/group", json={"group": "no spaces please"})
+    assert names_field(error_of(r, 400), "group")
+
+
 def test_a_change_moves_updated_at_but_not_created_at(admin):
     t = admin.new_tenant()
     changed = admin.patch(f"/tenants/{t['id']}/weight", json={"weight": 7}).json()
@@ -252,7 +264,7 @@ def test_a_change_moves_updated_at_but_not_created_at(admin):
 def offboarded(admin, tenant) -> dict[str, Any]:
     """A tenant with a router key, an instance and a budget, then offboarded."""
     router_key, router_secret = admin.new_key(tenant.id, "router")
-    instance = admin.post("/instances", json={"tenant_id": tenant.id, "model_id": "llama-3-8b"})
+    instance = admin.post("/instances", json={"tenant_id": tenant.id, "model_id": "llama-3.1-8b"})
     assert instance.status_code == 201, instance.text
     budget = admin.post(
         "/budgets", json={"tenant_id": tenant.id, "limit_eur": "50", "period": "monthly"}
@@ -315,9 +327,16 @@ def test_an_offboarded_tenant_accepts_no_new_key(admin, offboarded):
 
 def test_an_offboarded_tenant_accepts_no_new_instance(admin, offboarded):
     r = admin.post(
-        "/instances", json={"tenant_id": offboarded["tenant"].id, "model_id": "llama-3-8b"}
+        "/instances", json={"tenant_id": offboarded["tenant"].id, "model_id": "llama-3.1-8b"}
     )
     error_of(r, 409)
+
+
+def test_an_offboarded_tenants_settings_can_no_longer_change(admin, offboarded):
+    tenant_id = offboarded["tenant"].id
+    error_of(admin.patch(f"/tenants/{tenant_id}/weight", json={"weight": 5}), 409)
+    error_of(admin.put(f"/tenants/{tenant_id}/quota", json={"tokens_per_minute": 5}), 409)
+    error_of(admin.patch(f"/tenants/{tenant_id}/group", json={"group": "late"}), 409)
 
 
 def test_an_offboarded_tenant_keeps_its_name_taken(admin, offboarded):

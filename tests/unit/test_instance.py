@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from uuid import uuid4
 
 import pytest
@@ -35,6 +36,7 @@ def an_instance(actor: Actor | None = None, **overrides: object) -> Instance:
         "instance_type": "gpu.a100:1",
         "api_key_ciphertext": b"\x01ciphertext\x00",
         "api_key_prefix": "hp_ik_abcdefghij",
+        "hourly_rate_eur": Decimal("0.85"),
         "actor": actor or an_actor(),
     }
     values.update(overrides)
