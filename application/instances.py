@@ -7,7 +7,7 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.keys import KeyCommands
-from domain.base import InvalidValueError
+from domain.base import Actor, InvalidValueError
 from domain.instance import INSTANCE_KEY_PREFIX, Instance
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
@@ -62,6 +62,19 @@ class InstanceCommands(KeyCommands):
         instance = self.get_instance_for(principal, instance_id)
         tenant = self.load(Tenant, instance.tenant_id, "tenant")
         return self.secret_box.decrypt(tenant.wrapped_data_key, instance.api_key_ciphertext)
+
+    def transition_instance(
+        self,
+        instance_id: UUID,
+        status: str,
+        actor: Actor,
+        reason: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        """Record a lifecycle step reported by a provider (or the provisioning jobs)."""
+        instance = self.load(Instance, instance_id, "instance")
+        instance.transition(status, actor=actor, reason=reason, endpoint_url=endpoint_url)
+        self.commit(instance)
 
     def destroy_instance(self, principal: Principal, instance_id: UUID) -> None:
         instance = self.get_instance_for(principal, instance_id)
