@@ -55,8 +55,11 @@ class KeyCommands(TenantCommands):
         return key.id, token
 
     def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:
+        """A live key of the caller's tenant; a deleted key is gone, as GET /keys/{id} says."""
         key = self.load(ApiKey, key_id, "key")
         principal.check_tenant(key.tenant_id, "key", key_id)
+        if key.deleted:
+            raise NotFoundError("key", key_id)
         return key
 
     def set_key_disabled(self, principal: Principal, key_id: UUID, disabled: bool) -> None:
@@ -69,8 +72,6 @@ class KeyCommands(TenantCommands):
     def delete_key(self, principal: Principal, key_id: UUID) -> None:
         """Revoke a key for good, free its name and delete its budgets, in one write."""
         key = self.get_key_for(principal, key_id)
-        if key.deleted:  # already revoked: gone, as GET /keys/{id} says
-            raise NotFoundError("key", key_id)
         if key.id == principal.key_id:
             raise SelfDeletionError("a key can't delete itself")
         key.delete(actor=principal.actor)

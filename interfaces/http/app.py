@@ -62,4 +62,48 @@ def create_app(container: Container) -> FastAPI:
     for module in (health, tenants, keys, instances, budgets, models, usage, billing, audit):
         app.include_router(module.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+            },
+            "required": ["message", "type", "code"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents 422 validation errors; this API answers them as 400 (OpenAI shape)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                responses.pop("422", None)
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Bad request (OpenAI error shape)",
+                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                    },
+                )
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -84,6 +84,22 @@ def test_a_malformed_model_id_is_a_400_naming_model_id(tenant, model_id):
     assert tenant.api.get("/instances").json()["data"] == []
 
 
+def test_a_model_missing_from_the_catalog_is_a_400_naming_model_id(tenant):
+    r = tenant.api.post(
+        "/instances", json={**DEPLOY, "model_id": "no-such-model-" + uuid.uuid4().hex}
+    )
+
+    assert_error(r, 400, "model_id")
+    assert tenant.api.get("/instances").json()["data"] == []
+
+
+def test_a_region_without_gpus_is_a_400_naming_it(tenant):
+    r = tenant.api.post("/instances", json={**DEPLOY, "region": "MARS"})
+
+    assert_error(r, 400, "MARS")
+    assert tenant.api.get("/instances").json()["data"] == []
+
+
 def test_a_deploy_without_a_model_id_is_a_400_naming_model_id(tenant):
     r = tenant.api.post("/instances", json={"region": "EU"})
 
@@ -267,8 +283,12 @@ def test_reusing_an_idempotency_key_with_another_body_is_a_409(tenant):
 
 
 def test_different_idempotency_keys_deploy_different_instances(tenant):
-    a = tenant.api.post("/instances", json=DEPLOY, headers={"Idempotency-Key": "a-" + uuid.uuid4().hex})
-    b = tenant.api.post("/instances", json=DEPLOY, headers={"Idempotency-Key": "b-" + uuid.uuid4().hex})
+    a = tenant.api.post(
+        "/instances", json=DEPLOY, headers={"Idempotency-Key": "a-" + uuid.uuid4().hex}
+    )
+    b = tenant.api.post(
+        "/instances", json=DEPLOY, headers={"Idempotency-Key": "b-" + uuid.uuid4().hex}
+    )
 
     assert a.json()["id"] != b.json()["id"]
     assert len(tenant.api.get("/instances").json()["data"]) == 2
