@@ -143,3 +143,12 @@ class Budget(Aggregate):
     @event("Deleted")
     def _deleted(self, actor: Actor) -> None:
         self.deleted = True
+
+
+def budget_state(limit_eur: Decimal, thresholds: list[Decimal], spent: Decimal) -> str:
+    """``exceeded`` at the limit, ``warning`` past any alert threshold below it, else ``ok``."""
+    if spent >= limit_eur:
+        return "exceeded"
+    if any(t < 1 and spent >= limit_eur * t for t in thresholds):
+        return "warning"
+    return "ok"

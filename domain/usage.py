@@ -70,7 +70,7 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
     for field in ("prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms"):
         if getattr(r, field) < 0:
             bad(field, f"{field} must be >= 0")
-    if r.cached_tokens > r.prompt_tokens:
+    if 0 <= r.prompt_tokens < r.cached_tokens:
         bad("cached_tokens", "cached_tokens can't exceed prompt_tokens")
     if r.status not in ("success", "error"):
         bad("status", "status must be 'success' or 'error'")

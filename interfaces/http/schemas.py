@@ -158,6 +158,11 @@ class BudgetPublic(BaseModel):
     thresholds: list[Decimal]
     created_at: datetime
     updated_at: datetime
+    period_start: datetime | None = Field(None, description="Current window (midnight UTC).")
+    period_end: datetime | None = Field(None, description="Window end; null for 'total'.")
+    spent: Decimal | None = Field(None, description="EUR spent in the current window.")
+    remaining: Decimal | None = None
+    state: Literal["ok", "warning", "exceeded"] | None = None
 
 
 class Deleted(BaseModel):

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from domain.budget import budget_state
+from domain.timewindow import period_window
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
 from interfaces.http.schemas import BudgetCreate, BudgetPublic, BudgetUpdate, Deleted, Page
-from projections import budgets
+from projections import billing, budgets
 
 router = APIRouter(tags=["budgets"])
 
 
 def read_budget(container: ContainerDep, caller: Caller, budget_id: UUID) -> BudgetPublic:
-    with container.reading("budgets") as curs:
-        row = budgets.get_budget(curs, budget_id, caller.tenant_filter())
-    return BudgetPublic(**found(row, "budget", budget_id))
+    """One budget with its current window, spend, remainder and state."""
+    now = datetime.now(UTC)
+    with container.reading("budgets", "usage", "costs") as curs:
+        row = found(
+            budgets.get_budget(curs, budget_id, caller.tenant_filter()), "budget", budget_id
+        )
+        start, end = period_window(row["period"], now)
+        spent = billing.spent(curs, row["tenant_id"], row["key_id"], start, end, now)
+    return BudgetPublic(
+        **row,
+        period_start=start,
+        period_end=end,
+        spent=spent,
+        remaining=max(row["limit_eur"] - spent, Decimal(0)),
+        state=budget_state(row["limit_eur"], row["thresholds"], spent),
+    )
 
 
 @router.get("/budgets", response_model=Page[BudgetPublic])
