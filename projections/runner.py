@@ -27,6 +27,7 @@ SQL_INIT_TRACKING = "INSERT INTO {s}.tracking (position) VALUES (0) ON CONFLICT 
 SQL_POSITION = "SELECT position FROM {s}.tracking"
 SQL_SET_POSITION = "UPDATE {s}.tracking SET position = %s"
 SQL_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"  # another key space than SQL_LOCK
 SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 
 
@@ -135,16 +136,20 @@ class ProjectionRunner:
         projection = self.projections[name]
         live = projection.schema()
         fresh = f"{live}__rebuild"
-        with self.pool.connection() as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {fresh} CASCADE")
-        self.create_schema(projection, fresh)
-        applied = self.catch_up(name, fresh)
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
-            curs.execute(SQL_LOCK, (live,))
-            while self._apply_batch(curs, projection, fresh):
-                pass
-            curs.execute(f"DROP SCHEMA IF EXISTS {live} CASCADE")
-            curs.execute(f"ALTER SCHEMA {fresh} RENAME TO {live}")
+        # One rebuild of a projection at a time, across processes: a second one waits its turn
+        # instead of dropping the first one's copy under it. The lock goes with the connection.
+        with psycopg.connect(self.conninfo, autocommit=True) as guard:
+            guard.execute(SQL_REBUILD_LOCK, (fresh,))
+            with self.pool.connection() as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {fresh} CASCADE")
+            self.create_schema(projection, fresh)
+            applied = self.catch_up(name, fresh)
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
+                curs.execute(SQL_LOCK, (live,))
+                while self._apply_batch(curs, projection, fresh):
+                    pass
+                curs.execute(f"DROP SCHEMA IF EXISTS {live} CASCADE")
+                curs.execute(f"ALTER SCHEMA {fresh} RENAME TO {live}")
         return applied
 
     # -- status and waiting ---------------------------------------------------------------
@@ -216,17 +221,24 @@ class ProjectionRunner:
                 self._stop.wait(1.0)
 
     def _work(self) -> None:
+        retry_at: dict[str, float] = {}  # projections whose last batch failed
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            try:
-                self.catch_up_all()
+            for name in list(self.projections):
+                if retry_at.get(name, 0.0) > time.monotonic():
+                    continue
+                try:
+                    self.catch_up(name)
+                    retry_at.pop(name, None)
+                except Exception as e:
+                    # The failed batch rolled back with its position: nothing half-applied.
+                    # Keep the error visible (health, status) and retry this projection after
+                    # a pause; the other projections go on catching up meanwhile.
+                    self.last_error = e
+                    retry_at[name] = time.monotonic() + 1.0
+                    log.exception("projection %s: batch failed; will retry", name)
+            if not retry_at:
                 self.last_error = None
-            except Exception as e:
-                # The failed batch rolled back with its position: nothing half-applied.
-                # Keep the error visible (health, status) and retry after a pause.
-                self.last_error = e
-                log.exception("projection batch failed; will retry")
-                self._stop.wait(1.0)

@@ -1,0 +1,253 @@
+"""The event store on real PostgreSQL: what is stored, how it round-trips, who did it."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from application.errors import ConcurrentModificationError
+from domain.apikey import ApiKey
+from domain.base import Actor
+from domain.budget import Budget
+from domain.index import NameIndex
+from domain.tenant import Tenant
+from tests.conftest import ADMIN_TOKEN
+
+
+def events_table(container: Any) -> str:
+    recorder = container.app.recorder
+    return f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+
+
+def head(container: Any) -> int:
+    with container.pool.connection() as conn:
+        row = conn.execute(f"SELECT max(notification_id) AS m FROM {events_table(container)}")
+        return row.fetchone()["m"] or 0
+
+
+def stored_events_after(container: Any, position: int) -> list[Any]:
+    """Every event written after ``position``, decoded by the application's own mapper."""
+    with container.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT originator_id, originator_version, topic, state"
+            f" FROM {events_table(container)} WHERE notification_id > %s"
+            " ORDER BY notification_id",
+            (position,),
+        ).fetchall()
+    return [
+        container.app.mapper.to_domain_event(
+            StoredEvent(
+                originator_id=r["originator_id"],
+                originator_version=r["originator_version"],
+                topic=r["topic"],
+                state=bytes(r["state"]),
+            )
+        )
+        for r in rows
+    ]
+
+
+def occurrences(container: Any, needle: str) -> int:
+    """How many stored events hold ``needle`` anywhere in their serialised state."""
+    with container.pool.connection() as conn:
+        row = conn.execute(
+            f"SELECT count(*) AS n FROM {events_table(container)}"
+            " WHERE position(%s::bytea IN state) > 0",
+            (needle.encode(),),
+        ).fetchone()
+        return row["n"]
+
+
+def all_states(container: Any) -> list[bytes]:
+    with container.pool.connection() as conn:
+        rows = conn.execute(f"SELECT state FROM {events_table(container)}").fetchall()
+    return [bytes(r["state"]) for r in rows]
+
+
+def new_tenant(container: Any) -> Tenant:
+    tenant = Tenant.register(
+        name=f"t-{uuid4().hex[:10]}",
+        weight=100,
+        tokens_per_minute=None,
+        group=None,
+        wrapped_data_key=container.app.secret_box.new_wrapped_data_key(),
+        actor=Actor(id="admin", ip="127.0.0.1"),
+    )
+    container.app.commit(tenant)
+    return tenant
+
+
+@pytest.fixture(scope="module")
+def issued_secrets(admin: Any) -> dict[str, Any]:
+    """Management and router keys issued over HTTP, and an instance whose key was fetched."""
+    t = admin.new_tenant()
+    keys = [admin.new_key(t["id"], kind) for kind in ("management", "router", "router")]
+    own_api = admin.as_token(keys[0][1])
+    keys.append(own_api.new_key(t["id"], "management"))
+    r = admin.post("/instances", json={"tenant_id": t["id"], "model_id": "llama-3.1-8b"})
+    assert r.status_code == 201, r.text
+    instance = r.json()
+    r = admin.get(f"/instances/{instance['id']}/api-key")
+    assert r.status_code == 200, r.text
+    return {"keys": keys, "instance": instance, "instance_key": r.json()["api_key"]}
+
+
+def test_no_issued_key_secret_is_found_anywhere_in_the_events_table(container, issued_secrets):
+    states = all_states(container)
+    for _, secret in issued_secrets["keys"]:
+        assert occurrences(container, secret) == 0
+        assert not any(secret.encode() in state for state in states)
+
+
+def test_the_instance_key_is_not_found_anywhere_in_the_events_table(container, issued_secrets):
+    instance_key = issued_secrets["instance_key"]
+    assert instance_key.startswith("hp_ik_")
+    assert occurrences(container, instance_key) == 0
+    assert not any(instance_key.encode() in state for state in all_states(container))
+
+
+def test_the_admin_token_is_not_found_anywhere_in_the_events_table(container, issued_secrets):
+    assert occurrences(container, ADMIN_TOKEN) == 0
+
+
+def test_the_events_do_hold_each_keys_hash_and_display_prefix(container, issued_secrets):
+    for key, secret in issued_secrets["keys"]:
+        assert secret.startswith(key["key_prefix"])
+        assert occurrences(container, key["key_prefix"]) >= 1
+        assert occurrences(container, hashlib.sha256(secret.encode()).hexdigest()) == 1
+
+
+def test_the_instance_event_holds_only_the_instance_keys_display_prefix(container, issued_secrets):
+    prefix = issued_secrets["instance_key"][:16]
+    assert occurrences(container, prefix) == 1
+
+
+def test_a_budget_round_trips_through_postgresql_with_exact_decimals(container):
+    budget = Budget.set(
+        tenant_id=uuid4(),
+        key_id=uuid4(),
+        limit_eur=Decimal("12.345678"),
+        period="monthly",
+        thresholds=[Decimal("0.5"), Decimal("0.80"), Decimal("1.0")],
+        actor=Actor(id="admin", ip="127.0.0.1"),
+    )
+    container.app.commit(budget)
+
+    loaded = container.app.repository.get(budget.id)
+
+    assert loaded.limit_eur == Decimal("12.345678")
+    assert str(loaded.limit_eur) == "12.345678"
+    assert type(loaded.limit_eur) is Decimal
+    assert loaded.thresholds == [Decimal("0.5"), Decimal("0.80"), Decimal("1.0")]
+    assert [str(t) for t in loaded.thresholds] == ["0.5", "0.80", "1.0"]
+    assert all(type(t) is Decimal for t in loaded.thresholds)
+
+
+def test_a_budget_round_trips_through_postgresql_with_uuids_and_utc_datetimes(container):
+    tenant_id, key_id = uuid4(), uuid4()
+    budget = Budget.set(
+        tenant_id=tenant_id,
+        key_id=key_id,
+        limit_eur=Decimal("5"),
+        period="daily",
+        thresholds=[Decimal("1")],
+        actor=Actor(id="admin", ip="127.0.0.1"),
+    )
+    container.app.commit(budget)
+
+    loaded = container.app.repository.get(budget.id)
+
+    assert isinstance(loaded.id, UUID) and loaded.id == budget.id
+    assert isinstance(loaded.tenant_id, UUID) and loaded.tenant_id == tenant_id
+    assert isinstance(loaded.key_id, UUID) and loaded.key_id == key_id
+    for moment in (loaded.created_on, loaded.modified_on):
+        assert isinstance(moment, datetime)
+        assert moment.utcoffset() == timedelta(0)
+    assert loaded.created_on == budget.created_on
+    assert loaded.version == budget.version
+
+
+def test_a_key_expiry_round_trips_through_postgresql_as_the_same_utc_instant(container):
+    expires_at = datetime(2031, 5, 17, 23, 59, 58, 123456, tzinfo=UTC)
+    key, _ = ApiKey.issue(
+        tenant_id=uuid4(),
+        name="expiring",
+        kind="router",
+        now=datetime.now(tz=UTC),
+        actor=Actor(id="admin", ip="127.0.0.1"),
+        expires_at=expires_at,
+    )
+    container.app.commit(key)
+
+    loaded = container.app.repository.get(key.id)
+
+    assert loaded.expires_at == expires_at
+    assert loaded.expires_at.utcoffset() == timedelta(0)
+    assert loaded.expires_at.isoformat() == expires_at.isoformat()
+
+
+def test_every_event_made_over_http_records_its_actor_and_the_client_ip(container, admin):
+    start = head(container)
+    t = admin.new_tenant()
+    key, secret = admin.new_key(t["id"], "management")
+    own = admin.as_token(secret)
+    assert admin.patch(f"/tenants/{t['id']}/weight", json={"weight": 7}).status_code == 200
+    other, _ = own.new_key(t["id"], "router")
+    r = own.post("/budgets", json={"key_id": other["id"], "limit_eur": "3.5"})
+    assert r.status_code == 201, r.text
+    r = own.post("/instances", json={"model_id": "llama-3.1-8b"})
+    assert r.status_code == 201, r.text
+    assert own.put(f"/keys/{other['id']}/disabled", json={"disabled": True}).status_code == 200
+    assert own.delete(f"/keys/{other['id']}").status_code == 200
+
+    events = stored_events_after(container, start)
+    # Name index entries are bookkeeping for unique names, not facts about a resource:
+    # they carry no actor. Every other event does.
+    facts = [e for e in events if not isinstance(e, NameIndex.Event)]
+    assert len(facts) >= 9
+    by_key = f"key:{key['id']}"
+    for e in facts:
+        assert isinstance(e.actor, Actor), type(e).__qualname__
+        assert e.actor.id in ("admin", by_key), e.actor
+        assert e.actor.ip == "127.0.0.1"
+    assert {e.actor.id for e in facts} == {"admin", by_key}
+
+
+def test_a_second_writer_of_the_same_tenant_gets_a_concurrent_modification_error(container):
+    tenant = new_tenant(container)
+    first = container.app.repository.get(tenant.id)
+    second = container.app.repository.get(tenant.id)
+    first.change_weight(11, actor=Actor(id="admin", ip=None))
+    second.change_weight(22, actor=Actor(id="admin", ip=None))
+
+    container.app.commit(first)
+    with pytest.raises(ConcurrentModificationError):
+        container.app.commit(second)
+
+    assert container.app.repository.get(tenant.id).weight == 11
+
+
+def floats_in(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in floats_in(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in floats_in(v)]
+    return []
+
+
+def test_no_stored_event_holds_a_float(container, admin):
+    t = admin.new_tenant()
+    r = admin.post("/budgets", json={"tenant_id": t["id"], "limit_eur": "0.1"})
+    assert r.status_code == 201, r.text
+
+    for state in all_states(container):
+        assert floats_in(orjson.loads(state)) == []

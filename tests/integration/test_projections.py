@@ -1,0 +1,351 @@
+"""Read models on real PostgreSQL: catching up, rebuilding, surviving a crash mid-batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+from psycopg.rows import tuple_row
+
+from projections.base import live_schema
+from projections.keys import KeysProjection
+from projections.registry import all_projections
+from projections.runner import ProjectionRunner
+from projections.tenants import TenantsProjection
+
+# Every read model hostplane keeps; the listings are among them.
+PROJECTIONS = [p.name for p in all_projections()]
+LISTINGS = ["tenants", "keys", "instances", "budgets"]
+
+
+def caught_up(container: Any, timeout: float = 10.0) -> None:
+    """Wait until every live projection has processed the whole event log."""
+    target = container.runner.max_notification_id()
+    assert container.runner.wait_for(PROJECTIONS, target, timeout), container.runner.status()
+
+
+def tables(container: Any, schema: str) -> list[str]:
+    with container.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " ORDER BY table_name",
+            (schema,),
+        ).fetchall()
+    return [r["table_name"] for r in rows]
+
+
+def snapshot(container: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table in ``schema``, ordered by all columns, with its text form."""
+    out = {}
+    with container.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+        for table in tables(container, schema):
+            curs.execute(f"SELECT * FROM {schema}.{table} LIMIT 0")
+            width = len(curs.description)
+            order = ", ".join(str(i) for i in range(1, width + 1))
+            curs.execute(f"SELECT t.*, t::text FROM {schema}.{table} AS t ORDER BY {order}")
+            out[table] = curs.fetchall()
+    return out
+
+
+@pytest.fixture(scope="module")
+def history(admin: Any) -> None:
+    """Writes that touch every read model with every kind of event."""
+    for _ in range(2):
+        t = admin.new_tenant(tokens_per_minute=1000)
+        assert admin.patch(f"/tenants/{t['id']}/weight", json={"weight": 5}).status_code == 200
+        assert admin.put(f"/tenants/{t['id']}/quota", json={"tokens_per_minute": None}).is_success
+        assert admin.patch(f"/tenants/{t['id']}/group", json={"group": "gold"}).is_success
+        key, _ = admin.new_key(t["id"], "management", allowed_models=["llama-3.1-8b", "gpt-4o"])
+        router, _ = admin.new_key(t["id"], "router", ip_allowlist=["10.0.0.0/8"])
+        assert admin.put(f"/keys/{router['id']}/disabled", json={"disabled": True}).is_success
+        assert admin.put(f"/keys/{router['id']}/disabled", json={"disabled": False}).is_success
+        r = admin.post(
+            "/budgets", json={"tenant_id": t["id"], "key_id": key["id"], "limit_eur": "1.25"}
+        )
+        assert r.status_code == 201, r.text
+        budget = r.json()
+        body = {"limit_eur": "99.999999", "period": "weekly", "thresholds": ["0.25", "1"]}
+        assert admin.put(f"/budgets/{budget['id']}", json=body).is_success
+        r = admin.post("/budgets", json={"tenant_id": t["id"], "limit_eur": "10"})
+        assert r.status_code == 201, r.text
+        assert admin.delete(f"/budgets/{r.json()['id']}").is_success
+        for model in ("llama-3.1-8b", "mistral-nemo-12b"):
+            r = admin.post("/instances", json={"tenant_id": t["id"], "model_id": model})
+            assert r.status_code == 201, r.text
+        assert admin.delete(f"/instances/{r.json()['id']}").is_success
+        assert admin.delete(f"/keys/{router['id']}").is_success
+    offboarded = admin.new_tenant()
+    admin.new_key(offboarded["id"], "router")
+    assert admin.delete(f"/tenants/{offboarded['id']}").is_success
+
+
+def test_every_projections_lag_reaches_zero_after_writes(container, admin, history):
+    admin.new_tenant()
+    deadline = time.monotonic() + 10
+    while True:
+        status = container.runner.status()
+        if all(row["lag"] == 0 for row in status) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert sorted(row["name"] for row in status) == sorted(PROJECTIONS)
+    assert set(LISTINGS) <= set(PROJECTIONS)
+    assert [row["lag"] for row in status] == [0] * len(status)
+    assert all(row["position"] == row["head"] > 0 for row in status)
+
+
+@pytest.mark.parametrize("name", PROJECTIONS)
+def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, name):
+    caught_up(container)
+    schema = live_schema(name)
+    before = snapshot(container, schema)
+    if name in LISTINGS:
+        assert sum(len(rows) for table, rows in before.items() if table != "tracking") > 0
+
+    container.runner.rebuild(name)
+
+    assert snapshot(container, schema) == before
+    assert tables(container, f"{schema}__rebuild") == []
+
+
+def test_rebuilds_of_one_projection_started_together_all_succeed_with_identical_rows(
+    container, history
+):
+    caught_up(container)
+    before = snapshot(container, live_schema("keys"))
+    errors: list[BaseException] = []
+
+    def rebuild() -> None:
+        try:
+            container.runner.rebuild("keys")
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=rebuild) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert snapshot(container, live_schema("keys")) == before
+
+
+def test_the_api_keeps_answering_while_every_projection_is_rebuilt(container, admin, history):
+    caught_up(container)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def read_listings() -> None:
+        client = admin.as_token(admin.token)
+        paths = ["/keys", "/tenants", "/instances", "/budgets"]
+        while not stop.is_set():
+            statuses.append(client.get(paths[len(statuses) % len(paths)]).status_code)
+
+    reader = threading.Thread(target=read_listings)
+    reader.start()
+    try:
+        for _ in range(3):
+            for name in PROJECTIONS:
+                container.runner.rebuild(name)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert len(statuses) >= 4
+    assert set(statuses) == {200}
+
+
+def every_page(api: Any, path: str, **params: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = api.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        rows += r.json()["data"]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return rows
+
+
+def test_writes_made_during_a_rebuild_all_reach_the_rebuilt_read_model(container, admin, history):
+    t = admin.new_tenant()
+    made: list[str] = []
+    stop = threading.Event()
+
+    def write_keys() -> None:
+        client = admin.as_token(admin.token)
+        while not stop.is_set():
+            made.append(client.new_key(t["id"], "router")[0]["id"])
+
+    writer = threading.Thread(target=write_keys)
+    writer.start()
+    try:
+        for _ in range(3):
+            container.runner.rebuild("keys")
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert made
+    for key_id in made:
+        assert admin.get(f"/keys/{key_id}").status_code == 200
+    assert sorted(k["id"] for k in every_page(admin, "/keys", tenant_id=t["id"])) == sorted(made)
+
+
+def crash_on(projection: Any, originator_id: Any) -> Callable[[], None]:
+    """Make ``projection`` fail on one event, like a crash in the middle of a batch.
+
+    Returns a function that removes the fault.
+    """
+    handle = projection.handle
+
+    def faulty(curs: Any, event: Any, *args: Any) -> None:
+        if event.originator_id == originator_id:
+            raise RuntimeError("simulated crash")
+        handle(curs, event, *args)
+
+    projection.handle = faulty
+    return lambda: setattr(projection, "handle", handle)
+
+
+@pytest.fixture
+def scratch(container: Any) -> Any:
+    schema = "rm_scratch_keys"
+    with container.pool.connection() as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    yield schema
+    with container.pool.connection() as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def keys_topic_events(container: Any) -> list[dict[str, Any]]:
+    topics = KeysProjection.topics()
+    with container.pool.connection() as conn:
+        return conn.execute(
+            f"SELECT notification_id, originator_id FROM {container.runner.source.table}"
+            " WHERE topic = ANY(%s) ORDER BY notification_id",
+            (topics,),
+        ).fetchall()
+
+
+def test_a_crash_mid_batch_keeps_rows_and_position_together_and_resumes_exactly(
+    container, admin, history, scratch
+):
+    t = admin.new_tenant()
+    made = [admin.new_key(t["id"], "router")[0]["id"] for _ in range(9)]
+    events = keys_topic_events(container)
+    # The last nine events of the keys projection issue the nine keys just made.
+    assert [str(e["originator_id"]) for e in events[-9:]] == made
+    batch_size = 3
+    failing = len(events) - 5
+    batch_start = failing - failing % batch_size
+    failed_batch = events[batch_start : batch_start + batch_size]
+    expected_position = events[batch_start - 1]["notification_id"] if batch_start else 0
+
+    projection = KeysProjection()
+    remove_fault = crash_on(projection, events[failing]["originator_id"])
+    runner = ProjectionRunner(
+        container.pool,
+        container.runner.source,
+        [projection],
+        container.runner.conninfo,
+        batch_size=batch_size,
+    )
+    runner.create_schema(projection, scratch)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        runner.catch_up("keys", scratch)
+
+    with container.pool.connection() as conn:
+        position = conn.execute(f"SELECT position FROM {scratch}.tracking").fetchone()["position"]
+        ids = {r["id"] for r in conn.execute(f"SELECT id FROM {scratch}.keys").fetchall()}
+    assert position == expected_position
+    assert not ids & {e["originator_id"] for e in failed_batch}
+    assert ids == {e["originator_id"] for e in events[:batch_start]}
+
+    remove_fault()
+    runner.catch_up("keys", scratch)
+
+    caught_up(container)
+    live = snapshot(container, live_schema("keys"))
+    assert snapshot(container, scratch) == live
+
+
+def test_a_created_key_is_readable_on_the_very_next_request(admin):
+    t = admin.new_tenant()
+    for _ in range(20):
+        key, _ = admin.new_key(t["id"], "router")
+        r = admin.get(f"/keys/{key['id']}")
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] == key["id"]
+
+
+def test_a_deleted_key_is_gone_on_the_very_next_request(admin):
+    t = admin.new_tenant()
+    for _ in range(10):
+        key, _ = admin.new_key(t["id"], "router")
+        assert admin.delete(f"/keys/{key['id']}").status_code == 200
+        assert admin.get(f"/keys/{key['id']}").status_code == 404
+
+
+def test_a_changed_budget_shows_its_new_limit_on_the_very_next_request(admin):
+    t = admin.new_tenant()
+    r = admin.post("/budgets", json={"tenant_id": t["id"], "limit_eur": "1"})
+    assert r.status_code == 201, r.text
+    budget_id = r.json()["id"]
+    for cents in range(101, 111):
+        limit = str(Decimal(cents).scaleb(-2))
+        body = {"limit_eur": limit, "period": "monthly", "thresholds": ["1"]}
+        assert admin.put(f"/budgets/{budget_id}", json=body).status_code == 200
+        assert admin.get(f"/budgets/{budget_id}").json()["limit_eur"] == limit
+
+
+class ScratchTenants(TenantsProjection):
+    name = "scratch_tenants"
+
+
+class ScratchKeys(KeysProjection):
+    name = "scratch_keys_bg"
+
+
+@pytest.fixture
+def scratch_runner(container: Any) -> Any:
+    """A background runner of its own, keeping two read models in scratch schemas."""
+    projections = [ScratchTenants(), ScratchKeys()]
+
+    def drop() -> None:
+        with container.pool.connection() as conn:
+            for p in projections:
+                conn.execute(f"DROP SCHEMA IF EXISTS {p.schema()} CASCADE")
+
+    drop()
+    runner = ProjectionRunner(
+        container.pool, container.runner.source, projections, container.runner.conninfo
+    )
+    runner.create_all()
+    yield runner
+    runner.stop()
+    drop()
+
+
+def test_a_read_model_that_keeps_failing_does_not_hold_back_the_others(admin, scratch_runner):
+    t = admin.new_tenant()
+    remove_fault = crash_on(scratch_runner.projections["scratch_tenants"], UUID(t["id"]))
+    scratch_runner.start()
+    key, _ = admin.new_key(t["id"], "router")
+    head = scratch_runner.max_notification_id()
+
+    assert scratch_runner.wait_for(["scratch_keys_bg"], head, 10)
+    with scratch_runner.pool.connection() as conn:
+        row = conn.execute(
+            f"SELECT name FROM {ScratchKeys.schema()}.keys WHERE id = %s", (UUID(key["id"]),)
+        ).fetchone()
+    assert row is not None and row["name"] == key["name"]
+    assert scratch_runner.position("scratch_tenants") < head
+    assert isinstance(scratch_runner.last_error, RuntimeError)
+
+    remove_fault()
+    assert scratch_runner.wait_for(["scratch_tenants"], head, 10)
