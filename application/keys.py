@@ -50,7 +50,9 @@ class KeyCommands(TenantCommands):
             expires_at=expires_at,
             ip_allowlist=ip_allowlist,
         )
-        index = self._claim_name("key", key_name_key(tenant.id, check_key_name(name)), key.id)
+        index = self._claim_name(
+            "key", key_name_key(tenant.id, check_key_name(name)), key.id, principal
+        )
         self._commit_claim(key, index, f"a key named {name!r} already exists in this tenant")
         return key.id, token
 
@@ -77,7 +79,7 @@ class KeyCommands(TenantCommands):
         key.delete(actor=principal.actor)
         index_id = NameIndex.create_id("key", key_name_key(key.tenant_id, key.name))
         index = self.load(NameIndex, index_id, "key name")
-        index.release(key.id)
+        index.release(key.id, actor=principal.actor)
         budgets = [self.load(Budget, b, "budget") for b in list(key.budget_ids)]
         for budget in budgets:
             if not budget.deleted:

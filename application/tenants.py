@@ -33,15 +33,15 @@ class TenantCommands(BaseService):
             wrapped_data_key=self.secret_box.new_wrapped_data_key(),
             actor=principal.actor,
         )
-        index = self._claim_name("tenant", check_name(name).lower(), tenant.id)
+        index = self._claim_name("tenant", check_name(name).lower(), tenant.id, principal)
         self._commit_claim(tenant, index, f"tenant name {name!r} is already in use")
         return tenant.id
 
-    def _claim_name(self, kind: str, key: str, owner_id: UUID) -> NameIndex:
+    def _claim_name(self, kind: str, key: str, owner_id: UUID, principal: Principal) -> NameIndex:
         index = self.find(NameIndex, NameIndex.create_id(kind, key))
         if index is None:
-            return NameIndex(kind=kind, key=key, owner_id=owner_id)
-        index.claim(owner_id)
+            return NameIndex(kind=kind, key=key, owner_id=owner_id, actor=principal.actor)
+        index.claim(owner_id, actor=principal.actor)
         return index
 
     def _commit_claim(self, aggregate: object, index: NameIndex, taken: str) -> None:

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import NameTakenError, name_id
+from domain.base import Actor, NameTakenError, name_id
 
 
 class NameIndex(Aggregate):
@@ -18,7 +18,7 @@ class NameIndex(Aggregate):
         return name_id("name-index", kind, key)
 
     @event("Claimed")
-    def __init__(self, kind: str, key: str, owner_id: UUID) -> None:
+    def __init__(self, kind: str, key: str, owner_id: UUID, actor: Actor) -> None:
         self.kind = kind
         self.key = key
         self.owner_id: UUID | None = owner_id
@@ -27,18 +27,18 @@ class NameIndex(Aggregate):
         if self.owner_id is not None:
             raise NameTakenError(f"{self.kind} name {self.key!r} is already in use")
 
-    def claim(self, owner_id: UUID) -> None:
+    def claim(self, owner_id: UUID, actor: Actor) -> None:
         self.check_free()
-        self._reclaimed(owner_id)
+        self._reclaimed(owner_id=owner_id, actor=actor)
 
     @event("Reclaimed")
-    def _reclaimed(self, owner_id: UUID) -> None:
+    def _reclaimed(self, owner_id: UUID, actor: Actor) -> None:
         self.owner_id = owner_id
 
-    def release(self, owner_id: UUID) -> None:
+    def release(self, owner_id: UUID, actor: Actor) -> None:
         if self.owner_id == owner_id:
-            self._released()
+            self._released(actor=actor)
 
     @event("Released")
-    def _released(self) -> None:
+    def _released(self, actor: Actor) -> None:
         self.owner_id = None

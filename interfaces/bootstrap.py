@@ -47,7 +47,17 @@ class Container:
 
     @classmethod
     def open(cls, settings: Settings, database: Database | None = None) -> Container:
+        owned = database is None
         database = database or open_database(settings.database_url, settings.data_dir)
+        try:
+            return cls._assemble(settings, database)
+        except BaseException:
+            if owned:
+                database.close()  # don't leave an embedded server running behind a failed start
+            raise
+
+    @classmethod
+    def _assemble(cls, settings: Settings, database: Database) -> Container:
         secret_box = AesGcmSecretBox(load_master_key(settings.master_key, settings.data_dir))
         app = Hostplane(
             env=database.eventsourcing_env(settings.pool_size),

@@ -16,7 +16,9 @@ from tests.unit.support import an_actor, random_name, replay, through_store
 def an_index(
     owner_id: UUID | None = None, kind: str = "tenant", key: str | None = None
 ) -> NameIndex:
-    return NameIndex(kind=kind, key=key or random_name("acme"), owner_id=owner_id or uuid4())
+    return NameIndex(
+        kind=kind, key=key or random_name("acme"), owner_id=owner_id or uuid4(), actor=an_actor()
+    )
 
 
 # NameIndex
@@ -50,7 +52,7 @@ def test_claiming_a_taken_name_is_refused():
     index = an_index(key="acme")
 
     with pytest.raises(NameTakenError, match="acme"):
-        index.claim(uuid4())
+        index.claim(uuid4(), actor=an_actor())
 
 
 def test_a_taken_name_is_a_conflict():
@@ -62,14 +64,14 @@ def test_claiming_a_name_again_by_its_owner_is_refused_too():
     index = an_index(owner)
 
     with pytest.raises(NameTakenError):
-        index.claim(owner)
+        index.claim(owner, actor=an_actor())
 
 
 def test_a_released_name_is_free():
     owner = uuid4()
     index = an_index(owner)
 
-    index.release(owner)
+    index.release(owner, actor=an_actor())
 
     assert index.owner_id is None
     index.check_free()
@@ -78,9 +80,9 @@ def test_a_released_name_is_free():
 def test_a_released_name_can_be_reclaimed_by_someone_else():
     first, second = uuid4(), uuid4()
     index = an_index(first)
-    index.release(first)
+    index.release(first, actor=an_actor())
 
-    index.claim(second)
+    index.claim(second, actor=an_actor())
 
     assert index.owner_id == second
 
@@ -90,7 +92,7 @@ def test_only_the_owner_can_release_a_name():
     index = an_index(owner)
     index.collect_events()
 
-    index.release(uuid4())
+    index.release(uuid4(), actor=an_actor())
 
     assert index.owner_id == owner
     assert index.collect_events() == []
@@ -99,10 +101,10 @@ def test_only_the_owner_can_release_a_name():
 def test_releasing_a_free_name_records_nothing():
     owner = uuid4()
     index = an_index(owner)
-    index.release(owner)
+    index.release(owner, actor=an_actor())
     index.collect_events()
 
-    index.release(owner)
+    index.release(owner, actor=an_actor())
 
     assert index.collect_events() == []
 
@@ -110,8 +112,8 @@ def test_releasing_a_free_name_records_nothing():
 def test_an_index_replayed_from_its_events_equals_the_original():
     first, second = uuid4(), uuid4()
     index = an_index(first)
-    index.release(first)
-    index.claim(second)
+    index.release(first, actor=an_actor())
+    index.claim(second, actor=an_actor())
     events = index.collect_events()
 
     assert [type(e).__name__ for e in events] == ["Claimed", "Released", "Reclaimed"]
