@@ -108,7 +108,11 @@ def get_instance(curs: Cursor[Any], instance_id: UUID, scope: UUID | None) -> di
         (instance_id,),
     ).fetchall()
     row = dict(row)
-    row["history"] = history
+    # Each status lasted until the next transition; the current one is still running (null).
+    row["history"] = [
+        {**h, "duration_seconds": (nxt["at"] - h["at"]).total_seconds() if nxt else None}
+        for h, nxt in zip(history, [*history[1:], None], strict=True)
+    ]
     return row
 
 

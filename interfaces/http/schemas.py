@@ -106,6 +106,9 @@ class Transition(BaseModel):
     status: str
     reason: str | None
     at: datetime
+    duration_seconds: float | None = Field(
+        None, description="Time in this status; null if current."
+    )
 
 
 class InstancePublic(BaseModel):
