@@ -69,7 +69,8 @@ class Container:
             database.conninfo,
             min_size=1,
             max_size=settings.pool_size,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            # Read models hold timestamptz: read them back in UTC whatever the server's zone.
+            kwargs={"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"},
             open=True,
         )
         recorder: Any = app.recorder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -68,7 +68,7 @@ def summary(
                 target["completion_tokens"] += r["completion_tokens"]
                 target["token"] += r["cost"]
         for g in costs.gpu_rows(curs, tenant_id, start, end, now):
-            days[floor_day(g["at"])]["gpu"] += g["cost"]
+            days[floor_day(g["at"].astimezone(UTC))]["gpu"] += g["cost"]
             inst = by_instance[g["instance_id"]]
             inst["gpu"] += g["cost"]
             inst["us"] += g["microseconds"]

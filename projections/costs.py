@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -53,8 +53,11 @@ ON CONFLICT (tenant_id) DO UPDATE SET credits = c.credits + EXCLUDED.credits"""
 def gpu_pieces(
     eur_per_hour: Decimal, start: datetime, end: datetime
 ) -> Iterator[tuple[datetime, int, Decimal]]:
-    """A running interval split exactly at hour (hence midnight) boundaries, each piece rated."""
-    for hour, us in split_hours(start, end):
+    """A running interval split exactly at hour (hence midnight) boundaries, each piece rated.
+
+    Times read back from PostgreSQL come in the session's time zone: split in UTC.
+    """
+    for hour, us in split_hours(start.astimezone(UTC), end.astimezone(UTC)):
         yield hour, us, gpu_cost(eur_per_hour, us)
 
 

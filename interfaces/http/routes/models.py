@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import create_once, found
@@ -14,6 +15,9 @@ from interfaces.http.schemas import Strict
 from projections import pricebook
 
 router = APIRouter(tags=["price book"])
+
+# Read models hand back times in the database session's time zone; answers are in UTC.
+UtcTime = Annotated[datetime, AfterValidator(lambda t: t.astimezone(UTC))]
 
 MODALITY = Field("chat", description="text, chat, embedding, image, audio or multimodal")
 
@@ -42,7 +46,7 @@ class ModelUpdate(Strict):
 
 
 class PricePublic(BaseModel):
-    effective_from: datetime | None
+    effective_from: UtcTime | None
     input_eur_per_mtok: Decimal
     output_eur_per_mtok: Decimal
 
@@ -54,10 +58,10 @@ class ModelPublic(BaseModel):
     context_length: int
     input_eur_per_mtok: Decimal
     output_eur_per_mtok: Decimal
-    price_effective_from: datetime | None
+    price_effective_from: UtcTime | None
     serveable: bool
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
     prices: list[PricePublic] | None = None
 
 
@@ -69,7 +73,7 @@ class GpuRatePublic(BaseModel):
     instance_type: str
     region: str
     eur_per_hour: Decimal
-    updated_at: datetime
+    updated_at: UtcTime
 
 
 def read_model(container: ContainerDep, slug: str) -> ModelPublic:

@@ -81,6 +81,8 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
             out[k] = None if v == usage.NO_INSTANCE else str(v)
         elif isinstance(v, UUID):
             out[k] = str(v)
+        elif isinstance(v, datetime):
+            out[k] = v.astimezone(UTC)  # the session's time zone may not be UTC
         else:
             out[k] = v
     return out
