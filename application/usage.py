@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from application.auth import Principal
@@ -34,11 +35,18 @@ class IngestResult:
     accepted: int
     duplicates: int
     batch_ids: list[UUID]
+    tenant_ids: set[UUID]
 
 
 class UsageCommands(PricingCommands):
     request_ids: RequestIdRegistry
     spend: SpendReader | None = None
+    # Ownership is immutable (a key or instance never changes tenant): safe to keep in memory.
+    _owner_cache: dict[UUID, UUID]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner_cache = {}
 
     def ingest_usage(
         self, principal: Principal, records: list[UsageInput], now: datetime | None = None
@@ -72,8 +80,7 @@ class UsageCommands(PricingCommands):
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
             if r.key_id not in key_tenant:
-                key = self.find(ApiKey, r.key_id)
-                key_tenant[r.key_id] = key.tenant_id if key else None
+                key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
             tenant = key_tenant[r.key_id]
             if tenant is None or (not principal.is_admin and tenant != principal.tenant_id):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
@@ -85,8 +92,7 @@ class UsageCommands(PricingCommands):
                 )
             if r.instance_id is not None:
                 if r.instance_id not in instance_tenant:
-                    inst = self.find(Instance, r.instance_id)
-                    instance_tenant[r.instance_id] = inst.tenant_id if inst else None
+                    instance_tenant[r.instance_id] = self.tenant_of_instance(r.instance_id)
                 if (
                     instance_tenant[r.instance_id] is None
                     or instance_tenant[r.instance_id] != tenant
@@ -128,11 +134,33 @@ class UsageCommands(PricingCommands):
             accepted=len(fresh),
             duplicates=len(records) - len(fresh),
             batch_ids=[b.id for b in batches],
+            tenant_ids=set(by_tenant),
         )
 
-    def tenants_of_keys(self, key_ids: set[UUID]) -> set[UUID]:
-        keys = (self.find(ApiKey, k) for k in key_ids)
-        return {k.tenant_id for k in keys if k is not None}
+    def tenant_of_key(self, key_id: UUID) -> UUID | None:
+        """The tenant of a key. A key never changes tenant, so the answer is kept."""
+        tenant = self._owner_cache.get(key_id)
+        if tenant is None:
+            key = self.find(ApiKey, key_id)
+            if key is None:
+                return None
+            tenant = self._remember_owner(key_id, key.tenant_id)
+        return tenant
+
+    def tenant_of_instance(self, instance_id: UUID) -> UUID | None:
+        tenant = self._owner_cache.get(instance_id)
+        if tenant is None:
+            instance = self.find(Instance, instance_id)
+            if instance is None:
+                return None
+            tenant = self._remember_owner(instance_id, instance.tenant_id)
+        return tenant
+
+    def _remember_owner(self, aggregate_id: UUID, tenant_id: UUID) -> UUID:
+        if len(self._owner_cache) >= 100_000:
+            self._owner_cache.clear()  # crude bound; refilled from the event store on demand
+        self._owner_cache[aggregate_id] = tenant_id
+        return tenant_id
 
     def add_credits(self, principal: Principal, tenant_id: UUID, amount_eur: Decimal) -> None:
         principal.check_admin()

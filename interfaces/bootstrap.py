@@ -116,13 +116,10 @@ class Container:
         with self.pool.connection() as conn, conn.cursor() as curs:
             yield curs
 
-    def watch_budgets(self, principal: Any, records: Any) -> None:
+    def watch_budgets(self, tenant_ids: set[UUID]) -> None:
         """Note the tenants whose usage changed; the scheduler evaluates their budgets soon."""
         with self._watch_lock:
-            if principal.tenant_id is not None:
-                self._watched.add(principal.tenant_id)
-            else:
-                self._watched.update(self.app.tenants_of_keys({r.key_id for r in records}))
+            self._watched.update(tenant_ids)
 
     def watch_all_budgets(self) -> None:
         with self.reading("budgets") as curs:

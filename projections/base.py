@@ -37,6 +37,12 @@ class Projection:
     def schema(cls) -> str:
         return live_schema(cls.name)
 
+    def begin(self, schema: str) -> None:
+        """A batch starts (projections that fold a batch before writing reset here)."""
+
+    def flush(self, curs: Cursor[Any], schema: str) -> None:
+        """A batch ends: write what was folded, in the batch's transaction."""
+
     def handle(self, curs: Cursor[Any], event: Any, schema: str, position: int = 0) -> None:
         handler = self.handlers.get(type(event))
         if handler is not None:

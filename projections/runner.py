@@ -67,6 +67,7 @@ class ProjectionRunner:
         self.conninfo = conninfo
         self.batch_size = batch_size
         self._wake = threading.Event()
+        self._advanced = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_error: BaseException | None = None
@@ -97,6 +98,7 @@ class ProjectionRunner:
             self.source.select_sql(),
             (position, max_id, projection.topics(), self.batch_size),
         ).fetchall()
+        projection.begin(schema)
         for r in rows:
             event = self.source.mapper.to_domain_event(
                 StoredEvent(
@@ -107,6 +109,7 @@ class ProjectionRunner:
                 )
             )
             projection.handle(curs, event, schema, r["notification_id"])
+        projection.flush(curs, schema)
         # Ids up to max_id are all committed (the events table is written under an exclusive
         # lock), so once a batch is not full the projection has seen everything up to max_id.
         new_position = rows[-1]["notification_id"] if len(rows) == self.batch_size else max_id
@@ -126,6 +129,8 @@ class ProjectionRunner:
             if applied == 0:
                 return total
             total += applied
+            with self._advanced:
+                self._advanced.notify_all()
 
     def catch_up_all(self) -> None:
         for name in self.projections:
@@ -171,21 +176,30 @@ class ProjectionRunner:
             out.append({"name": name, "position": position, "head": head, "lag": head - position})
         return out
 
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The live positions of several projections, in one query."""
+        union = " UNION ALL ".join(
+            f"SELECT '{n}' AS name, position FROM {live_schema(n)}.tracking" for n in names
+        )
+        with self.pool.connection() as conn:
+            return {r["name"]: r["position"] for r in conn.execute(union).fetchall()}
+
     def wait_for(self, names: Sequence[str], target: int, timeout: float) -> bool:
-        """Wait (bounded) until the projections have processed the log up to ``target``."""
+        """Wait (bounded) until the projections have processed the log up to ``target``.
+
+        A batch committed by this process's worker wakes the waiters at once; a short poll
+        covers workers in other processes.
+        """
         deadline = time.monotonic() + timeout
-        delay = 0.001
-        pending = list(names)
-        while pending:
-            pending = [n for n in pending if self.position(n) < target]
-            if not pending:
+        while True:
+            if all(p >= target for p in self.positions(names).values()):
                 return True
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return False
             self._wake.set()
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-        return True
+            with self._advanced:
+                self._advanced.wait(timeout=min(remaining, 0.02))
 
     # -- background threads ---------------------------------------------------------------
 

@@ -61,17 +61,33 @@ ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
 Sums = list[Any]
 
 
+def _zero() -> Sums:
+    return [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
+
+
+Buckets = dict[tuple[UUID, datetime, UUID, str, UUID], Sums]
+
+
 class UsageProjection(Projection):
+    """Folds every usage batch of a runner batch into buckets, then writes one upsert per table."""
+
     name = "usage"
     tables = [CREATE_HOURLY, CREATE_DAILY, CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
 
+    def __init__(self) -> None:
+        # Per target schema: a rebuild can run beside the live worker in the same process.
+        self._pending: dict[str, Buckets] = {}
+
+    def begin(self, schema: str) -> None:
+        self._pending[schema] = defaultdict(_zero)
+
     def recorded(self, curs: Cursor[Any], e: Any) -> None:
-        hourly: dict[tuple[datetime, UUID, str, UUID], Sums] = defaultdict(
-            lambda: [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
-        )
+        hourly = self._pending[e.schema]
+        tenant = e.tenant_id
         for line in iter_lines(e.event):
             sums = hourly[
                 (
+                    tenant,
                     floor_hour(line.occurred_at),
                     line.key_id,
                     line.model,
@@ -85,24 +101,23 @@ class UsageProjection(Projection):
             sums[5] += line.cached_tokens
             sums[6] += line.latency_ms
             sums[7] += line.cost
-        daily: dict[tuple[datetime, UUID, str, UUID], Sums] = defaultdict(
-            lambda: [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
-        )
-        for (hour, *rest), sums in hourly.items():
-            day = daily[(floor_day(hour), *rest)]  # type: ignore[index]
+
+    def flush(self, curs: Cursor[Any], schema: str) -> None:
+        hourly = self._pending.pop(schema, None)
+        if not hourly:
+            return
+        daily: Buckets = defaultdict(_zero)
+        for (tenant, hour, *rest), sums in hourly.items():
+            day = daily[(tenant, floor_day(hour), *rest)]  # type: ignore[index]
             for i, v in enumerate(sums):
                 day[i] += v
         for table, buckets in (("hourly", hourly), ("daily", daily)):
             keys = list(buckets)
             columns = [
-                [e.tenant_id] * len(keys),
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [k[3] for k in keys],
+                *([k[i] for k in keys] for i in range(5)),
                 *([buckets[k][i] for k in keys] for i in range(8)),
             ]
-            curs.execute(UPSERT.format(s=e.schema, table=table), columns)
+            curs.execute(UPSERT.format(s=schema, table=table), columns)
 
     handlers = {UsageBatch.Recorded: recorded}
 

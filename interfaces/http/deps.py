@@ -11,7 +11,7 @@ from application.errors import AuthenticationError
 from interfaces.bootstrap import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     return request.app.state.container
 
 
@@ -38,7 +38,7 @@ def authenticate(request: Request, container: ContainerDep) -> Principal:
     return principal
 
 
-def management_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def management_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """Management routes refuse router (inference) keys."""
     principal.check_management()
     return principal

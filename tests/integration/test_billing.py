@@ -648,6 +648,7 @@ class FlakyUsage(UsageProjection):
     """The usage projection, failing on its n-th usage event until the fault is removed."""
 
     def __init__(self, fail_on: int) -> None:
+        super().__init__()
         self.fail_on: int | None = fail_on
         self.seen = 0
 

@@ -50,8 +50,10 @@ def ingest(body: UsageBatchIn, caller: Caller, container: ContainerDep) -> Inges
     """
     records = [UsageInput(**r.model_dump()) for r in body.records]
     result = container.app.ingest_usage(caller, records)
-    container.watch_budgets(caller, records)
-    return IngestOut(**result.__dict__)
+    container.watch_budgets(result.tenant_ids)
+    return IngestOut(
+        accepted=result.accepted, duplicates=result.duplicates, batch_ids=result.batch_ids
+    )
 
 
 def parse_time(value: str | None, field: str) -> datetime | None:
