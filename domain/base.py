@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 HOSTPLANE_NS = uuid5(NAMESPACE_URL, "https://hostplane.dev/ids")
@@ -40,6 +41,27 @@ class ConflictError(DomainError):
 
 class NameTakenError(ConflictError):
     """A unique name is already in use."""
+
+
+def check_amount(
+    field: str,
+    value: Decimal,
+    *,
+    minimum: Decimal = Decimal(0),
+    maximum: Decimal = Decimal(10**9),
+    allow_minimum: bool = False,
+) -> Decimal:
+    """An EUR amount: finite, within bounds, at most 6 decimal places (micro-euros)."""
+    if (
+        not value.is_finite()
+        or value > maximum
+        or (value < minimum if allow_minimum else value <= minimum)
+    ):
+        relation = ">=" if allow_minimum else ">"
+        raise InvalidValueError(field, f"{field} must be an amount {relation} {minimum} EUR")
+    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise InvalidValueError(field, f"{field} has at most 6 decimal places")
+    return value
 
 
 def utc(dt: datetime) -> datetime:

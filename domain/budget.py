@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, ConflictError, InvalidValueError
+from domain.base import Actor, ConflictError, InvalidValueError, check_amount
 
 PERIODS = ("daily", "weekly", "monthly", "total")
 MAX_LIMIT = Decimal("1000000000")
@@ -19,11 +19,7 @@ class BudgetDeletedError(ConflictError):
 
 
 def check_limit(limit_eur: Decimal) -> Decimal:
-    if not limit_eur.is_finite() or limit_eur <= 0 or limit_eur > MAX_LIMIT:
-        raise InvalidValueError("limit_eur", "limit_eur must be a positive amount in EUR")
-    if limit_eur.as_tuple().exponent < -6:  # type: ignore[operator]
-        raise InvalidValueError("limit_eur", "limit_eur has at most 6 decimal places")
-    return limit_eur
+    return check_amount("limit_eur", limit_eur, maximum=MAX_LIMIT)
 
 
 def check_period(period: str) -> str:

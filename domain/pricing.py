@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, ConflictError, InvalidValueError, name_id, utc
+from domain.base import Actor, ConflictError, InvalidValueError, check_amount, name_id, utc
 
 MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}\Z")
 MODALITIES = ("text", "chat", "embedding", "image", "audio", "multimodal")
@@ -24,11 +24,7 @@ class ModelDeletedError(ConflictError):
 
 
 def check_price(field: str, value: Decimal) -> Decimal:
-    if not value.is_finite() or value < 0 or value > Decimal(1_000_000):
-        raise InvalidValueError(field, f"{field} must be an amount >= 0 in EUR")
-    if value.as_tuple().exponent < -6:  # type: ignore[operator]
-        raise InvalidValueError(field, f"{field} has at most 6 decimal places")
-    return value
+    return check_amount(field, value, maximum=Decimal(1_000_000), allow_minimum=True)
 
 
 def token_cost(

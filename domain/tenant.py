@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, ConflictError, InvalidValueError
+from domain.base import Actor, ConflictError, InvalidValueError, check_amount
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
@@ -113,10 +113,7 @@ class Tenant(Aggregate):
 
     def add_credits(self, amount_eur: Decimal, actor: Actor) -> None:
         """Prepaid credit; the balance is credits minus spend."""
-        if not amount_eur.is_finite() or amount_eur <= 0 or amount_eur.as_tuple().exponent < -6:  # type: ignore[operator]
-            raise InvalidValueError(
-                "amount_eur", "amount_eur must be a positive amount (max 6 decimals)"
-            )
+        check_amount("amount_eur", amount_eur)
         self._credits_added(amount_eur=amount_eur, actor=actor)
 
     @event("CreditsAdded")

@@ -11,7 +11,13 @@ from fastapi import APIRouter, Query, Request, Response
 from domain.budget import budget_state
 from domain.timewindow import period_window
 from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.routes.common import (
+    CursorQuery,
+    LimitQuery,
+    create_once,
+    found,
+    scoped_listing,
+)
 from interfaces.http.schemas import BudgetCreate, BudgetPublic, BudgetUpdate, Deleted, Page
 from projections import billing, budgets
 
@@ -46,11 +52,10 @@ def list_budgets(
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List budgets, newest first."""
-    scope = caller.tenant_filter()
-    if scope is not None and tenant_id is not None and tenant_id != scope:
-        return {"data": [], "has_more": False, "next_cursor": None}
     with container.reading("budgets") as curs:
-        return listing(lambda: budgets.list_budgets(curs, scope or tenant_id, limit, cursor))
+        return scoped_listing(
+            caller, tenant_id, lambda t: budgets.list_budgets(curs, t, limit, cursor)
+        )
 
 
 @router.post("/budgets", status_code=201, response_model=BudgetPublic)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from fastapi import Query, Request, Response
 from pydantic import BaseModel
@@ -34,6 +35,18 @@ def listing(fetch: Callable[[], tuple[list[dict[str, Any]], str | None]]) -> dic
     except ValueError as e:  # a malformed cursor
         raise InvalidValueError("cursor", str(e)) from None
     return page(rows, next_cursor)
+
+
+def scoped_listing(
+    caller: Principal,
+    tenant_id: UUID | None,
+    fetch: Callable[[UUID | None], tuple[list[dict[str, Any]], str | None]],
+) -> dict[str, Any]:
+    """A list limited to the caller's tenant; filtering on another tenant gives an empty page."""
+    scope = caller.tenant_filter()
+    if scope is not None and tenant_id is not None and tenant_id != scope:
+        return page([], None)
+    return listing(lambda: fetch(scope or tenant_id))
 
 
 def create_once(

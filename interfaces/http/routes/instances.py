@@ -7,7 +7,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.routes.common import (
+    CursorQuery,
+    LimitQuery,
+    create_once,
+    found,
+    scoped_listing,
+)
 from interfaces.http.schemas import InstanceApiKey, InstanceCreate, InstancePublic, Page
 from projections import instances
 
@@ -29,11 +35,10 @@ def list_instances(
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List instances with status, region, model and endpoint, newest first."""
-    scope = caller.tenant_filter()
-    if scope is not None and tenant_id is not None and tenant_id != scope:
-        return {"data": [], "has_more": False, "next_cursor": None}
     with container.reading("instances") as curs:
-        return listing(lambda: instances.list_instances(curs, scope or tenant_id, limit, cursor))
+        return scoped_listing(
+            caller, tenant_id, lambda t: instances.list_instances(curs, t, limit, cursor)
+        )
 
 
 @router.post("/instances", status_code=201, response_model=InstancePublic)

@@ -7,7 +7,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.routes.common import (
+    CursorQuery,
+    LimitQuery,
+    create_once,
+    found,
+    scoped_listing,
+)
 from interfaces.http.schemas import (
     Deleted,
     KeyCreate,
@@ -54,11 +60,8 @@ def list_keys(
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List keys (no secrets), newest first."""
-    scope = caller.tenant_filter()
-    if scope is not None and tenant_id is not None and tenant_id != scope:
-        return {"data": [], "has_more": False, "next_cursor": None}
     with container.reading("keys") as curs:
-        return listing(lambda: keys.list_keys(curs, scope or tenant_id, limit, cursor))
+        return scoped_listing(caller, tenant_id, lambda t: keys.list_keys(curs, t, limit, cursor))
 
 
 @router.get("/keys/{key_id}", response_model=KeyPublic)
