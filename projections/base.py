@@ -112,3 +112,21 @@ def keyset_page(
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
     return [shape(r) for r in rows], next_cursor
+
+
+def bucket_where(
+    scope: UUID | None, start: datetime | None, end: datetime | None, key_id: UUID | None = None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of time-bucket tables: tenant (and key), and ``at`` in ``[start, end)``."""
+    where, params = ["true"], []
+    for column, value in (("tenant_id", scope), ("key_id", key_id)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if start is not None:
+        where.append("at >= %s")
+        params.append(start)
+    if end is not None:
+        where.append("at < %s")
+        params.append(end)
+    return " AND ".join(where), params

@@ -14,7 +14,7 @@ from domain.instance import Instance
 from domain.pricing import gpu_cost
 from domain.tenant import Tenant
 from domain.timewindow import split_hours
-from projections.base import Projection, live_schema
+from projections.base import Projection, bucket_where, live_schema
 
 SCHEMA = live_schema("costs")
 
@@ -97,19 +97,10 @@ def gpu_rows(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """GPU hour buckets in ``[start, end)``: closed intervals, plus open ones rated up to ``now``."""
-    where, params = ["true"], []
-    if scope is not None:
-        where.append("tenant_id = %s")
-        params.append(scope)
-    if start is not None:
-        where.append("at >= %s")
-        params.append(start)
-    if end is not None:
-        where.append("at < %s")
-        params.append(end)
+    where, params = bucket_where(scope, start, end)
     rows = curs.execute(
         f"SELECT tenant_id, instance_id, at, microseconds, cost FROM {SCHEMA}.gpu_hourly"
-        f" WHERE {' AND '.join(where)}",
+        f" WHERE {where}",
         params,
     ).fetchall()
     open_where, open_params = ["running_since IS NOT NULL"], []

@@ -12,7 +12,7 @@ from psycopg import Cursor
 
 from domain.timewindow import floor_day, floor_hour
 from domain.usage import UsageBatch, iter_lines
-from projections.base import Projection, live_schema
+from projections.base import Projection, bucket_where, live_schema
 
 SCHEMA = live_schema("usage")
 NO_INSTANCE = UUID(int=0)  # bucket keys can't be NULL; the nil UUID means "no instance"
@@ -131,25 +131,6 @@ SUMS = """count(*) AS buckets, coalesce(sum(requests), 0)::bigint AS requests,
     coalesce(sum(latency_ms), 0)::bigint AS latency_ms, coalesce(sum(cost), 0) AS cost"""
 
 
-def _where(
-    scope: UUID | None, start: datetime | None, end: datetime | None, key_id: UUID | None = None
-) -> tuple[str, list[Any]]:
-    where, params = ["true"], []
-    if scope is not None:
-        where.append("tenant_id = %s")
-        params.append(scope)
-    if key_id is not None:
-        where.append("key_id = %s")
-        params.append(key_id)
-    if start is not None:
-        where.append("at >= %s")
-        params.append(start)
-    if end is not None:
-        where.append("at < %s")
-        params.append(end)
-    return " AND ".join(where), params
-
-
 def table_for(start: datetime | None, end: datetime | None) -> str:
     """Day buckets when the range is made of whole days, else hour buckets."""
     aligned = all(t is None or t == floor_day(t) for t in (start, end))
@@ -166,7 +147,7 @@ def totals(
     interval: str | None = None,
 ) -> list[dict[str, Any]]:
     """Sums of the buckets in ``[start, end)``, grouped by the named dimensions (and time)."""
-    where, params = _where(scope, start, end, key_id)
+    where, params = bucket_where(scope, start, end, key_id)
     columns = [GROUPS[g] for g in group_by]
     table = table_for(start, end)
     if interval == "hour":
@@ -184,7 +165,7 @@ def totals(
 def spent(
     curs: Cursor[Any], tenant_id: UUID, key_id: UUID | None, start: datetime, end: datetime | None
 ) -> Decimal:
-    where, params = _where(tenant_id, start, end, key_id)
+    where, params = bucket_where(tenant_id, start, end, key_id)
     row = curs.execute(
         f"SELECT coalesce(sum(cost), 0) AS cost FROM {SCHEMA}.{table_for(start, end)} WHERE {where}",
         params,
