@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from tests.helpers import assert_error
+
 BUDGET = {"limit_eur": "12.50", "period": "monthly", "thresholds": [0.5, 0.8, 1]}
 CHANGE = {"limit_eur": "1", "period": "daily", "thresholds": [1]}
 
@@ -15,14 +17,6 @@ def create(api, **fields):
     r = api.post("/budgets", json={**BUDGET, **fields})
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def assert_error(r, status, field=None):
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert {"message", "type", "code"} <= error.keys()
-    if field is not None:
-        assert field in error["message"]
 
 
 def decimals(values):

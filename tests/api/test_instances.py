@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from tests.helpers import assert_error
+
 DEPLOY = {"model_id": "llama-3.1-8b", "region": "EU", "provider": "simulated"}
 
 
@@ -13,14 +15,6 @@ def deploy(api, **fields):
     r = api.post("/instances", json={**DEPLOY, **fields})
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def assert_error(r, status, field=None):
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert {"message", "type", "code"} <= error.keys()
-    if field is not None:
-        assert field in error["message"]
 
 
 def test_a_management_key_deploys_into_its_own_tenant_and_the_instance_starts_pending(tenant):

@@ -7,26 +7,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
+
+from tests.helpers import error_of, names_field
+from tests.helpers import unique_name as shared_unique_name
 
 
 def unique_name(prefix: str = "k") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
-    """The OpenAI-shaped error of a response that must have failed with ``status``."""
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["type"], str) and error["type"]
-    assert isinstance(error["code"], str) and error["code"]
-    return error
-
-
-def names_field(error: dict[str, Any], field: str) -> bool:
-    return error.get("param") == field or field in error["message"]
+    return shared_unique_name(prefix)
 
 
 def iso(dt: datetime) -> str:

@@ -11,27 +11,14 @@ import pytest
 from freezegun import freeze_time
 
 from domain.base import Actor
+from tests.helpers import new_model as shared_new_model
 
 DAY = "2025-10-30"
 NEXT_DAY = "2025-10-31"
 
 
 def new_model(admin: Any, input_price: str = "1.00", output_price: str = "2.00") -> str:
-    """A model of our own, so that no other test's price change moves our numbers."""
-    slug = f"usage-test-{uuid.uuid4().hex[:10]}"
-    r = admin.post(
-        "/models",
-        json={
-            "id": slug,
-            "display_name": slug,
-            "modality": "chat",
-            "context_length": 8192,
-            "input_eur_per_mtok": input_price,
-            "output_eur_per_mtok": output_price,
-        },
-    )
-    assert r.status_code == 201, r.text
-    return slug
+    return shared_new_model(admin, input_price, output_price, prefix="usage-test")
 
 
 def record(key_id: str, model: str, at: str, **fields: Any) -> dict[str, Any]:

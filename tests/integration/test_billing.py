@@ -19,6 +19,7 @@ from domain.base import Actor
 from domain.usage import UsageBatch
 from projections.runner import ProjectionRunner
 from projections.usage import UsageProjection
+from tests.helpers import new_model as shared_new_model
 
 D = "2025-10-30"
 D1 = "2025-10-31"
@@ -28,21 +29,7 @@ D2 = "2025-11-01"
 
 
 def new_model(admin: Any, input_price: str = "1.00", output_price: str = "2.00") -> str:
-    """A model of our own, so that no other test's price change moves our numbers."""
-    slug = f"billing-test-{uuid.uuid4().hex[:10]}"
-    r = admin.post(
-        "/models",
-        json={
-            "id": slug,
-            "display_name": slug,
-            "modality": "chat",
-            "context_length": 8192,
-            "input_eur_per_mtok": input_price,
-            "output_eur_per_mtok": output_price,
-        },
-    )
-    assert r.status_code == 201, r.text
-    return slug
+    return shared_new_model(admin, input_price, output_price, prefix="billing-test")
 
 
 def change_price(
