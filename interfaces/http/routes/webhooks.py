@@ -1,0 +1,128 @@
+"""Webhook routes. The signing secret is returned once, at creation; never afterwards."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.common import (
+    CursorQuery,
+    LimitQuery,
+    create_once,
+    found,
+    listing,
+    scoped_listing,
+)
+from interfaces.http.schemas import Deleted, Page, Strict
+from projections import webhooks
+
+router = APIRouter(tags=["webhooks"])
+
+
+class WebhookCreate(Strict):
+    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    url: str = Field(description="An http:// or https:// URL that receives signed POSTs.")
+    events: list[str] = Field(description="Event types to receive, e.g. key.revoked.")
+    description: str | None = None
+
+
+class WebhookPublic(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(
+        description="Signing secret (HMAC-SHA256 key of Hostplane-Signature). Shown once."
+    )
+
+
+class DeliveryPublic(BaseModel):
+    id: UUID
+    webhook_id: UUID
+    event_id: UUID = Field(description="Also sent as Hostplane-Event-Id: dedupe on it.")
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due.")
+    delivered_at: datetime | None
+    created_at: datetime = Field(description="When the event happened.")
+
+
+def read_webhook(container: ContainerDep, caller: Caller, webhook_id: UUID) -> WebhookPublic:
+    with container.reading("webhooks") as curs:
+        row = webhooks.get_webhook(curs, webhook_id, caller.tenant_filter())
+    return WebhookPublic(**found(row, "webhook", webhook_id))
+
+
+@router.post("/webhooks", status_code=201, response_model=WebhookCreated)
+def create_webhook(
+    body: WebhookCreate,
+    caller: Caller,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+) -> dict:
+    """Register a webhook. The response holds the signing secret: it is shown this once."""
+
+    def create() -> WebhookCreated:
+        webhook_id, secret = container.app.create_webhook(caller, **body.model_dump())
+        public = read_webhook(container, caller, webhook_id)
+        return WebhookCreated(**public.model_dump(), secret=secret)
+
+    return create_once(container, caller, request, response, body, create)
+
+
+@router.get("/webhooks", response_model=Page[WebhookPublic])
+def list_webhooks(
+    caller: Caller,
+    container: ContainerDep,
+    tenant_id: UUID | None = Query(None, description="Only this tenant's webhooks."),
+    limit: int = LimitQuery,
+    cursor: str | None = CursorQuery,
+) -> dict:
+    """List webhooks (no secrets), newest first."""
+    with container.reading("webhooks") as curs:
+        return scoped_listing(
+            caller, tenant_id, lambda t: webhooks.list_webhooks(curs, t, limit, cursor)
+        )
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookPublic)
+def get_webhook(webhook_id: UUID, caller: Caller, container: ContainerDep) -> WebhookPublic:
+    """Get one webhook (no secret)."""
+    return read_webhook(container, caller, webhook_id)
+
+
+@router.delete("/webhooks/{webhook_id}", response_model=Deleted)
+def delete_webhook(webhook_id: UUID, caller: Caller, container: ContainerDep) -> Deleted:
+    """Delete a webhook: no new deliveries are made for it."""
+    container.app.delete_webhook(caller, webhook_id)
+    return Deleted(id=webhook_id)
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[DeliveryPublic])
+def list_deliveries(
+    webhook_id: UUID,
+    caller: Caller,
+    container: ContainerDep,
+    limit: int = LimitQuery,
+    cursor: str | None = CursorQuery,
+) -> dict:
+    """A webhook's deliveries, newest event first: status, attempts and the last outcome."""
+    with container.reading("webhooks") as curs:
+        found(webhooks.get_webhook(curs, webhook_id, caller.tenant_filter()), "webhook", webhook_id)
+        return listing(lambda: webhooks.list_deliveries(curs, webhook_id, limit, cursor))
