@@ -7,12 +7,12 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.errors import NotFoundError
-from application.instances import InstanceCommands
+from application.provisioning import ProvisioningCommands
 from domain.apikey import ApiKey
 from domain.budget import Budget
 
 
-class BudgetCommands(InstanceCommands):
+class BudgetCommands(ProvisioningCommands):
     def set_budget(
         self,
         principal: Principal,

@@ -27,3 +27,7 @@ class ForbiddenError(ApplicationError):
 
 class ConcurrentModificationError(ApplicationError):
     """Another request changed the same aggregate first (HTTP 409)."""
+
+
+class ProviderError(ApplicationError):
+    """A GPU provider (or an endpoint behind it) could not do what was asked (HTTP 502)."""

@@ -6,14 +6,18 @@ import secrets
 from uuid import UUID
 
 from application.auth import Principal
+from application.errors import NotFoundError, ProviderError
 from application.keys import KeyCommands
+from application.ports import Providers
 from domain.base import Actor, InvalidValueError
-from domain.instance import INSTANCE_KEY_PREFIX, Instance
+from domain.instance import INSTANCE_KEY_PREFIX, Instance, check_external_key
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
 
 
 class InstanceCommands(KeyCommands):
+    providers: Providers | None = None
+
     def deploy_instance(
         self,
         principal: Principal,
@@ -78,5 +82,53 @@ class InstanceCommands(KeyCommands):
 
     def destroy_instance(self, principal: Principal, instance_id: UUID) -> None:
         instance = self.get_instance_for(principal, instance_id)
+        instance.destroy(actor=principal.actor)
+        # Release before recording: a provider error leaves the instance as it was, retryable.
+        self.release_gpus([instance])
+        self.commit(instance)
+
+    def release_gpus(self, instances: list[Instance]) -> None:
+        for instance in instances:
+            if self.providers is None or instance.is_byok:
+                continue
+            try:
+                self.providers.provider_for(instance.provider).release(instance.id)
+            except Exception as exc:  # noqa: BLE001 - said to the caller, who may retry
+                raise ProviderError(
+                    f"provider could not release instance {instance.id}: {exc}"
+                ) from exc
+
+    def attach_upstream(
+        self,
+        principal: Principal,
+        tenant_id: UUID | None,
+        name: str,
+        upstream: str,
+        external_key: str,
+    ) -> UUID:
+        """BYOK: the tenant's own upstream key, encrypted before it enters the event."""
+        tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
+        tenant.check_active()
+        key = check_external_key(external_key)
+        instance = Instance.attach_upstream(
+            tenant_id=tenant.id,
+            name=name,
+            upstream=upstream,
+            external_key_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, key),
+            external_key_last4=key[-4:],
+            actor=principal.actor,
+        )
+        self.commit(instance)
+        return instance.id
+
+    def get_upstream_for(self, principal: Principal, instance_id: UUID) -> Instance:
+        instance = self.load(Instance, instance_id, "byok upstream")
+        if not instance.is_byok:
+            raise NotFoundError("byok upstream", instance_id)
+        principal.check_tenant(instance.tenant_id, "byok upstream", instance_id)
+        return instance
+
+    def detach_upstream(self, principal: Principal, instance_id: UUID) -> None:
+        instance = self.get_upstream_for(principal, instance_id)
         instance.destroy(actor=principal.actor)
         self.commit(instance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -45,3 +46,61 @@ class SpendReader(Protocol):
     def spent(
         self, tenant_id: UUID, key_id: UUID | None, start: datetime, end: datetime | None
     ) -> Decimal: ...
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a GPU provider says about one instance's deployment."""
+
+    state: str  # "allocating" | "running" | "failed" | "released" | "unknown"
+    endpoint_url: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """What a provider needs to deploy an instance (the key is the endpoint's bearer key)."""
+
+    instance_id: UUID
+    model_id: str
+    region: str
+    instance_type: str
+    api_key: str
+
+
+class Provider(Protocol):
+    """A GPU provider: allocates a machine, serves the model there, releases it."""
+
+    def allocate(self, spec: DeploySpec) -> None:
+        """Start (or restart, after a failure) the deployment; idempotent per instance."""
+        ...
+
+    def status(self, instance_id: UUID) -> Deployment: ...
+
+    def logs(self, instance_id: UUID, limit: int) -> list[dict[str, object]]:
+        """The most recent log lines, oldest first: ``{"at": datetime, "message": str}``."""
+        ...
+
+    def release(self, instance_id: UUID) -> None:
+        """Give the GPU back; idempotent, and harmless for an unknown instance."""
+        ...
+
+
+class Providers(Protocol):
+    def provider_for(self, name: str) -> Provider: ...
+
+
+@dataclass(frozen=True)
+class ChatCheck:
+    """The outcome of one health-check chat completion against an endpoint."""
+
+    ok: bool
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+    reply: str | None = None
+    usage: dict[str, int] | None = None
+
+
+class EndpointProber(Protocol):
+    def chat(self, endpoint_url: str, api_key: str, model: str) -> ChatCheck: ...

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -20,6 +20,9 @@ from application.hostplane import Hostplane
 from interfaces import stores
 from interfaces.crypto import AesGcmSecretBox, load_master_key
 from interfaces.database import Database, open_database
+from interfaces.providers import ProviderRegistry
+from interfaces.providers.probe import HttpProber
+from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
 from projections import billing, budgets, instances, keys
 from projections.registry import all_projections
@@ -40,6 +43,7 @@ class Container:
     rate_limiter: stores.RateLimiter
     idempotency: stores.IdempotencyStore
     scheduler: Any = None
+    provider: SimulatedProvider | None = None
     first_admin_token: str | None = None
     _closed: bool = field(default=False, repr=False)
     _watched: set[UUID] = field(default_factory=set, repr=False)
@@ -91,6 +95,16 @@ class Container:
             rate_limiter=stores.RateLimiter(pool, settings.rate_limit_per_minute),
             idempotency=stores.IdempotencyStore(pool, secret_box),
         )
+        container.provider = SimulatedProvider(
+            pool,
+            deploy_seconds=settings.simulated_deploy_seconds,
+            refuse=settings.simulated_refuse,
+            failure_rate=settings.simulated_failure_rate,
+            port=settings.simulated_port,
+        )
+        app.providers = ProviderRegistry(container.provider)
+        app.prober = HttpProber()
+        app.deploy_timeout = timedelta(seconds=settings.deploy_timeout_seconds)
         app.directory = ReadModelDirectory(container)
         app.spend = ReadModelSpend(container)
         container.first_admin_token = app.ensure_admin_token()
@@ -102,6 +116,8 @@ class Container:
         from interfaces.scheduler import start_scheduler
 
         self.runner.start()
+        if self.provider is not None:
+            self.provider.start()
         self.scheduler = start_scheduler(self)
 
     @contextmanager
@@ -132,12 +148,22 @@ class Container:
             tenant_ids, self._watched = self._watched, set()
         return sum(self.app.evaluate_budgets(t) for t in tenant_ids)
 
+    def provision(self, statuses: tuple[str, ...] = ("pending", "deploying")) -> int:
+        """One provisioning step for every GPU instance in ``statuses`` (the scheduler's job)."""
+        with self.reading("instances") as curs:
+            ids = instances.ids_in_status(curs, statuses)
+        for instance_id in ids:
+            self.app.advance_quietly(instance_id)
+        return len(ids)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.provider is not None:
+            self.provider.stop()
         self.runner.stop()
         self.pool.close()
         self.app.close()

@@ -35,5 +35,25 @@ def start_scheduler(container: Container) -> BackgroundScheduler:
     scheduler.add_job(
         all_budgets, "interval", minutes=1, id="all-budgets", coalesce=True, max_instances=1
     )
+    if container.settings.provision_interval_seconds > 0:
+        # Instances on their way up move on every tick (a restart resumes them from the event
+        # store); running ones are checked against their provider less often.
+        scheduler.add_job(
+            container.provision,
+            "interval",
+            seconds=container.settings.provision_interval_seconds,
+            id="provision",
+            coalesce=True,
+            max_instances=1,
+        )
+        scheduler.add_job(
+            container.provision,
+            "interval",
+            args=[("running",)],
+            seconds=container.settings.status_sync_seconds,
+            id="status-sync",
+            coalesce=True,
+            max_instances=1,
+        )
     scheduler.start()
     return scheduler

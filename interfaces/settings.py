@@ -16,6 +16,14 @@ class Settings:
     rate_limit_per_minute: int = 60
     read_your_writes_timeout: float = 5.0
     pool_size: int = 10
+    # Provisioning: the jobs' pace, the deploy deadline and the simulated provider's behaviour.
+    provision_interval_seconds: float = 1.0  # 0 turns the provisioning jobs off
+    status_sync_seconds: float = 30.0
+    deploy_timeout_seconds: float = 900.0
+    simulated_deploy_seconds: float = 3.0
+    simulated_refuse: frozenset[str] = frozenset()
+    simulated_failure_rate: float = 0.0
+    simulated_port: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -28,4 +36,13 @@ class Settings:
             rate_limit_per_minute=int(env.get("HOSTPLANE_RATE_LIMIT_PER_MINUTE", "60")),
             read_your_writes_timeout=float(env.get("HOSTPLANE_READ_YOUR_WRITES_TIMEOUT", "5")),
             pool_size=int(env.get("HOSTPLANE_POOL_SIZE", "10")),
+            provision_interval_seconds=float(env.get("HOSTPLANE_PROVISION_INTERVAL_SECONDS", "1")),
+            status_sync_seconds=float(env.get("HOSTPLANE_STATUS_SYNC_SECONDS", "30")),
+            deploy_timeout_seconds=float(env.get("HOSTPLANE_DEPLOY_TIMEOUT_SECONDS", "900")),
+            simulated_deploy_seconds=float(env.get("HOSTPLANE_SIMULATED_DEPLOY_SECONDS", "3")),
+            simulated_refuse=frozenset(
+                x.strip() for x in env.get("HOSTPLANE_SIMULATED_REFUSE", "").split(",") if x.strip()
+            ),
+            simulated_failure_rate=float(env.get("HOSTPLANE_SIMULATED_FAILURE_RATE", "0")),
+            simulated_port=int(env.get("HOSTPLANE_SIMULATED_PORT", "0")),
         )

@@ -163,3 +163,26 @@ def cost_breakdown(
             }
         )
     return out
+
+
+def instance_costs(
+    curs: Cursor[Any], instances: list[tuple[UUID, UUID]], now: datetime
+) -> dict[UUID, Decimal]:
+    """GPU cost so far of each ``(tenant_id, instance_id)``: closed hours plus the open run."""
+    totals: dict[UUID, Decimal] = {i: ZERO for _, i in instances}
+    for tenant_id in {t for t, _ in instances}:
+        ids = [i for t, i in instances if t == tenant_id]
+        for row in curs.execute(
+            f"SELECT instance_id, sum(cost) AS cost FROM {costs.SCHEMA}.gpu_hourly"
+            " WHERE tenant_id = %s AND instance_id = ANY(%s) GROUP BY instance_id",
+            (tenant_id, ids),
+        ).fetchall():
+            totals[row["instance_id"]] += row["cost"]
+    for run in curs.execute(
+        f"SELECT instance_id, eur_per_hour, running_since FROM {costs.SCHEMA}.runs"
+        " WHERE instance_id = ANY(%s) AND running_since IS NOT NULL",
+        ([i for _, i in instances],),
+    ).fetchall():
+        for _, _, cost in costs.gpu_pieces(run["eur_per_hour"], run["running_since"], now):
+            totals[run["instance_id"]] += cost
+    return totals

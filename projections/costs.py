@@ -70,6 +70,8 @@ class CostsProjection(Projection):
 
     def status_changed(self, curs: Cursor[Any], e: Any) -> None:
         run = curs.execute(e.sql(SELECT_RUN), (e.originator_id,)).fetchone()
+        if run is None:
+            return  # a BYOK upstream: no GPU, no GPU time
         if e.status == "running" and run["running_since"] is None:
             curs.execute(e.sql(SET_RUNNING), (e.timestamp, e.originator_id))
         elif e.status != "running" and run["running_since"] is not None:

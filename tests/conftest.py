@@ -64,6 +64,9 @@ def make_settings(conninfo: str, data_dir: Path, **overrides: Any) -> Any:
         "admin_token": ADMIN_TOKEN,
         "master_key": MASTER_KEY,
         "rate_limit_per_minute": 1_000_000,
+        # Tests drive instance transitions themselves; tests/api/test_lifecycle.py turns the
+        # provisioning jobs on in a server of its own.
+        "provision_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)

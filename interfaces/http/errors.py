@@ -16,9 +16,11 @@ from application.errors import (
     ConcurrentModificationError,
     ForbiddenError,
     NotFoundError,
+    ProviderError,
 )
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
+from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
 from interfaces.stores import IdempotencyConflictError
 
@@ -34,7 +36,9 @@ ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (NotFoundError, 404, "invalid_request_error", "not_found"),
     (ConcurrentModificationError, 409, "conflict_error", "concurrent_modification"),
     (IdempotencyConflictError, 409, "conflict_error", "idempotency_conflict"),
+    (NotDeployedError, 409, "conflict_error", "not_deployed"),
     (ConflictError, 409, "conflict_error", "conflict"),
+    (ProviderError, 502, "upstream_error", "provider_error"),
     (DomainError, 400, "invalid_request_error", "invalid_request"),
 ]
 

@@ -111,19 +111,74 @@ class Transition(BaseModel):
     )
 
 
+class HealthCheck(BaseModel):
+    ok: bool
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    at: datetime
+
+
 class InstancePublic(BaseModel):
     id: UUID
     tenant_id: UUID
-    model_id: str
-    region: str
+    kind: Literal["gpu", "byok"] = Field(description="A GPU deployment, or a BYOK upstream.")
+    name: str | None = Field(None, description="BYOK upstreams: the label given.")
+    model_id: str | None
+    region: str | None
     provider: str
-    instance_type: str
+    instance_type: str | None
     status: str
     status_reason: str | None
     endpoint_url: str | None
+    cost_eur: str = Field(description="GPU cost so far (EUR), a running instance up to now.")
+    last_check: HealthCheck | None = Field(None, description="The latest /test result.")
     created_at: datetime
     updated_at: datetime
     history: list[Transition] | None = None
+
+
+class InstanceTestResult(BaseModel):
+    instance_id: UUID
+    ok: bool
+    status_code: int | None = Field(description="The endpoint's HTTP status; null if unreachable.")
+    latency_ms: int
+    error: str | None
+    reply: str | None = Field(description="The completion's text, when the check succeeded.")
+    usage: dict[str, int] | None
+
+
+class LogLine(BaseModel):
+    at: datetime
+    message: str
+
+
+class InstanceLogs(BaseModel):
+    instance_id: UUID
+    data: list[LogLine]
+
+
+class ByokCreate(Strict):
+    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    name: str = Field(description="A label, e.g. 'OpenAI prod'.")
+    upstream: Literal[
+        "openai", "anthropic", "google", "mistral", "deepseek", "qwen", "moonshot", "minimax"
+    ]
+    external_key: str = Field(description="The upstream's API key; encrypted, never returned.")
+
+
+class ByokPublic(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    name: str = Field(description="The label given at creation.")
+    label: str = Field(description="Seed 003's name for the same label.")
+    vendor: str = Field(description="The upstream (seed 003's vendor).")
+    upstream: str
+    key_last4: str = Field(description="The last four characters of the external key.")
+    is_active: bool
+    status: str
+    endpoint_url: str | None
+    created_at: datetime
 
 
 class InstanceApiKey(BaseModel):

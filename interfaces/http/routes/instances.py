@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from psycopg import Cursor
 
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import (
@@ -14,16 +18,35 @@ from interfaces.http.routes.common import (
     found,
     scoped_listing,
 )
-from interfaces.http.schemas import InstanceApiKey, InstanceCreate, InstancePublic, Page
-from projections import instances
+from interfaces.http.schemas import (
+    InstanceApiKey,
+    InstanceCreate,
+    InstanceLogs,
+    InstancePublic,
+    InstanceTestResult,
+    Page,
+)
+from projections import billing, instances
 
 router = APIRouter(tags=["instances"])
 
 
+def with_costs(curs: Cursor[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with their GPU cost so far (a running instance is rated up to now)."""
+    costs = billing.instance_costs(
+        curs, [(r["tenant_id"], r["id"]) for r in rows], datetime.now(UTC)
+    )
+    return [{**r, "cost_eur": billing.money(costs[r["id"]])} for r in rows]
+
+
 def read_instance(container: ContainerDep, caller: Caller, instance_id: UUID) -> InstancePublic:
-    with container.reading("instances") as curs:
-        row = instances.get_instance(curs, instance_id, caller.tenant_filter())
-    return InstancePublic(**found(row, "instance", instance_id))
+    with container.reading("instances", "costs") as curs:
+        row = found(
+            instances.get_instance(curs, instance_id, caller.tenant_filter()),
+            "instance",
+            instance_id,
+        )
+        return InstancePublic(**with_costs(curs, [row])[0])
 
 
 @router.get("/instances", response_model=Page[InstancePublic])
@@ -34,11 +57,13 @@ def list_instances(
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
-    """List instances with status, region, model and endpoint, newest first."""
-    with container.reading("instances") as curs:
-        return scoped_listing(
+    """List instances (GPU and BYOK) with status, region, model, endpoint and cost so far."""
+    with container.reading("instances", "costs") as curs:
+        listed = scoped_listing(
             caller, tenant_id, lambda t: instances.list_instances(curs, t, limit, cursor)
         )
+        listed["data"] = with_costs(curs, listed["data"])
+        return listed
 
 
 @router.post("/instances", status_code=201, response_model=InstancePublic)
@@ -66,7 +91,7 @@ def get_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> 
 
 @router.delete("/instances/{instance_id}", response_model=InstancePublic)
 def destroy_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
-    """Destroy an instance. Irreversible; it stays in history and billing."""
+    """Destroy an instance and release its GPU. Irreversible; it stays in history and billing."""
     container.app.destroy_instance(caller, instance_id)
     return read_instance(container, caller, instance_id)
 
@@ -75,3 +100,38 @@ def destroy_instance(instance_id: UUID, caller: Caller, container: ContainerDep)
 def instance_api_key(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstanceApiKey:
     """The instance's own inference key (seed 000 returns it on demand)."""
     return InstanceApiKey(api_key=container.app.reveal_instance_key(caller, instance_id))
+
+
+@router.post("/instances/{instance_id}/refresh", response_model=InstancePublic)
+def refresh_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
+    """Re-sync the instance's status from its provider now."""
+    container.app.refresh_instance(caller, instance_id)
+    return read_instance(container, caller, instance_id)
+
+
+@router.post("/instances/{instance_id}/retry", response_model=InstancePublic)
+def retry_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
+    """Deploy a failed instance again (409 unless it is ``failed``)."""
+    container.app.retry_instance(caller, instance_id)
+    return read_instance(container, caller, instance_id)
+
+
+@router.post("/instances/{instance_id}/test", response_model=InstanceTestResult)
+def test_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> dict:
+    """Send a health-check chat completion to the running instance; the result is recorded."""
+    check = container.app.test_instance(caller, instance_id)
+    return {"instance_id": instance_id, **asdict(check)}
+
+
+@router.get("/instances/{instance_id}/logs", response_model=InstanceLogs)
+def instance_logs(
+    instance_id: UUID,
+    caller: Caller,
+    container: ContainerDep,
+    limit: int = Query(100, ge=1, le=1000, description="How many of the latest lines."),
+) -> dict:
+    """The provider's most recent log lines for this instance, oldest first."""
+    return {
+        "instance_id": instance_id,
+        "data": container.app.instance_logs(caller, instance_id, limit),
+    }

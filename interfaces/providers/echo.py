@@ -1,0 +1,130 @@
+"""The simulated instances' OpenAI-compatible endpoint: an echo on loopback."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import orjson
+
+if TYPE_CHECKING:
+    from interfaces.providers.simulated import SimulatedProvider
+
+PATH_RE = re.compile(r"^/instances/([0-9a-fA-F-]{36})/v1/(chat/completions|models)$")
+
+
+def _words(text: object) -> int:
+    return len(str(text).split()) if text else 0
+
+
+def echo_completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat completion answering the last user message with itself."""
+    messages = body.get("messages") or []
+    last = next(
+        (m.get("content") for m in reversed(messages) if isinstance(m, dict)),
+        "",
+    )
+    reply = f"echo: {last}"
+    prompt_tokens = sum(_words(m.get("content")) + 1 for m in messages if isinstance(m, dict))
+    completion_tokens = _words(reply)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class EchoServer:
+    """A threaded HTTP server on 127.0.0.1 answering for every simulated instance."""
+
+    def __init__(self, provider: SimulatedProvider, port: int = 0) -> None:
+        handler = type("Handler", (_Handler,), {"provider": provider})
+        try:
+            self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError:
+            # The port used before a restart is taken: endpoints move to a fresh one.
+            self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.port: int = self.httpd.server_address[1]
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    provider: SimulatedProvider
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        pass  # requests carry bearer keys and prompts; nothing of them goes to a log
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        body = orjson.dumps(payload)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"error": {"message": message, "type": "invalid_request_error"}})
+
+    def _route(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        match = PATH_RE.match(self.path)
+        if not match:
+            return self._error(404, f"no route {method} {self.path}")
+        instance_id, route = UUID(match[1]), match[2]
+        if (route == "models") != (method == "GET"):
+            return self._error(405, f"{method} is not allowed here")
+        auth = self.headers.get("Authorization", "")
+        api_key = auth.removeprefix("Bearer ").strip()
+        status, error, model = self.provider.serving(instance_id, api_key)
+        if error:
+            return self._error(status, error)
+        if route == "models":
+            return self._send(200, {"object": "list", "data": [{"id": model, "object": "model"}]})
+        try:
+            body = orjson.loads(raw)
+            assert isinstance(body, dict) and isinstance(body.get("messages"), list)
+        except (orjson.JSONDecodeError, AssertionError):
+            return self._error(400, "the body must be a JSON object with a messages list")
+        answer = echo_completion(model, body)
+        usage = answer["usage"]
+        self.provider.note(
+            instance_id,
+            f"POST /v1/chat/completions 200 prompt_tokens={usage['prompt_tokens']}"
+            f" completion_tokens={usage['completion_tokens']}",
+        )
+        self._send(200, answer)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+        self._route("POST")
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        self._route("GET")
