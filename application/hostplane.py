@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from application.usage import UsageCommands
+from application.webhooks import WebhookCommands
 
 
-class Hostplane(UsageCommands):
+class Hostplane(UsageCommands, WebhookCommands):
     """hostplane's write side."""
 
     name = "Hostplane"

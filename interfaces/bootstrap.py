@@ -24,7 +24,8 @@ from interfaces.providers import ProviderRegistry
 from interfaces.providers.probe import HttpProber
 from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
-from projections import billing, budgets, instances, keys
+from interfaces.webhooks import WebhookDispatcher
+from projections import billing, budgets, instances, keys, webhooks
 from projections.registry import all_projections
 from projections.runner import EventSource, ProjectionRunner
 
@@ -44,6 +45,7 @@ class Container:
     idempotency: stores.IdempotencyStore
     scheduler: Any = None
     provider: SimulatedProvider | None = None
+    webhooks: WebhookDispatcher | None = None
     first_admin_token: str | None = None
     _closed: bool = field(default=False, repr=False)
     _watched: set[UUID] = field(default_factory=set, repr=False)
@@ -95,6 +97,7 @@ class Container:
             rate_limiter=stores.RateLimiter(pool, settings.rate_limit_per_minute),
             idempotency=stores.IdempotencyStore(pool, secret_box),
         )
+        container.webhooks = WebhookDispatcher(pool, app, settings)
         container.provider = SimulatedProvider(
             pool,
             deploy_seconds=settings.simulated_deploy_seconds,
@@ -148,6 +151,10 @@ class Container:
             tenant_ids, self._watched = self._watched, set()
         return sum(self.app.evaluate_budgets(t) for t in tenant_ids)
 
+    def deliver_due_webhooks(self) -> int:
+        """Attempt the webhook deliveries that are due (the scheduler calls this every second)."""
+        return self.webhooks.deliver_due() if self.webhooks else 0
+
     def provision(self, statuses: tuple[str, ...] = ("pending", "deploying")) -> int:
         """One provisioning step for every GPU instance in ``statuses`` (the scheduler's job)."""
         with self.reading("instances") as curs:
@@ -178,11 +185,12 @@ class ReadModelDirectory:
 
     def owned_ids(self, tenant_id: object) -> dict[str, list[object]]:
         assert isinstance(tenant_id, UUID)
-        with self.container.reading("keys", "instances", "budgets") as curs:
+        with self.container.reading("keys", "instances", "budgets", "webhooks") as curs:
             return {
                 "keys": list(keys.live_key_ids(curs, tenant_id)),
                 "instances": list(instances.live_instance_ids(curs, tenant_id)),
                 "budgets": list(budgets.live_budget_ids(curs, tenant_id)),
+                "webhooks": list(webhooks.live_webhook_ids(curs, tenant_id)),
             }
 
 

@@ -35,6 +35,14 @@ def start_scheduler(container: Container) -> BackgroundScheduler:
     scheduler.add_job(
         all_budgets, "interval", minutes=1, id="all-budgets", coalesce=True, max_instances=1
     )
+
+    def deliver_webhooks() -> None:
+        container.deliver_due_webhooks()
+
+    # Deliveries are due when their event is projected, or when a retry's backoff runs out.
+    scheduler.add_job(
+        deliver_webhooks, "interval", seconds=1, id="webhooks", coalesce=True, max_instances=1
+    )
     if container.settings.provision_interval_seconds > 0:
         # Instances on their way up move on every tick (a restart resumes them from the event
         # store); running ones are checked against their provider less often.

@@ -24,6 +24,9 @@ class Settings:
     simulated_refuse: frozenset[str] = frozenset()
     simulated_failure_rate: float = 0.0
     simulated_port: int = 0
+    webhook_retry_base_seconds: float = 10.0
+    webhook_max_age_seconds: float = 86400.0
+    webhook_timeout_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -45,4 +48,7 @@ class Settings:
             ),
             simulated_failure_rate=float(env.get("HOSTPLANE_SIMULATED_FAILURE_RATE", "0")),
             simulated_port=int(env.get("HOSTPLANE_SIMULATED_PORT", "0")),
+            webhook_retry_base_seconds=float(env.get("HOSTPLANE_WEBHOOK_RETRY_BASE_SECONDS", "10")),
+            webhook_max_age_seconds=float(env.get("HOSTPLANE_WEBHOOK_MAX_AGE_SECONDS", "86400")),
+            webhook_timeout_seconds=float(env.get("HOSTPLANE_WEBHOOK_TIMEOUT_SECONDS", "5")),
         )

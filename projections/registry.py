@@ -11,6 +11,7 @@ from projections.keys import KeysProjection
 from projections.pricebook import PricebookProjection
 from projections.tenants import TenantsProjection
 from projections.usage import UsageProjection
+from projections.webhooks import WebhooksProjection
 
 
 def all_projections() -> list[Projection]:
@@ -23,4 +24,5 @@ def all_projections() -> list[Projection]:
         PricebookProjection(),
         UsageProjection(),
         CostsProjection(),
+        WebhooksProjection(),
     ]
