@@ -6,7 +6,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from interfaces.export import key_as_of
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
@@ -14,6 +16,7 @@ from interfaces.http.routes.common import (
     found,
     scoped_listing,
 )
+from interfaces.http.routes.export import AsOfQuery
 from interfaces.http.schemas import (
     Deleted,
     KeyCreate,
@@ -65,8 +68,13 @@ def list_keys(
 
 
 @router.get("/keys/{key_id}", response_model=KeyPublic)
-def get_key(key_id: UUID, caller: Caller, container: ContainerDep) -> KeyPublic:
-    """Get one key (no secret)."""
+def get_key(
+    key_id: UUID, caller: Caller, container: ContainerDep, as_of: str | None = AsOfQuery
+) -> KeyPublic:
+    """Get one key (no secret); with ``as_of``, the key as it was then, replayed from events."""
+    at = instant(as_of, "as_of")
+    if at is not None:
+        return KeyPublic(**key_as_of(container, caller, key_id, at))
     return read_key(container, caller, key_id)
 
 

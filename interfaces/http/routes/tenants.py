@@ -6,8 +6,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
+from interfaces.export import tenant_as_of
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.routes.export import AsOfQuery
 from interfaces.http.schemas import (
     GroupUpdate,
     Page,
@@ -57,8 +60,13 @@ def create_tenant(
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantPublic)
-def get_tenant(tenant_id: UUID, caller: Caller, container: ContainerDep) -> TenantPublic:
-    """Get one tenant."""
+def get_tenant(
+    tenant_id: UUID, caller: Caller, container: ContainerDep, as_of: str | None = AsOfQuery
+) -> TenantPublic:
+    """Get one tenant; with ``as_of``, the tenant as it was then, replayed from its events."""
+    at = instant(as_of, "as_of")
+    if at is not None:
+        return TenantPublic(**tenant_as_of(container, caller, tenant_id, at))
     return read_tenant(container, caller, tenant_id)
 
 

@@ -1,0 +1,177 @@
+"""A tenant's export: its events in global order, its replayed state and its bill, as lines.
+
+Events are streamed from a server-side cursor, in a repeatable-read snapshot, and replayed as
+they pass: memory holds the tenant's (small) aggregate states and per-day sums, never events.
+The audit read model's ``owners`` table is the index of the aggregates a tenant owns; every
+event up to the audit projection's position (read in the same snapshot) is in it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import resolve_topic
+from psycopg import Connection
+
+from projections.audit import SCHEMA as AUDIT
+from projections.audit import target_type
+from projections.event_billing import EventBilling
+from projections.replay import NO_STATE, StateReplay, aggregate_class, event_line, iso
+from projections.runner import EventSource
+
+FORMAT = "hostplane-export"
+FORMAT_VERSION = 1
+ITERSIZE = 500
+
+BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+SQL_AUDIT_POSITION = f"SELECT position FROM {AUDIT}.tracking"
+SQL_TENANT_EVENTS = (
+    "WHERE e.notification_id <= %(head)s AND (e.originator_id = %(tenant)s OR e.originator_id"
+    f" IN (SELECT aggregate_id FROM {AUDIT}.owners WHERE tenant_id = %(tenant)s))"
+)
+# Every stored event's state starts with its timestamp (the transcoder keeps the event's field
+# order): reading it from a short prefix lets ``as_of`` counts skip decoding whole batches.
+TIMESTAMP_PREFIX = b'{"timestamp":{"_type_":"datetime","_data_":"'
+PREFIX_BYTES = 100
+
+
+class SnapshotBehindError(Exception):
+    """The read models needed as an index have not reached the head of the log yet."""
+
+
+@cache
+def kind_of_topic(topic: str) -> tuple[str, bool]:
+    """An event topic's aggregate type (``key``) and whether that aggregate's state is kept."""
+    cls = aggregate_class(resolve_topic(topic))
+    return target_type(cls), not issubclass(cls, NO_STATE)
+
+
+class Cutoff:
+    """Which events are replayed at ``as_of``: those at or before it, versions unbroken."""
+
+    def __init__(self, as_of: datetime | None) -> None:
+        self.as_of = as_of
+        self.cut: set[UUID] = set()  # aggregates with state whose later events are left out
+
+    def keeps(self, originator_id: UUID, stateful: bool, timestamp: datetime) -> bool:
+        if self.as_of is None:
+            return True
+        if originator_id in self.cut:
+            return False
+        if timestamp > self.as_of:
+            if stateful:
+                self.cut.add(originator_id)
+            return False
+        return True
+
+
+def snapshot(conn: Connection[Any]) -> int:
+    """Start the export's snapshot (call inside a transaction); returns its head position."""
+    conn.execute(BEGIN_SNAPSHOT)
+    row = conn.execute(SQL_AUDIT_POSITION).fetchone()
+    return row["position"] if row else 0
+
+
+def count_events(
+    conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int, as_of: datetime | None
+) -> Counter[str]:
+    """How many events of each aggregate type the export will hold."""
+    params = {"head": head, "tenant": tenant_id}
+    counts: Counter[str] = Counter()
+    if as_of is None:
+        sql = (
+            f"SELECT topic, count(*) AS n FROM {source.table} e {SQL_TENANT_EVENTS} GROUP BY topic"
+        )
+        for row in conn.execute(sql, params).fetchall():
+            counts[kind_of_topic(row["topic"])[0]] += row["n"]
+        return counts
+    cutoff = Cutoff(as_of)
+    sql = (
+        f"SELECT notification_id, originator_id, topic, substring(state FROM 1 FOR {PREFIX_BYTES})"
+        f" AS head FROM {source.table} e {SQL_TENANT_EVENTS} ORDER BY notification_id"
+    )
+    with conn.cursor(name="hostplane_export_count") as curs:
+        curs.itersize = ITERSIZE * 10
+        for row in curs.execute(sql, params):
+            kind, stateful = kind_of_topic(row["topic"])
+            at = timestamp_of(bytes(row["head"]))
+            if cutoff.keeps(row["originator_id"], stateful, at):
+                counts[kind] += 1
+    return counts
+
+
+def timestamp_of(prefix: bytes) -> datetime:
+    if not prefix.startswith(TIMESTAMP_PREFIX):
+        raise ValueError("a stored event whose state does not start with its timestamp")
+    start = len(TIMESTAMP_PREFIX)
+    return datetime.fromisoformat(prefix[start : prefix.index(b'"', start)].decode())
+
+
+def stream_events(
+    conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
+) -> Iterator[tuple[int, str, Any]]:
+    """The tenant's events up to ``head``: position, topic and event, a page at a time."""
+    sql = (
+        "SELECT notification_id, originator_id, originator_version, topic, state"
+        f" FROM {source.table} e {SQL_TENANT_EVENTS} ORDER BY notification_id"
+    )
+    with conn.cursor(name="hostplane_export_events") as curs:
+        curs.itersize = ITERSIZE
+        for r in curs.execute(sql, {"head": head, "tenant": tenant_id}):
+            yield (
+                r["notification_id"],
+                r["topic"],
+                source.mapper.to_domain_event(
+                    StoredEvent(
+                        originator_id=r["originator_id"],
+                        originator_version=r["originator_version"],
+                        topic=r["topic"],
+                        state=bytes(r["state"]),
+                    )
+                ),
+            )
+
+
+def export_lines(
+    conn: Connection[Any],
+    source: EventSource,
+    tenant_id: UUID,
+    as_of: datetime | None,
+    now: datetime,
+    head: int,
+) -> Iterator[dict[str, Any]]:
+    """Header, events, replayed state, monthly bill, end: every line of one export.
+
+    Call within the snapshot's transaction (see ``snapshot``).
+    """
+    counts = count_events(conn, source, tenant_id, head, as_of)
+    yield {
+        "kind": "header",
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tenant_id": str(tenant_id),
+        "generated_at": iso(now),
+        "as_of": iso(as_of) if as_of else None,
+        "position": head,
+        "counts": {"events": sum(counts.values()), **dict(sorted(counts.items()))},
+    }
+    states, bill, cutoff = StateReplay(), EventBilling(), Cutoff(as_of)
+    events = 0
+    for position, topic, event in stream_events(conn, source, tenant_id, head):
+        stateful = kind_of_topic(topic)[1]
+        if not cutoff.keeps(event.originator_id, stateful, event.timestamp):
+            continue
+        events += 1
+        states.apply(event)
+        bill.apply(event)
+        yield event_line(position, event)
+    bill.close(as_of if as_of is not None and as_of < now else now)
+    yield from states.lines()
+    yield from bill.lines()
+    yield {"kind": "end", "events": events, "states": len(states.aggregates)}
