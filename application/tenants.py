@@ -13,6 +13,7 @@ from domain.budget import Budget
 from domain.index import NameIndex
 from domain.instance import Instance
 from domain.tenant import Tenant, check_name
+from domain.webhook import Webhook
 
 
 class TenantCommands(BaseService):
@@ -101,4 +102,9 @@ class TenantCommands(BaseService):
             if instance and not instance.is_destroyed:
                 instance.destroy(actor=principal.actor)
                 changed.append(instance)
-        self.commit(*changed)  # type: ignore[arg-type]
+        # Webhooks go last in the write: they are still owed the events before their deletion.
+        webhooks = [self.find(Webhook, w) for w in owned.get("webhooks", [])]  # type: ignore[arg-type]
+        webhooks = [w for w in webhooks if w and not w.deleted]
+        for webhook in webhooks:
+            webhook.delete(actor=principal.actor)
+        self.commit(*changed, *webhooks)  # type: ignore[arg-type]

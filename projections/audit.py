@@ -21,6 +21,7 @@ from domain.operator import Operator
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
 from domain.usage import UsageBatch
+from domain.webhook import Webhook
 from projections.base import Handler, Projection, live_schema
 
 SCHEMA = live_schema("audit")
@@ -36,6 +37,7 @@ AUDITED: tuple[type[Aggregate], ...] = (
     GpuRate,
     UsageBatch,
     Operator,
+    Webhook,
 )
 TARGET_TYPES: dict[type[Aggregate], str] = {ApiKey: "key", UsageBatch: "usage"}
 
