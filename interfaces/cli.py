@@ -77,6 +77,18 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
         container.close()
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from interfaces.export_cli import run_export
+
+    return run_export(args.tenant_id, args.as_of, args.output)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from interfaces.export_cli import run_reconcile
+
+    return run_reconcile(args.tenant_id)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hostplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="action", required=True)
     token_sub.add_parser("rotate", help="create a new admin token; the old one stops working")
     token.set_defaults(func=cmd_admin_token)
+
+    export = sub.add_parser("export", help="export a tenant's events, state and bill (NDJSON)")
+    export.add_argument("tenant_id")
+    export.add_argument("--as-of", help="the state as it was at this ISO 8601 time")
+    export.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    export.set_defaults(func=cmd_export)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="re-derive billing from the events and compare with the read models"
+    )
+    reconcile.add_argument("tenant_id", nargs="?", help="one tenant (default: every tenant)")
+    reconcile.set_defaults(func=cmd_reconcile)
     return parser
 
 
