@@ -64,6 +64,7 @@ class InstanceCommands(KeyCommands):
 
     def reveal_instance_key(self, principal: Principal, instance_id: UUID) -> str:
         instance = self.get_instance_for(principal, instance_id)
+        instance.check_deployed()  # a BYOK upstream's key is never given back
         tenant = self.load(Tenant, instance.tenant_id, "tenant")
         return self.secret_box.decrypt(tenant.wrapped_data_key, instance.api_key_ciphertext)
 

@@ -84,9 +84,9 @@ class ProvisioningCommands(InstanceCommands):
         elif now - instance.modified_on > self.deploy_timeout:
             # Nothing stays deploying forever: give the GPU back and say why.
             provider.release(instance.id)
-            seconds = int(self.deploy_timeout.total_seconds())
+            seconds = self.deploy_timeout.total_seconds()
             instance.transition(
-                "failed", PROVISIONER, reason=f"deploy did not finish within {seconds} s"
+                "failed", PROVISIONER, reason=f"deploy did not finish within {seconds:g} s"
             )
         elif deployment.state in ("unknown", "released"):
             # The provider lost the request (or never got it): ask again, it is idempotent.

@@ -7,8 +7,15 @@ from uuid import uuid4
 
 import pytest
 
-from domain.base import Actor, InvalidValueError
-from domain.instance import STATUSES, TRANSITIONS, IllegalTransitionError, Instance
+from domain.base import Actor, ConflictError, InvalidValueError
+from domain.instance import (
+    STATUSES,
+    TRANSITIONS,
+    IllegalTransitionError,
+    Instance,
+    NotDeployedError,
+    check_external_key,
+)
 from tests.unit.support import an_actor, replay, through_store
 
 ENDPOINT = "https://gpu-1.example.net/v1"
@@ -191,3 +198,76 @@ def test_an_instance_replayed_from_stored_events_equals_the_original():
 
     assert replayed == instance
     assert replayed.api_key_ciphertext == b"\x01ciphertext\x00"
+
+
+def an_upstream(**overrides: object) -> Instance:
+    values: dict[str, object] = {
+        "tenant_id": uuid4(),
+        "name": "OpenAI prod",
+        "upstream": "openai",
+        "external_key_ciphertext": b"\x02sealed\x00",
+        "external_key_last4": "WXYZ",
+        "actor": an_actor(),
+    }
+    values.update(overrides)
+    return Instance.attach_upstream(**values)  # type: ignore[arg-type]
+
+
+def test_an_upstream_is_a_running_byok_instance_at_its_vendors_endpoint():
+    upstream = an_upstream(upstream="mistral")
+
+    assert (upstream.kind, upstream.status, upstream.provider) == ("byok", "running", "mistral")
+    assert upstream.endpoint_url == "https://api.mistral.ai/v1"
+    assert upstream.hourly_rate_eur == 0
+
+
+def test_an_upstream_replays_from_its_stored_events_to_the_same_state():
+    upstream = an_upstream()
+    upstream.destroy(actor=an_actor())
+
+    copy = replay(through_store(upstream.collect_events()))
+
+    assert (copy.kind, copy.name, copy.external_key_last4) == ("byok", "OpenAI prod", "WXYZ")
+    assert copy.external_key_ciphertext == b"\x02sealed\x00"
+    assert copy.status == "destroyed" and copy.endpoint_url is None
+
+
+@pytest.mark.parametrize("upstream", ["cohere", "", "OpenAI"])
+def test_an_unknown_upstream_is_refused_naming_upstream(upstream):
+    with pytest.raises(InvalidValueError) as refused:
+        an_upstream(upstream=upstream)
+
+    assert refused.value.field == "upstream"
+
+
+@pytest.mark.parametrize("key", ["short", "has a space in it", "x" * 501])
+def test_a_malformed_external_key_is_refused_without_repeating_it(key):
+    with pytest.raises(InvalidValueError) as refused:
+        check_external_key(key)
+
+    assert refused.value.field == "external_key" and key not in str(refused.value)
+
+
+def test_an_upstream_has_no_deployment_to_operate_on():
+    upstream = an_upstream()
+
+    with pytest.raises(NotDeployedError):
+        upstream.check_deployed()
+    with pytest.raises(NotDeployedError):
+        upstream.record_check(True, 200, 5, None, an_actor())
+
+
+def test_a_health_check_is_recorded_on_a_running_instance_and_survives_replay():
+    instance = an_instance_in("running")
+    instance.record_check(False, 503, 12, "HTTP 503", an_actor())
+
+    copy = replay(through_store(instance.collect_events()))
+
+    assert copy.last_check["ok"] is False and copy.last_check["status_code"] == 503
+    assert copy.last_check["error"] == "HTTP 503" and copy.status == "running"
+
+
+@pytest.mark.parametrize("status", ["pending", "deploying", "failed", "destroyed"])
+def test_only_a_running_instance_is_health_checked(status):
+    with pytest.raises(ConflictError):
+        an_instance_in(status).record_check(True, 200, 1, None, an_actor())
