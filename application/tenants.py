@@ -97,14 +97,20 @@ class TenantCommands(BaseService):
             if key and not key.deleted:
                 key.delete(actor=principal.actor)
                 changed.append(key)
+        instances = []
         for instance_id in owned.get("instances", []):
             instance = self.find(Instance, instance_id)  # type: ignore[arg-type]
             if instance and not instance.is_destroyed:
                 instance.destroy(actor=principal.actor)
-                changed.append(instance)
+                instances.append(instance)
+        # GPUs go back first: if a provider fails, nothing is recorded and a retry is safe.
+        self.release_gpus(instances)
         # Webhooks go last in the write: they are still owed the events before their deletion.
         webhooks = [self.find(Webhook, w) for w in owned.get("webhooks", [])]  # type: ignore[arg-type]
         webhooks = [w for w in webhooks if w and not w.deleted]
         for webhook in webhooks:
             webhook.delete(actor=principal.actor)
-        self.commit(*changed, *webhooks)  # type: ignore[arg-type]
+        self.commit(*changed, *instances, *webhooks)  # type: ignore[arg-type]
+
+    def release_gpus(self, instances: list[Instance]) -> None:
+        """Give destroyed instances' GPUs back to their providers (see InstanceCommands)."""

@@ -14,6 +14,7 @@ from interfaces.http.routes import (
     audit,
     billing,
     budgets,
+    byok,
     export,
     health,
     instances,
@@ -63,8 +64,9 @@ def create_app(container: Container) -> FastAPI:
     errors.install(app)
     for module in (health, tenants, keys, instances, budgets, models, usage, billing, audit):
         app.include_router(module.router, prefix="/api/v1")
-    app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(export.router, prefix="/api/v1")
+    app.include_router(webhooks.router, prefix="/api/v1")
+    app.include_router(byok.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
