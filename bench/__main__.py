@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ingest, load, queries
+from bench import export, ingest, load, queries
 from bench.ingest import Dataset
 from bench.report import Figure, machine, table, write_json
 from bench.server import Server
 
-GROUPS = ("ingest", "billing", "rebuild", "ryw", "load", "audit", "rss")
+GROUPS = ("ingest", "billing", "rebuild", "ryw", "load", "audit", "export", "rss")
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -30,11 +30,12 @@ class Scale:
     clients: int
     load_seconds: float
     audit_depth: int
+    export_events: int = 20_000  # events of one tenant for the export figures
 
 
 SCALES = {
     "small": Scale(100_000, None, 3, 200, 32, 10, 2_000),
-    "full": Scale(100_000, 10_000_000, 3, 500, 32, 30, 10_000),
+    "full": Scale(100_000, 10_000_000, 3, 500, 32, 30, 10_000, export_events=1_000_000),
 }
 
 
@@ -109,6 +110,9 @@ def run(scale: Scale, only: set[str], server: Server) -> list[Figure]:
         )
     if "audit" in only:
         guarded("audit", figures, lambda: audit_figures(scale, server, data))
+    if "export" in only:
+        say(f"exporting a tenant of {scale.export_events:,} events")
+        guarded("export", figures, lambda: export.export_figures(server, scale.export_events))
     if "rebuild" in only:
         say("rebuilding every read model")
         guarded("rebuild", figures, lambda: ingest.rebuild_figures(server))

@@ -1,0 +1,143 @@
+"""Export figures: events per second streamed over HTTP, and the exporter's peak memory.
+
+One tenant gets ``events`` events (usage batches of two records, written straight into the
+event store in large saves); the export is measured at a tenth of them and at all of them.
+Memory is the peak RSS of ``hostplane export`` (a process of its own): in constant memory it
+stays flat while the event count grows tenfold.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bench.ingest import ok
+from bench.report import Figure
+from bench.server import Server
+
+SAVE = 500  # events per save
+PEAK_RSS = """
+import resource, sys
+from interfaces.cli import main
+code = main(["export", sys.argv[1], "-o", "/dev/null"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+sys.exit(code)
+"""
+
+
+def open_container(server: Server) -> Any:
+    from interfaces.bootstrap import Container
+    from interfaces.settings import Settings
+
+    settings = Settings.from_env({**server.env, "HOSTPLANE_DATABASE_URL": server.conninfo})
+    return Container.open(settings)
+
+
+def fill(container: Any, tenant_id: uuid.UUID, key_id: uuid.UUID, count: int) -> None:
+    """``count`` usage batches of the tenant, each one event of two rated records."""
+    from domain.base import Actor
+    from domain.usage import UsageBatch, UsageInput
+
+    actor = Actor(id="bench", ip=None)
+    start = datetime.now(UTC) - timedelta(days=60)
+    price = (Decimal("0.15"), Decimal("0.60"))
+    done = 0
+    while done < count:
+        batches = []
+        for i in range(done, min(done + SAVE, count)):
+            at = start + timedelta(seconds=5 * i)
+            rated = [
+                (
+                    UsageInput(
+                        uuid.uuid4().hex, key_id, "llama-3.1-8b", 900 + r, 300, "success", 120, at
+                    ),
+                    *price,
+                )
+                for r in range(2)
+            ]
+            batches.append(UsageBatch.record(tenant_id, rated, actor))
+        container.app.save(*batches)
+        done += len(batches)
+
+
+def caught_up(container: Any) -> None:
+    head = container.runner.max_notification_id()
+    if not container.runner.wait_for(["audit"], head, 3600):
+        raise RuntimeError("the audit projection did not catch up within an hour")
+
+
+def stream_export(server: Server, tenant_id: str) -> tuple[float, float, int, int]:
+    """(seconds to the first byte, total seconds, event lines, bytes) of one HTTP export."""
+    events = size = 0
+    first = None
+    t0 = time.perf_counter()
+    with (
+        server.client(timeout=3600) as client,
+        client.stream("GET", f"/tenants/{tenant_id}/export") as r,
+    ):
+        r.raise_for_status()
+        for line in r.iter_lines():
+            first = first or time.perf_counter() - t0
+            size += len(line) + 1
+            events += line.startswith('{"kind":"event"')
+    return first or 0.0, time.perf_counter() - t0, events, size
+
+
+def peak_rss(server: Server, tenant_id: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, tenant_id],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"hostplane export failed:\n{done.stderr[-2000:]}")
+    return int(done.stdout.split()[-1])
+
+
+def export_figures(server: Server, events: int) -> list[Figure]:
+    with server.client() as client:
+        tenant_id = ok(client.post("/tenants", json={"name": "bench-export"}), 201)["id"]
+        body = {"name": "export", "kind": "router"}
+        key_id = ok(client.post(f"/tenants/{tenant_id}/keys", json=body), 201)["key"]["id"]
+    container = open_container(server)
+    figures: list[Figure] = []
+    rss: dict[int, int] = {}
+    try:
+        stored = 0
+        for target in (events // 10, events):
+            fill(container, uuid.UUID(tenant_id), uuid.UUID(key_id), target - stored)
+            stored = target
+            caught_up(container)
+            first, seconds, lines, size = stream_export(server, tenant_id)
+            rss[stored] = peak_rss(server, tenant_id)
+        figures.append(
+            Figure(
+                "export",
+                f"export over HTTP, {lines:,} events ({size / 2**20:,.0f} MB NDJSON)",
+                lines / seconds,
+                "events/s",
+                notes=f"first byte after {first * 1000:,.0f} ms; {seconds:,.1f} s in all",
+            )
+        )
+    finally:
+        container.close()
+    small, large = sorted(rss)
+    for n in (small, large):
+        figures.append(
+            Figure(
+                "export",
+                f"peak RSS of `hostplane export`, {n:,} events",
+                rss[n] / 2**20,
+                "MB",
+                higher_is_better=False,
+                notes="constant memory: flat while the events grow tenfold",
+            )
+        )
+    return figures
