@@ -12,8 +12,9 @@ from uuid import UUID
 
 from application.errors import NotFoundError
 from domain.base import InvalidValueError
+from domain.tenant import Tenant
 from interfaces.bootstrap import Container
-from interfaces.export import ndjson_chunks, open_export
+from interfaces.export import ExportNotReadyError, ndjson_chunks, open_export
 from interfaces.settings import Settings
 from projections.export import SnapshotBehindError
 from projections.reconcile import reconcile_tenant, tenant_ids
@@ -83,7 +84,7 @@ def run_export(tenant: str, as_of: str | None, output: str | None) -> int:
         container.runner.catch_up("audit")  # no worker runs in this process: bring the index up
         try:
             lines = open_export(container, None, tenant_id, at)
-        except (NotFoundError, InvalidValueError) as e:
+        except (NotFoundError, InvalidValueError, ExportNotReadyError) as e:
             print(str(e), file=sys.stderr)
             return 1
         out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
@@ -122,6 +123,9 @@ def run_reconcile(tenant: str | None) -> int:
                 one = parse_tenant(tenant)
                 if one is None:
                     return 2
+                if container.app.find(Tenant, one) is None:
+                    print(f"tenant {one} not found", file=sys.stderr)
+                    return 1
                 tenants = [one]
             else:
                 tenants = tenant_ids(conn, container.runner.source)

@@ -295,3 +295,20 @@ def test_another_tenant_as_of_is_not_found(tenant, other_tenant):
     r = tenant.api.get(f"/tenants/{other_tenant.id}", params={"as_of": "2030-01-01T00:00:00Z"})
 
     error_of(r, 404)
+
+
+def test_a_webhook_is_exported_as_replayed_state_without_its_secret(tenant):
+    r = tenant.api.post(
+        "/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["tenant.offboarded"]}
+    )
+    assert r.status_code == 201, r.text
+    webhook_id, secret = r.json()["id"], r.json()["secret"]
+
+    text, lines = export(tenant.api, tenant.id)
+
+    assert secret not in text
+    state = next(s for s in of_kind(lines, "state") if s["id"] == webhook_id)
+    assert state["type"] == "webhook"
+    assert state["data"]["url"] == "http://127.0.0.1:9/hook"
+    assert state["data"]["secret_ciphertext"] == "[redacted]"
+    assert "webhook.created" in {e["type"] for e in of_kind(lines, "event")}
