@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +16,9 @@ from projections.audit import ENVELOPE, json_safe, snake, target_type
 
 # Replayed aggregates whose state is not exported: a usage batch's "state" is its bill.
 NO_STATE: tuple[type[Aggregate], ...] = (UsageBatch,)
+# Fields stored as plain JSON already (lists of strings, numbers, booleans and nulls, no secret):
+# written as they are, which saves walking thousands of usage records value by value.
+PLAIN_FIELDS: dict[type, tuple[str, ...]] = {UsageBatch.Recorded: ("rates", "records")}
 
 
 def aggregate_class(cls: type) -> type[Aggregate]:
@@ -28,24 +32,32 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@cache
+def names_of(event_class: type) -> tuple[str, str]:
+    """An event class's aggregate type and export type: ``("key", "key.issued")``."""
+    kind = target_type(aggregate_class(event_class))
+    return kind, f"{kind}.{snake(event_class.__name__)}"
+
+
 def event_line(position: int, event: Any) -> dict[str, Any]:
     """One event of the export: what happened, to what, when, by whom; secrets redacted.
 
     Unlike the audit log, usage batches keep their records: the bill can be rebuilt from them.
     """
-    kind = target_type(aggregate_class(type(event)))
+    kind, name = names_of(type(event))
     actor = getattr(event, "actor", None)
-    data = {k: v for k, v in vars(event).items() if k not in ENVELOPE}
+    fields = {k: v for k, v in vars(event).items() if k not in ENVELOPE}
+    plain = {k: fields.pop(k) for k in PLAIN_FIELDS.get(type(event), ())}
     return {
         "kind": "event",
         "position": position,
-        "type": f"{kind}.{snake(type(event).__name__)}",
+        "type": name,
         "aggregate_type": kind,
         "aggregate_id": str(event.originator_id),
         "version": event.originator_version,
         "at": iso(event.timestamp),
         "actor": {"id": actor.id, "ip": actor.ip} if actor else {"id": "system", "ip": None},
-        "data": json_safe(data),
+        "data": {**json_safe(fields), **plain},
     }
 
 
