@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from application.webhooks import DeliveryTarget, WebhookCommands
 from domain.webhook import SIGNATURE_HEADER, retry_delay, signature
 from interfaces.settings import Settings
-from projections.webhooks import OUTBOX
+from projections.webhook_outbox import OUTBOX
 
 log = logging.getLogger(__name__)
 

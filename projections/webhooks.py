@@ -1,10 +1,8 @@
-"""Read model: webhook subscriptions, and the outbox of deliveries they are owed.
+"""Read model: webhook subscriptions; each subscribed event becomes outbox rows.
 
-Every event of a subscribed type becomes one outbox row per matching live subscription of its
-tenant, written in the batch's transaction with the projection's position: none is missed
-across restarts. The outbox is **not** part of the rebuildable schema: it lives in the public
-table ``hostplane_webhook_deliveries`` with the attempt state, keyed by (webhook, position) and
-written ``ON CONFLICT DO NOTHING``, so ``projections rebuild`` derives the same keys again and
+Every event of a subscribed type becomes one row of ``projections.webhook_outbox`` per
+matching live subscription of its tenant, written in the batch's transaction with the
+projection's position: none is missed across restarts, and (see that module) a rebuild
 neither loses attempt state nor sends anything twice.
 """
 
@@ -23,10 +21,10 @@ from domain.budget import Budget
 from domain.instance import Instance
 from domain.tenant import Tenant
 from domain.webhook import Webhook
+from projections import webhook_outbox as outbox
 from projections.base import Handler, Projection, keyset_page, live_schema
 
 SCHEMA = live_schema("webhooks")
-OUTBOX = "hostplane_webhook_deliveries"
 
 CREATE_WEBHOOKS = """
 CREATE TABLE IF NOT EXISTS {s}.webhooks (
@@ -42,24 +40,6 @@ CREATE_WEBHOOKS_ORDER = (
 CREATE_OWNERS = """
 CREATE TABLE IF NOT EXISTS {s}.owners (
     aggregate_id uuid PRIMARY KEY, tenant_id uuid NOT NULL, info jsonb NOT NULL)"""
-CREATE_OUTBOX = f"""
-CREATE TABLE IF NOT EXISTS {OUTBOX} (
-    id uuid PRIMARY KEY, webhook_id uuid NOT NULL, tenant_id uuid NOT NULL,
-    position bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL,
-    data jsonb NOT NULL, created_at timestamptz NOT NULL,
-    status text NOT NULL DEFAULT 'pending', attempts integer NOT NULL DEFAULT 0,
-    last_status_code integer, last_error text, last_attempt_at timestamptz,
-    next_attempt_at timestamptz, delivered_at timestamptz,
-    enqueued_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (webhook_id, position))"""
-CREATE_OUTBOX_DUE = (
-    f"CREATE INDEX IF NOT EXISTS {OUTBOX}_due ON {OUTBOX} (next_attempt_at)"
-    " WHERE status = 'pending'"
-)
-CREATE_OUTBOX_ORDER = (
-    f"CREATE INDEX IF NOT EXISTS {OUTBOX}_order ON {OUTBOX} (webhook_id, created_at DESC, id DESC)"
-)
-
 INSERT_WEBHOOK = """
 INSERT INTO {s}.webhooks (id, tenant_id, url, events, description, created_at, updated_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s)"""
@@ -68,22 +48,7 @@ INSERT_OWNER = """
 INSERT INTO {s}.owners (aggregate_id, tenant_id, info) VALUES (%s, %s, %s)
 ON CONFLICT (aggregate_id) DO UPDATE SET info = {s}.owners.info || excluded.info"""
 SELECT_OWNER = "SELECT tenant_id, info FROM {s}.owners WHERE aggregate_id = %s"
-# The delivery id is derived from (webhook, position), so a replay finds the row it made.
-ENQUEUE = (
-    f"INSERT INTO {OUTBOX} (id, webhook_id, tenant_id, position, event_id, event_type, data,"
-    " created_at, next_attempt_at)"
-    " SELECT md5(w.id::text || '/' || %(position)s)::uuid, w.id, w.tenant_id, %(position)s,"
-    " %(event_id)s, %(type)s, %(data)s, %(at)s, now()"
-    " FROM {s}.webhooks w"
-    " WHERE w.tenant_id = %(tenant_id)s AND NOT w.deleted AND %(type)s = ANY(w.events)"
-    " ON CONFLICT DO NOTHING"
-)
-
 COLUMNS = "id, tenant_id, url, events, description, created_at, updated_at"
-DELIVERY_COLUMNS = (
-    "id, webhook_id, event_id, event_type, status, attempts, last_status_code, last_error,"
-    " last_attempt_at, next_attempt_at, delivered_at, created_at"
-)
 
 
 def _text(value: Any) -> str | None:
@@ -96,16 +61,14 @@ class WebhooksProjection(Projection):
         CREATE_WEBHOOKS,
         CREATE_WEBHOOKS_ORDER,
         CREATE_OWNERS,
-        CREATE_OUTBOX,
-        CREATE_OUTBOX_DUE,
-        CREATE_OUTBOX_ORDER,
+        *outbox.TABLES,
     ]
 
     def enqueue(self, curs: Cursor[Any], e: Any, type_: str, tenant_id: UUID, data: dict) -> None:
         event_id = name_id("webhook-event", e.originator_id, e.originator_version)
         params = {"position": e.position, "event_id": event_id, "type": type_}
         params |= {"data": Jsonb(data), "at": e.timestamp, "tenant_id": tenant_id}
-        curs.execute(e.sql(ENQUEUE), params)
+        curs.execute(e.sql(outbox.ENQUEUE), params)
 
     def own(self, curs: Cursor[Any], e: Any, info: dict[str, Any]) -> None:
         curs.execute(e.sql(INSERT_OWNER), (e.originator_id, e.tenant_id, Jsonb(info)))
@@ -237,14 +200,6 @@ def list_webhooks(
     return keyset_page(
         curs, f"{SCHEMA}.webhooks", COLUMNS, filters, limit, cursor, dict, "NOT deleted"
     )
-
-
-def list_deliveries(
-    curs: Cursor[Any], webhook_id: UUID, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """A webhook's deliveries, newest event first."""
-    filters = {"webhook_id": webhook_id}
-    return keyset_page(curs, OUTBOX, DELIVERY_COLUMNS, filters, limit, cursor, dict)
 
 
 def live_webhook_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:

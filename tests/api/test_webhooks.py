@@ -443,3 +443,23 @@ def test_deliveries_page_through_every_delivery_once_newest_first(
         cursor = page["next_cursor"]
 
     assert seen == list(reversed(revoked))
+
+
+def test_events_written_while_the_projection_worker_is_down_are_delivered_once_it_is_back(
+    admin, tenant, receiver, container
+):
+    created = subscribe(tenant.api, receiver.url, ["key.revoked"])
+    keys = [admin.new_key(tenant.id, "router")[0]["id"] for _ in range(2)]
+    container.runner.stop()
+    try:
+        for key_id in keys:  # written to the event store; no read model sees it yet
+            assert tenant.api.delete(f"/keys/{key_id}").status_code == 200
+        container.deliver_due_webhooks()
+        assert receiver.requests == []
+    finally:
+        container.runner.start()
+
+    eventually(container, lambda: len(receiver.requests) == 2)
+
+    assert sorted(e["data"]["key_id"] for e in receiver.events()) == sorted(keys)
+    assert statuses(tenant.api, created["id"]) == ["delivered", "delivered"]

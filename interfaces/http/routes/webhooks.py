@@ -19,7 +19,7 @@ from interfaces.http.routes.common import (
     scoped_listing,
 )
 from interfaces.http.schemas import Deleted, Page, Strict
-from projections import webhooks
+from projections import webhook_outbox, webhooks
 
 router = APIRouter(tags=["webhooks"])
 
@@ -76,7 +76,13 @@ def create_webhook(
     request: Request,
     response: Response,
 ) -> dict:
-    """Register a webhook. The response holds the signing secret: it is shown this once."""
+    """Register a webhook. The response holds the signing secret: it is shown this once.
+
+    Each delivery is a POST of ``{id, type, created_at, tenant_id, data}`` with the headers
+    ``Hostplane-Event-Id`` (dedupe on it) and ``Hostplane-Signature: t=<unix ts>,v1=<hex>``,
+    where ``v1`` is HMAC-SHA256 with the secret over ``"<t>.<raw body>"``. A delivery that gets
+    no 2xx answer is retried with exponential backoff, for up to 24 hours.
+    """
 
     def create() -> WebhookCreated:
         webhook_id, secret = container.app.create_webhook(caller, **body.model_dump())
@@ -125,4 +131,4 @@ def list_deliveries(
     """A webhook's deliveries, newest event first: status, attempts and the last outcome."""
     with container.reading("webhooks") as curs:
         found(webhooks.get_webhook(curs, webhook_id, caller.tenant_filter()), "webhook", webhook_id)
-        return listing(lambda: webhooks.list_deliveries(curs, webhook_id, limit, cursor))
+        return listing(lambda: webhook_outbox.list_deliveries(curs, webhook_id, limit, cursor))
