@@ -67,7 +67,13 @@ class ProvisioningCommands(InstanceCommands):
         else:
             self._sync(instance, provider, now)
         if instance.pending_events:
-            self.commit(instance)
+            try:
+                self.commit(instance)
+            except ConcurrentModificationError:
+                # Destroyed meanwhile? Then what was just allocated must not stay allocated.
+                if self.load(Instance, instance_id, "instance").is_destroyed:
+                    provider.release(instance_id)
+                raise
         return instance.status
 
     def _sync(self, instance: Instance, provider: Provider, now: datetime) -> None:

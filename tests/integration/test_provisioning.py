@@ -1,0 +1,64 @@
+"""Provisioning steps against the event store and the simulated provider's own table."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from application.auth import Principal
+from application.errors import ConcurrentModificationError
+from application.ports import DeploySpec
+from domain.base import Actor
+
+ADMIN = Principal(kind="admin", actor=Actor(id="admin", ip=None))
+
+
+class DestroyedWhileAllocating:
+    """The simulated provider, with the tenant destroying the instance mid-allocation."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.real = container.provider
+
+    def allocate(self, spec: DeploySpec) -> None:
+        self.container.app.destroy_instance(ADMIN, spec.instance_id)
+        self.real.allocate(spec)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def deploy(container: Any, tenant_id: str) -> UUID:
+    return container.app.deploy_instance(
+        ADMIN, UUID(tenant_id), "llama-3.1-8b", "EU", "simulated", "text"
+    )
+
+
+def test_an_instance_destroyed_during_its_allocation_gets_its_gpu_released(container, tenant):
+    instance_id = deploy(container, tenant.id)
+    registry = container.app.providers
+    registry.named["simulated"] = DestroyedWhileAllocating(container)
+    try:
+        with pytest.raises(ConcurrentModificationError):
+            container.app.advance_instance(instance_id)
+    finally:
+        del registry.named["simulated"]
+    assert container.provider.status(instance_id).state == "released"
+    assert container.app.advance_instance(instance_id) == "destroyed"
+
+
+def test_a_pending_instance_is_allocated_and_deploying_after_one_step(container, tenant):
+    instance_id = deploy(container, tenant.id)
+
+    assert container.app.advance_instance(instance_id) == "deploying"
+    assert container.provider.status(instance_id).state in ("allocating", "running")
+
+
+def test_a_step_leaves_failed_and_destroyed_instances_alone(container, tenant):
+    instance_id = deploy(container, tenant.id)
+    container.app.transition_instance(instance_id, "failed", Actor.system(), reason="x")
+
+    assert container.app.advance_instance(instance_id) == "failed"
+    assert container.provider.status(instance_id).state == "unknown"
