@@ -67,14 +67,14 @@ CREATE_INDEXES = [
     f"CREATE INDEX IF NOT EXISTS entries_{col} ON {{s}}.entries ({col}, position DESC)"
     for col in ("tenant_id", "actor", "action", "target_type", "target_id")
 ]
-INSERT_ENTRY = """
-INSERT INTO {s}.entries (position, at, actor, client_ip, tenant_id, action, target_type,
-                         target_id, changes)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
-INSERT_OWNER = (
-    "INSERT INTO {s}.owners (aggregate_id, tenant_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-)
-SELECT_OWNER = "SELECT tenant_id FROM {s}.owners WHERE aggregate_id = %s"
+COPY_ENTRIES = """
+COPY {s}.entries (position, at, actor, client_ip, tenant_id, action, target_type, target_id,
+                  changes) FROM STDIN"""
+INSERT_OWNERS = """
+INSERT INTO {s}.owners (aggregate_id, tenant_id)
+SELECT * FROM unnest(%s::uuid[], %s::uuid[]) ON CONFLICT DO NOTHING"""
+SELECT_OWNERS = "SELECT aggregate_id, tenant_id FROM {s}.owners WHERE aggregate_id = ANY(%s)"
+OWNER_CACHE_SIZE = 200_000  # aggregate → tenant never changes; bound the memory it may take
 
 COLUMNS = "position, at, actor, client_ip, tenant_id, action, target_type, target_id, changes"
 FILTERS = ("tenant_id", "actor", "action", "target_type", "target_id")
@@ -137,38 +137,85 @@ def changes_of(event: Any) -> dict[str, Any]:
     return json_safe(fields)
 
 
+class _Batch:
+    """The entries and new owners of one runner batch, written together at its end."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []  # entries; column 4 (tenant) may wait for the owners
+        self.unresolved: list[tuple[int, UUID]] = []  # (row index, aggregate id)
+        self.owners: dict[UUID, UUID] = {}  # created in this batch
+
+
 class AuditProjection(Projection):
+    """Collects a runner batch's entries in memory, then writes them with one COPY."""
+
     name = "audit"
     tables = [CREATE_ENTRIES, CREATE_OWNERS, *CREATE_INDEXES]
 
-    def tenant_of(self, curs: Cursor[Any], e: Any, aggregate: type[Aggregate]) -> UUID | None:
+    def __init__(self) -> None:
+        self._batches: dict[str, _Batch] = {}  # per target schema (live and rebuild)
+        self._owners: dict[UUID, UUID] = {}  # committed facts, kept across batches
+
+    def begin(self, schema: str) -> None:
+        self._batches[schema] = _Batch()
+
+    def tenant_of(self, batch: _Batch, e: Any, aggregate: type[Aggregate]) -> UUID | None:
+        """The owning tenant, or ``None`` (then ``batch.unresolved`` asks the owners table)."""
         if aggregate is Tenant:
             return e.originator_id
         tenant_id = getattr(e.event, "tenant_id", None)
         if tenant_id is not None:
             if isinstance(e.event, AggregateCreated):
-                curs.execute(e.sql(INSERT_OWNER), (e.originator_id, tenant_id))
+                batch.owners[e.originator_id] = tenant_id
             return tenant_id
-        row = curs.execute(e.sql(SELECT_OWNER), (e.originator_id,)).fetchone()
-        return row["tenant_id"] if row else None
+        return batch.owners.get(e.originator_id) or self._owners.get(e.originator_id)
 
     def record(self, curs: Cursor[Any], e: Any, aggregate: type[Aggregate]) -> None:
+        batch = self._batches[e.schema]
         actor = getattr(e.event, "actor", None) or Actor.system()
         kind = target_type(aggregate)
-        curs.execute(
-            e.sql(INSERT_ENTRY),
-            (
+        tenant_id = self.tenant_of(batch, e, aggregate)
+        if tenant_id is None and aggregate is not Tenant:
+            batch.unresolved.append((len(batch.rows), e.originator_id))
+        batch.rows.append(
+            [
                 e.position,
                 e.timestamp,
                 actor.id,
                 actor.ip,
-                self.tenant_of(curs, e, aggregate),
+                tenant_id,
                 f"{kind}.{snake(type(e.event).__name__)}",
                 kind,
                 e.originator_id,
                 Jsonb(changes_of(e.event)),
-            ),
+            ]
         )
+
+    def flush(self, curs: Cursor[Any], schema: str) -> None:
+        batch = self._batches.pop(schema, None)
+        if batch is None or not batch.rows:
+            return
+        if batch.owners:
+            ids = list(batch.owners)
+            curs.execute(INSERT_OWNERS.format(s=schema), (ids, [batch.owners[i] for i in ids]))
+        if batch.unresolved:
+            wanted = list({a for _, a in batch.unresolved})
+            found = {
+                r["aggregate_id"]: r["tenant_id"]
+                for r in curs.execute(SELECT_OWNERS.format(s=schema), (wanted,)).fetchall()
+            }
+            for index, aggregate_id in batch.unresolved:
+                batch.rows[index][4] = found.get(aggregate_id)
+            self._remember(found)
+        self._remember(batch.owners)
+        with curs.copy(COPY_ENTRIES.format(s=schema)) as copy:
+            for row in batch.rows:
+                copy.write_row(row)
+
+    def _remember(self, owners: dict[UUID, UUID]) -> None:
+        if len(self._owners) + len(owners) > OWNER_CACHE_SIZE:
+            self._owners.clear()
+        self._owners.update(owners)
 
     handlers: dict[type, Handler] = {}
 
