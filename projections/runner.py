@@ -18,6 +18,18 @@ from projections.base import Projection, live_schema
 
 log = logging.getLogger(__name__)
 
+Target = tuple[Projection, str]  # a projection and the schema it writes into
+
+
+class ProjectionFailedError(Exception):
+    """A projection's handler failed; its batch rolled back (the cause is chained)."""
+
+    def __init__(self, name: str, schema: str) -> None:
+        super().__init__(f"projection {name} failed in schema {schema}")
+        self.name = name
+        self.schema = schema
+
+
 SQL_CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {s}"
 SQL_CREATE_TRACKING = (
     "CREATE TABLE IF NOT EXISTS {s}.tracking ("
@@ -27,6 +39,8 @@ SQL_INIT_TRACKING = "INSERT INTO {s}.tracking (position) VALUES (0) ON CONFLICT 
 SQL_POSITION = "SELECT position FROM {s}.tracking"
 SQL_SET_POSITION = "UPDATE {s}.tracking SET position = %s"
 SQL_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+# Several schemas in one statement, always in sorted order: two workers never deadlock.
+SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
 SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"  # another key space than SQL_LOCK
 SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 
@@ -41,6 +55,13 @@ class EventSource:
 
     def max_id_sql(self) -> str:
         return f"SELECT max(notification_id) AS m FROM {self.table}"
+
+    def positions_sql(self, schemas: Sequence[str]) -> str:
+        """Each schema's position beside the log's head, in one round trip."""
+        union = " UNION ALL ".join(
+            f"SELECT '{s}' AS schema, position FROM {s}.tracking" for s in schemas
+        )
+        return f"SELECT t.schema, t.position, ({self.max_id_sql()}) AS head FROM ({union}) t"
 
     def select_sql(self) -> str:
         return (
@@ -87,75 +108,135 @@ class ProjectionRunner:
 
     # -- catching up ----------------------------------------------------------------------
 
-    def _apply_batch(self, curs: Cursor[Any], projection: Projection, schema: str) -> int:
-        """Apply the next batch into ``schema`` within the caller's transaction."""
-        row = curs.execute(SQL_POSITION.format(s=schema)).fetchone()
-        position = row["position"]
-        max_id = curs.execute(self.source.max_id_sql()).fetchone()["m"] or 0
-        if max_id <= position:
-            return 0
+    def _apply_batch(self, curs: Cursor[Any], targets: Sequence[Target]) -> dict[str, int]:
+        """Apply the next batch of events to each target within the caller's transaction.
+
+        The log is read and each event decoded once for all targets; each target gets the
+        events past its own position that it handles. Returns the events applied per target
+        (1 for a target that only moved its position), nothing for targets already at head.
+        """
+        schemas = sorted(schema for _, schema in targets)
+        curs.execute(SQL_LOCK_MANY, (schemas,))  # one worker at a time per schema, any process
+        rows = curs.execute(self.source.positions_sql(schemas)).fetchall()
+        positions = {r["schema"]: r["position"] for r in rows}
+        max_id = rows[0]["head"] or 0
+        behind = [(p, s) for p, s in targets if positions[s] < max_id]
+        if not behind:
+            return {}
+        lowest = min(positions[s] for _, s in behind)
+        topics = sorted({t for p, _ in behind for t in p.topics()})
         rows = curs.execute(
-            self.source.select_sql(),
-            (position, max_id, projection.topics(), self.batch_size),
+            self.source.select_sql(), (lowest, max_id, topics, self.batch_size)
         ).fetchall()
-        projection.begin(schema)
-        for r in rows:
-            event = self.source.mapper.to_domain_event(
-                StoredEvent(
-                    originator_id=r["originator_id"],
-                    originator_version=r["originator_version"],
-                    topic=r["topic"],
-                    state=bytes(r["state"]),
-                )
-            )
-            projection.handle(curs, event, schema, r["notification_id"])
-        projection.flush(curs, schema)
         # Ids up to max_id are all committed (the events table is written under an exclusive
-        # lock), so once a batch is not full the projection has seen everything up to max_id.
-        new_position = rows[-1]["notification_id"] if len(rows) == self.batch_size else max_id
-        curs.execute(SQL_SET_POSITION.format(s=schema), (new_position,))
-        return len(rows) or 1
+        # lock), so once a batch is not full every target has seen everything up to max_id.
+        reached = rows[-1]["notification_id"] if len(rows) == self.batch_size else max_id
+        decoded: dict[int, Any] = {}
+        applied: dict[str, int] = {}
+        for projection, schema in behind:
+            try:
+                applied[schema] = self._apply_to(curs, projection, schema, positions, rows, decoded)
+            except Exception as e:
+                raise ProjectionFailedError(projection.name, schema) from e
+        updates = [(s, max(positions[s], reached)) for _, s in behind]
+        curs.execute(
+            "WITH "
+            + ", ".join(
+                f"u{i} AS ({SQL_SET_POSITION.format(s=s)})" for i, (s, _) in enumerate(updates)
+            )
+            + " SELECT 1",
+            [position for _, position in updates],
+        )
+        return applied
+
+    def _apply_to(
+        self,
+        curs: Cursor[Any],
+        projection: Projection,
+        schema: str,
+        positions: dict[str, int],
+        rows: list[dict[str, Any]],
+        decoded: dict[int, Any],
+    ) -> int:
+        position, topics = positions[schema], set(projection.topics())
+        projection.begin(schema)
+        count = 0
+        for r in rows:
+            notification_id = r["notification_id"]
+            if notification_id <= position or r["topic"] not in topics:
+                continue
+            event = decoded.get(notification_id)
+            if event is None:
+                event = decoded[notification_id] = self.source.mapper.to_domain_event(
+                    StoredEvent(
+                        originator_id=r["originator_id"],
+                        originator_version=r["originator_version"],
+                        topic=r["topic"],
+                        state=bytes(r["state"]),
+                    )
+                )
+            projection.handle(curs, event, schema, notification_id)
+            count += 1
+        projection.flush(curs, schema)
+        return count or 1
+
+    def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
+        """Apply batches to every target until all have reached the end of the log.
+
+        Returns the events applied per schema. If a target fails, its batch rolls back with
+        the others' and ``ProjectionFailedError`` names it; what was committed before stays.
+        """
+        totals = {schema: 0 for _, schema in targets}
+        while True:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
+                applied = self._apply_batch(curs, targets)
+            if not applied:
+                return totals
+            for schema, n in applied.items():
+                totals[schema] += n
+            with self._advanced:
+                self._advanced.notify_all()
 
     def catch_up(self, name: str, schema: str | None = None) -> int:
         """Apply batches until the projection has reached the end of the log; returns events."""
         projection = self.projections[name]
         schema = schema or projection.schema()
-        total = 0
-        while True:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
-                # One worker at a time per schema, across processes too.
-                curs.execute(SQL_LOCK, (schema,))
-                applied = self._apply_batch(curs, projection, schema)
-            if applied == 0:
-                return total
-            total += applied
-            with self._advanced:
-                self._advanced.notify_all()
+        try:
+            return self.catch_up_many([(projection, schema)])[schema]
+        except ProjectionFailedError as e:
+            raise e.__cause__ from None  # type: ignore[misc]
 
     def catch_up_all(self) -> None:
-        for name in self.projections:
-            self.catch_up(name)
+        self.catch_up_many([(p, p.schema()) for p in self.projections.values()])
 
     def rebuild(self, name: str) -> int:
         """Rebuild a projection from position 0 beside the live copy, then swap it in."""
-        projection = self.projections[name]
-        live = projection.schema()
-        fresh = f"{live}__rebuild"
+        return self.rebuild_many([name])[name]
+
+    def rebuild_many(self, names: Sequence[str]) -> dict[str, int]:
+        """Rebuild projections from position 0 beside their live copies, reading the log once,
+        then swap them all in, in one transaction. Returns the events replayed per name."""
+        projections = [self.projections[n] for n in names]
+        fresh = [(p, f"{p.schema()}__rebuild") for p in projections]
         # One rebuild of a projection at a time, across processes: a second one waits its turn
-        # instead of dropping the first one's copy under it. The lock goes with the connection.
+        # instead of dropping the first one's copy under it. The locks go with the connection.
         with psycopg.connect(self.conninfo, autocommit=True) as guard:
-            guard.execute(SQL_REBUILD_LOCK, (fresh,))
+            for _, schema in sorted(fresh, key=lambda t: t[1]):
+                guard.execute(SQL_REBUILD_LOCK, (schema,))
             with self.pool.connection() as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {fresh} CASCADE")
-            self.create_schema(projection, fresh)
-            applied = self.catch_up(name, fresh)
+                for _, schema in fresh:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            for projection, schema in fresh:
+                self.create_schema(projection, schema)
+            applied = self.catch_up_many(fresh)
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
-                curs.execute(SQL_LOCK, (live,))
-                while self._apply_batch(curs, projection, fresh):
+                curs.execute(SQL_LOCK_MANY, (sorted(p.schema() for p in projections),))
+                while self._apply_batch(curs, fresh):
                     pass
-                curs.execute(f"DROP SCHEMA IF EXISTS {live} CASCADE")
-                curs.execute(f"ALTER SCHEMA {fresh} RENAME TO {live}")
-        return applied
+                for projection, schema in fresh:
+                    curs.execute(f"DROP SCHEMA IF EXISTS {projection.schema()} CASCADE")
+                    curs.execute(f"ALTER SCHEMA {schema} RENAME TO {projection.schema()}")
+        return {p.name: applied[schema] for p, schema in fresh}
 
     # -- status and waiting ---------------------------------------------------------------
 
@@ -183,6 +264,14 @@ class ProjectionRunner:
         )
         with self.pool.connection() as conn:
             return {r["name"]: r["position"] for r in conn.execute(union).fetchall()}
+
+    def head_if_behind(self, curs: Cursor[Any], names: Sequence[str]) -> int | None:
+        """The log's head if any of these read models is behind it, else ``None``; one query."""
+        if not names:
+            return None
+        rows = curs.execute(self.source.positions_sql([live_schema(n) for n in names])).fetchall()
+        head = rows[0]["head"] or 0
+        return head if any(r["position"] < head for r in rows) else None
 
     def wait_for(self, names: Sequence[str], target: int, timeout: float) -> bool:
         """Wait (bounded) until the projections have processed the log up to ``target``.
@@ -241,18 +330,36 @@ class ProjectionRunner:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            for name in list(self.projections):
-                if retry_at.get(name, 0.0) > time.monotonic():
-                    continue
-                try:
-                    self.catch_up(name)
-                    retry_at.pop(name, None)
-                except Exception as e:
-                    # The failed batch rolled back with its position: nothing half-applied.
-                    # Keep the error visible (health, status) and retry this projection after
-                    # a pause; the other projections go on catching up meanwhile.
-                    self.last_error = e
-                    retry_at[name] = time.monotonic() + 1.0
-                    log.exception("projection %s: batch failed; will retry", name)
+            for name, when in list(retry_at.items()):
+                if when <= time.monotonic():
+                    del retry_at[name]
+            failed_now = self._catch_up_healthy(set(retry_at))
+            for name in failed_now:
+                retry_at[name] = time.monotonic() + 1.0
             if not retry_at:
                 self.last_error = None
+
+    def _catch_up_healthy(self, skip: set[str]) -> set[str]:
+        """Catch up every projection not in ``skip`` together; returns those that failed.
+
+        A failing projection's batch rolls back (with the others' part of it), then the others
+        go on without it: nothing half-applied, and one broken read model holds back no other.
+        """
+        failed: set[str] = set()
+        while True:
+            targets = [
+                (p, p.schema()) for n, p in self.projections.items() if n not in skip | failed
+            ]
+            if not targets:
+                return failed
+            try:
+                self.catch_up_many(targets)
+                return failed
+            except ProjectionFailedError as e:
+                self.last_error = e.__cause__
+                failed.add(e.name)
+                log.error("projection %s: batch failed; will retry", e.name, exc_info=e.__cause__)
+            except Exception as e:  # the database went away: retry everything after a pause
+                self.last_error = e
+                log.exception("projections: batch failed; will retry")
+                return failed | {p.name for p, _ in targets}
