@@ -19,6 +19,7 @@ from domain.base import Actor, sha256_hex
 from domain.operator import ADMIN_TOKEN_PREFIX, Operator
 
 A = TypeVar("A", bound=Aggregate)
+KEY_CACHE_SIZE = 10_000
 
 
 def utcnow() -> datetime:
@@ -41,6 +42,8 @@ class BaseService(Application[UUID]):
         self.secret_box: SecretBox = secret_box  # type: ignore[assignment]
         self.directory: TenantDirectory | None = None
         self._admin_token_hash = sha256_hex(admin_token) if admin_token else None
+        # Keys that authenticated lately, reused only while their stored version is unchanged.
+        self._keys: dict[UUID, ApiKey] = {}
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -79,11 +82,26 @@ class BaseService(Application[UUID]):
 
     # -- authentication ---------------------------------------------------------------
 
-    def authenticate(self, token: str, ip: str | None, now: datetime | None = None) -> Principal:
-        """The principal a bearer token stands for, or ``AuthenticationError``."""
+    def key_id_of(self, token: str) -> UUID | None:
+        """The id of the key a bearer token names (``None`` for the admin token)."""
+        return None if self._is_admin_token(token) else key_id_for_token(token)
+
+    def authenticate(
+        self,
+        token: str,
+        ip: str | None,
+        now: datetime | None = None,
+        stored_version: int | None = None,
+    ) -> Principal:
+        """The principal a bearer token stands for, or ``AuthenticationError``.
+
+        ``stored_version``, the key's latest version in the event store read by the caller for
+        this request, lets a key that authenticated before be reused without loading it again;
+        a key changed since (disabled, deleted) has another version and is loaded afresh.
+        """
         if self._is_admin_token(token):
             return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
-        key = self.find(ApiKey, key_id_for_token(token))
+        key = self._key(key_id_for_token(token), stored_version)
         if key is None:
             raise AuthenticationError("invalid API key")
         try:
@@ -96,6 +114,17 @@ class BaseService(Application[UUID]):
             tenant_id=key.tenant_id,
             key_id=key.id,
         )
+
+    def _key(self, key_id: UUID, stored_version: int | None) -> ApiKey | None:
+        cached = self._keys.get(key_id)
+        if cached is not None and stored_version is not None and cached.version == stored_version:
+            return cached
+        key = self.find(ApiKey, key_id)
+        if key is not None:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key_id] = key
+        return key
 
     def _is_admin_token(self, token: str) -> bool:
         if self._admin_token_hash is not None:

@@ -94,7 +94,7 @@ class Container:
             pool=pool,
             app=app,
             runner=runner,
-            rate_limiter=stores.RateLimiter(pool, settings.rate_limit_per_minute),
+            rate_limiter=stores.RateLimiter(pool, settings.rate_limit_per_minute, source.table),
             idempotency=stores.IdempotencyStore(pool, secret_box),
         )
         container.webhooks = WebhookDispatcher(pool, app, settings)

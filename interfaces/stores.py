@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import orjson
 from psycopg_pool import ConnectionPool
@@ -29,6 +30,12 @@ HIT = """
 INSERT INTO hostplane_rate_limit (subject, window_start, count) VALUES (%s, %s, 1)
 ON CONFLICT (subject, window_start) DO UPDATE SET count = hostplane_rate_limit.count + 1
 RETURNING count"""
+# The same, and in the same round trip the latest stored version of one aggregate (a key).
+HIT_AND_VERSION = """
+WITH hit AS ({hit})
+SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator_id = %s)
+    AS version
+FROM hit"""
 PRUNE_RATE = "DELETE FROM hostplane_rate_limit WHERE window_start < %s"
 CLAIM = """
 INSERT INTO hostplane_idempotency (scope, key, request_hash) VALUES (%s, %s, %s)
@@ -56,6 +63,7 @@ class RateLimiter:
 
     pool: ConnectionPool[Any]
     per_minute: int
+    events_table: str = ""  # schema-qualified and quoted; needed by ``hit_and_version``
 
     def hit(self, subject: str, now: datetime | None = None) -> int | None:
         """Count one request; returns seconds to wait if over the limit, else ``None``."""
@@ -63,6 +71,20 @@ class RateLimiter:
         window = now.replace(second=0, microsecond=0)
         with self.pool.connection() as conn:
             count = conn.execute(HIT, (subject, window)).fetchone()["count"]
+        return self._retry_after(count, window, now)
+
+    def hit_and_version(
+        self, subject: str, aggregate_id: UUID, now: datetime | None = None
+    ) -> tuple[int | None, int | None]:
+        """``hit``, plus the aggregate's latest stored version (``None``: no such aggregate)."""
+        now = now or datetime.now(UTC)
+        window = now.replace(second=0, microsecond=0)
+        statement = HIT_AND_VERSION.format(hit=HIT, events=self.events_table)
+        with self.pool.connection() as conn:
+            row = conn.execute(statement, (subject, window, aggregate_id)).fetchone()
+        return self._retry_after(row["count"], window, now), row["version"]
+
+    def _retry_after(self, count: int, window: datetime, now: datetime) -> int | None:
         if count <= self.per_minute:
             return None
         return max(1, math.ceil((window + timedelta(minutes=1) - now).total_seconds()))

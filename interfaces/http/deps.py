@@ -25,14 +25,22 @@ def client_ip(request: Request) -> str | None:
 def authenticate(request: Request, container: ContainerDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
-    principal = container.app.authenticate(token.strip(), client_ip(request))
-    retry_after = container.rate_limiter.hit(principal.actor.id)
+    limiter = container.rate_limiter
+    key_id = container.app.key_id_of(token)
+    if key_id is None:  # the admin token
+        retry_after, version = limiter.hit("admin"), None
+    else:
+        # One round trip counts the request and reads the key's stored version, so that a key
+        # unchanged since it last authenticated needn't be loaded and a changed one always is.
+        retry_after, version = limiter.hit_and_version(f"key:{key_id}", key_id)
+    principal = container.app.authenticate(token, client_ip(request), stored_version=version)
     if retry_after is not None:
         raise HTTPException(
             status_code=429,
-            detail=f"rate limit of {container.rate_limiter.per_minute} requests per minute exceeded",
+            detail=f"rate limit of {limiter.per_minute} requests per minute exceeded",
             headers={"Retry-After": str(retry_after)},
         )
     return principal
