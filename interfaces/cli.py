@@ -55,8 +55,7 @@ def cmd_projections(args: argparse.Namespace) -> int:
         if not names or unknown or None in names:
             print(f"unknown projection {unknown or names}; known: {', '.join(runner.projections)}")
             return 2
-        for name in names:
-            applied = runner.rebuild(name)
+        for name, applied in runner.rebuild_many(names).items():  # one pass over the log
             print(f"rebuilt {name}: {applied} events replayed from position 0")
         return 0
     finally:
