@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -97,6 +98,7 @@ def target_type(aggregate: type[Aggregate]) -> str:
     return TARGET_TYPES.get(aggregate, snake(aggregate.__name__))
 
 
+@functools.cache  # field names are few: decide each once
 def is_secret(name: str) -> bool:
     lowered = name.lower()
     # "token" as a word of the name: token_hash and admin_token, not tokens_per_minute.
@@ -129,11 +131,10 @@ def json_safe(value: Any) -> Any:
 
 def changes_of(event: Any) -> dict[str, Any]:
     """The event's own fields, JSON-safe, with secrets redacted."""
-    fields = {k: v for k, v in vars(event).items() if k not in ENVELOPE}
     if isinstance(event, UsageBatch.Recorded):
         # Thousands of records: the audit log says how many, the usage model holds them.
-        fields.pop("rates", None)
-        fields["records"] = len(fields["records"])
+        return {"tenant_id": str(event.tenant_id), "records": len(event.records)}
+    fields = {k: v for k, v in vars(event).items() if k not in ENVELOPE}
     return json_safe(fields)
 
 

@@ -10,11 +10,13 @@ from uuid import UUID
 
 from psycopg import Cursor
 
-from domain.timewindow import floor_day, floor_hour
-from domain.usage import UsageBatch, iter_lines
+from domain.pricing import token_cost
+from domain.timewindow import floor_day
+from domain.usage import UsageBatch, from_us
 from projections.base import Projection, bucket_where, live_schema
 
 SCHEMA = live_schema("usage")
+HOUR_US = 3_600_000_000
 NO_INSTANCE = UUID(int=0)  # bucket keys can't be NULL; the nil UUID means "no instance"
 
 BUCKET_COLUMNS = """
@@ -76,34 +78,42 @@ class UsageProjection(Projection):
 
     def __init__(self) -> None:
         # Per target schema: a rebuild can run beside the live worker in the same process.
-        self._pending: dict[str, Buckets] = {}
+        self._raw: dict[str, dict[tuple[Any, ...], Sums]] = {}
 
     def begin(self, schema: str) -> None:
-        self._pending[schema] = defaultdict(_zero)
+        self._raw[schema] = defaultdict(_zero)
 
     def recorded(self, curs: Cursor[Any], e: Any) -> None:
-        hourly = self._pending[e.schema]
+        # The stored columns are folded as they are (key and instance as text, time in µs);
+        # each bucket's key is turned into UUIDs and datetimes once, at flush. Each record's
+        # cost is rated exactly as ``iter_lines`` rates it.
+        raw = self._raw[e.schema]
         tenant = e.tenant_id
-        for line in iter_lines(e.event):
-            sums = hourly[
-                (
-                    tenant,
-                    floor_hour(line.occurred_at),
-                    line.key_id,
-                    line.model,
-                    line.instance_id or NO_INSTANCE,
-                )
-            ]
+        rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.event.rates]
+        for _rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.event.records:
+            model, input_price, output_price = rates[idx]
+            sums = raw[(tenant, at - at % HOUR_US, key, model, inst)]
             sums[0] += 1
-            sums[1 if line.success else 2] += 1
-            sums[3] += line.prompt_tokens
-            sums[4] += line.completion_tokens
-            sums[5] += line.cached_tokens
-            sums[6] += line.latency_ms
-            sums[7] += line.cost
+            sums[1 if ok else 2] += 1
+            sums[3] += prompt
+            sums[4] += completion
+            sums[5] += cached
+            sums[6] += latency
+            sums[7] += token_cost(prompt, completion, input_price, output_price)
+
+    def _hourly(self, schema: str) -> Buckets:
+        """The batch's raw buckets, keyed by UUIDs and datetimes."""
+        hourly: Buckets = defaultdict(_zero)
+        for (tenant, hour, key, model, inst), sums in self._raw.pop(schema, {}).items():
+            bucket = hourly[
+                (tenant, from_us(hour), UUID(key), model, UUID(inst) if inst else NO_INSTANCE)
+            ]
+            for i, v in enumerate(sums):
+                bucket[i] += v
+        return hourly
 
     def flush(self, curs: Cursor[Any], schema: str) -> None:
-        hourly = self._pending.pop(schema, None)
+        hourly = self._hourly(schema)
         if not hourly:
             return
         daily: Buckets = defaultdict(_zero)
