@@ -2,13 +2,13 @@
 
 Events are streamed from a server-side cursor, in a repeatable-read snapshot, and replayed as
 they pass: memory holds the tenant's (small) aggregate states and per-day sums, never events.
-The audit read model's ``owners`` table is the index of the aggregates a tenant owns; every
-event up to the audit projection's position (read in the same snapshot) is in it.
+The audit log is the index: it has one entry per event of every tenant-owned aggregate, with
+the tenant and the event's position; every event up to the audit projection's position (read in
+the same snapshot) has its entry. NameIndex, price book and operator events have no tenant.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
@@ -31,14 +31,18 @@ ITERSIZE = 500
 
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 SQL_AUDIT_POSITION = f"SELECT position FROM {AUDIT}.tracking"
-SQL_TENANT_EVENTS = (
-    "WHERE e.notification_id <= %(head)s AND (e.originator_id = %(tenant)s OR e.originator_id"
-    f" IN (SELECT aggregate_id FROM {AUDIT}.owners WHERE tenant_id = %(tenant)s))"
+# An audit entry's position is its event's notification id; walking the tenant's entries in
+# position order (the audit log's index on tenant and position) streams the events in order.
+SQL_COUNT = (
+    f"SELECT target_type, count(*) AS n FROM {AUDIT}.entries"
+    " WHERE tenant_id = %(tenant)s AND position <= %(head)s"
+    " AND (%(as_of)s::timestamptz IS NULL OR at <= %(as_of)s) GROUP BY target_type"
 )
-# Every stored event's state starts with its timestamp (the transcoder keeps the event's field
-# order): reading it from a short prefix lets ``as_of`` counts skip decoding whole batches.
-TIMESTAMP_PREFIX = b'{"timestamp":{"_type_":"datetime","_data_":"'
-PREFIX_BYTES = 100
+SQL_EVENTS = (
+    "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+    f" FROM {AUDIT}.entries a JOIN {{events}} e ON e.notification_id = a.position"
+    " WHERE a.tenant_id = %(tenant)s AND a.position <= %(head)s ORDER BY a.position"
+)
 
 
 class SnapshotBehindError(Exception):
@@ -79,48 +83,19 @@ def snapshot(conn: Connection[Any]) -> int:
 
 
 def count_events(
-    conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int, as_of: datetime | None
-) -> Counter[str]:
+    conn: Connection[Any], tenant_id: UUID, head: int, as_of: datetime | None
+) -> dict[str, int]:
     """How many events of each aggregate type the export will hold."""
-    params = {"head": head, "tenant": tenant_id}
-    counts: Counter[str] = Counter()
-    if as_of is None:
-        sql = (
-            f"SELECT topic, count(*) AS n FROM {source.table} e {SQL_TENANT_EVENTS} GROUP BY topic"
-        )
-        for row in conn.execute(sql, params).fetchall():
-            counts[kind_of_topic(row["topic"])[0]] += row["n"]
-        return counts
-    cutoff = Cutoff(as_of)
-    sql = (
-        f"SELECT notification_id, originator_id, topic, substring(state FROM 1 FOR {PREFIX_BYTES})"
-        f" AS head FROM {source.table} e {SQL_TENANT_EVENTS} ORDER BY notification_id"
-    )
-    with conn.cursor(name="hostplane_export_count") as curs:
-        curs.itersize = ITERSIZE * 10
-        for row in curs.execute(sql, params):
-            kind, stateful = kind_of_topic(row["topic"])
-            at = timestamp_of(bytes(row["head"]))
-            if cutoff.keeps(row["originator_id"], stateful, at):
-                counts[kind] += 1
-    return counts
-
-
-def timestamp_of(prefix: bytes) -> datetime:
-    if not prefix.startswith(TIMESTAMP_PREFIX):
-        raise ValueError("a stored event whose state does not start with its timestamp")
-    start = len(TIMESTAMP_PREFIX)
-    return datetime.fromisoformat(prefix[start : prefix.index(b'"', start)].decode())
+    params = {"head": head, "tenant": tenant_id, "as_of": as_of}
+    rows = conn.execute(SQL_COUNT, params).fetchall()
+    return {r["target_type"]: r["n"] for r in sorted(rows, key=lambda r: r["target_type"])}
 
 
 def stream_events(
     conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
 ) -> Iterator[tuple[int, str, Any]]:
     """The tenant's events up to ``head``: position, topic and event, a page at a time."""
-    sql = (
-        "SELECT notification_id, originator_id, originator_version, topic, state"
-        f" FROM {source.table} e {SQL_TENANT_EVENTS} ORDER BY notification_id"
-    )
+    sql = SQL_EVENTS.format(events=source.table)
     with conn.cursor(name="hostplane_export_events") as curs:
         curs.itersize = ITERSIZE
         for r in curs.execute(sql, {"head": head, "tenant": tenant_id}):
@@ -150,7 +125,7 @@ def export_lines(
 
     Call within the snapshot's transaction (see ``snapshot``).
     """
-    counts = count_events(conn, source, tenant_id, head, as_of)
+    counts = count_events(conn, tenant_id, head, as_of)
     yield {
         "kind": "header",
         "format": FORMAT,
@@ -159,7 +134,7 @@ def export_lines(
         "generated_at": iso(now),
         "as_of": iso(as_of) if as_of else None,
         "position": head,
-        "counts": {"events": sum(counts.values()), **dict(sorted(counts.items()))},
+        "counts": {"events": sum(counts.values()), **counts},
     }
     states, bill, cutoff = StateReplay(), EventBilling(), Cutoff(as_of)
     events = 0

@@ -9,13 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from eventsourcing.persistence import StoredEvent
 from freezegun import freeze_time
 
 from application.auth import Principal
 from domain.base import Actor
 from interfaces.export import open_export
-from projections.export import PREFIX_BYTES, timestamp_of
 from tests.helpers import new_model, unique_name
 from tests.integration.test_cli import hostplane
 
@@ -194,20 +192,3 @@ def test_reconcile_of_an_unknown_tenant_fails(database_conninfo, tmp_path):
 
     assert result.returncode == 1
     assert "not found" in result.stderr
-
-
-def test_every_stored_event_starts_with_its_timestamp(container, billed):
-    """``as_of`` counts read an event's time from the first bytes of its stored state."""
-    table = container.runner.source.table
-    with container.pool.connection() as conn:
-        sql = f"SELECT originator_id, originator_version, topic, state FROM {table}"
-        rows = conn.execute(sql).fetchall()
-    for r in rows:
-        stored = StoredEvent(
-            originator_id=r["originator_id"],
-            originator_version=r["originator_version"],
-            topic=r["topic"],
-            state=bytes(r["state"]),
-        )
-        event = container.runner.source.mapper.to_domain_event(stored)
-        assert timestamp_of(stored.state[:PREFIX_BYTES]) == event.timestamp
