@@ -74,7 +74,9 @@ class Container:
         pool: ConnectionPool[Any] = ConnectionPool(
             database.conninfo,
             min_size=1,
-            max_size=settings.pool_size,
+            # Twice the event store's: each request takes one for auth, then one for its read, and
+            # up to 40 requests run at once in AnyIO's threads.
+            max_size=settings.pool_size * 2,
             # Read models hold timestamptz: read them back in UTC whatever the server's zone.
             kwargs={"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"},
             open=True,

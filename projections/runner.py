@@ -91,11 +91,15 @@ class ProjectionRunner:
         self._advanced = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Positions this process has committed: lower bounds of the stored ones, so a reader
+        # waiting for this process's own worker needn't ask the database again.
+        self._committed: dict[str, int] = {}
         self.last_error: BaseException | None = None
 
     # -- schema ---------------------------------------------------------------------------
 
     def create_schema(self, projection: Projection, schema: str) -> None:
+        self._committed.pop(schema, None)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute(SQL_LOCK, (schema,))
             for statement in (SQL_CREATE_SCHEMA, SQL_CREATE_TRACKING, *projection.tables):
@@ -108,12 +112,15 @@ class ProjectionRunner:
 
     # -- catching up ----------------------------------------------------------------------
 
-    def _apply_batch(self, curs: Cursor[Any], targets: Sequence[Target]) -> dict[str, int]:
+    def _apply_batch(
+        self, curs: Cursor[Any], targets: Sequence[Target]
+    ) -> dict[str, tuple[int, int]]:
         """Apply the next batch of events to each target within the caller's transaction.
 
         The log is read and each event decoded once for all targets; each target gets the
         events past its own position that it handles. Returns the events applied per target
-        (1 for a target that only moved its position), nothing for targets already at head.
+        (1 for a target that only moved its position) and its new position, nothing for
+        targets already at head.
         """
         schemas = sorted(schema for _, schema in targets)
         curs.execute(SQL_LOCK_MANY, (schemas,))  # one worker at a time per schema, any process
@@ -147,7 +154,7 @@ class ProjectionRunner:
             + " SELECT 1",
             [position for _, position in updates],
         )
-        return applied
+        return {s: (applied[s], position) for s, position in updates}
 
     def _apply_to(
         self,
@@ -192,8 +199,9 @@ class ProjectionRunner:
                 applied = self._apply_batch(curs, targets)
             if not applied:
                 return totals
-            for schema, n in applied.items():
+            for schema, (n, position) in applied.items():
                 totals[schema] += n
+                self._committed[schema] = position
             with self._advanced:
                 self._advanced.notify_all()
 
@@ -281,6 +289,8 @@ class ProjectionRunner:
         """
         deadline = time.monotonic() + timeout
         while True:
+            if all(self._committed.get(live_schema(n), -1) >= target for n in names):
+                return True
             if all(p >= target for p in self.positions(names).values()):
                 return True
             remaining = deadline - time.monotonic()
