@@ -33,7 +33,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         container.start_background()
-        uvicorn.run(create_app(container), host=args.host, port=args.port, log_level="info")
+        # No line per request in the log: at a thousand requests a second it costs ~4% of CPU.
+        uvicorn.run(
+            create_app(container),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=False,
+        )
     finally:
         container.close()
     return 0

@@ -59,6 +59,8 @@ def create_app(container: Container) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         default_response_class=OrjsonResponse,
+        # No OpenTelemetry provider is configured; skip its per-request checks (~5% of CPU).
+        telemetry={"tracing": False, "metrics": False},
     )
     app.state.container = container
     errors.install(app)
