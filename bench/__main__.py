@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import export, ingest, load, queries
+from bench import export, ingest, load, queries, seed
 from bench.ingest import Dataset
 from bench.report import Figure, machine, table, write_json
 from bench.server import Server
@@ -31,11 +31,24 @@ class Scale:
     load_seconds: float
     audit_depth: int
     export_events: int = 20_000  # events of one tenant for the export figures
+    audit_entries: int = 2_500  # one-record usage batches for the audit and catch-up figures
+    baseline_events: int = 20_000  # events the library's one-transaction-per-event runner replays
 
 
 SCALES = {
     "small": Scale(100_000, None, 3, 200, 32, 10, 2_000),
-    "full": Scale(100_000, 10_000_000, 3, 500, 32, 30, 10_000, export_events=1_000_000),
+    "full": Scale(
+        100_000,
+        10_000_000,
+        3,
+        500,
+        32,
+        30,
+        10_000,
+        export_events=1_000_000,
+        audit_entries=1_000_000,
+        baseline_events=30_000,
+    ),
 }
 
 
@@ -84,11 +97,16 @@ def usage_figures(scale: Scale, only: set[str], server: Server, data: Dataset) -
 
 
 def audit_figures(scale: Scale, server: Server, data: Dataset) -> list[Figure]:
-    count = scale.audit_depth + 500
-    say(f"making {count:,} audit entries")
-    queries.make_audit_entries(server, data, count)
-    say("audit query latencies")
-    return queries.audit_figures(server, data, scale.audit_depth, scale.samples)
+    count = scale.audit_entries
+    say(f"writing {count:,} events (one-record usage batches, one audit entry each)")
+    written = seed.seed_usage_batches(server, data, count)
+    say(f"  written in {written:.1f} s; waiting for the read models to catch up")
+    caught_up = seed.wait_caught_up(server)
+    say(f"  caught up {caught_up:.1f} s after the last save; audit query latencies")
+    return [
+        seed.catch_up_figure(count, written, caught_up),
+        *queries.audit_figures(server, data, scale.audit_depth, scale.samples),
+    ]
 
 
 def run(scale: Scale, only: set[str], server: Server) -> list[Figure]:
@@ -115,7 +133,7 @@ def run(scale: Scale, only: set[str], server: Server) -> list[Figure]:
         guarded("export", figures, lambda: export.export_figures(server, scale.export_events))
     if "rebuild" in only:
         say("rebuilding every read model")
-        guarded("rebuild", figures, lambda: ingest.rebuild_figures(server))
+        guarded("rebuild", figures, lambda: ingest.rebuild_figures(server, scale.baseline_events))
     return figures
 
 

@@ -4,92 +4,40 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-import httpx
+import orjson
 
+from bench import client
+from bench.client import LoadStats, Request
 from bench.ingest import Dataset, ok
 from bench.report import Figure, percentile
 from bench.server import Server
-
-# A request made by client ``c`` (its index) on its own connection; returns the HTTP status.
-Request = Callable[[httpx.Client, int], int]
-
-
-@dataclass
-class LoadStats:
-    requests: int
-    errors: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
 
 
 def run_load(
     server: Server, data: Dataset, request: Request, expected: int, clients: int, seconds: float
 ) -> LoadStats:
-    """``clients`` threads, each with its own connection and management key, for ``seconds``."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    start = threading.Barrier(clients + 1)
-    deadline = 0.0
-
-    def worker(c: int) -> None:
-        token = data.management_tokens[c % len(data.management_tokens)][1]
-        with httpx.Client(
-            base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
-        ) as client:
-            request(client, c)  # connect and warm up outside the timed window
-            start.wait()
-            mine = latencies[c]
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                status = request(client, c)
-                mine.append(time.perf_counter() - t0)
-                if status != expected:
-                    errors[c] += 1
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    t0 = time.perf_counter()
-    deadline = t0 + seconds
-    start.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    flat = [x * 1000 for xs in latencies for x in xs]
-    return LoadStats(
-        requests=len(flat),
-        errors=sum(errors),
-        seconds=elapsed,
-        p50_ms=percentile(flat, 50),
-        p99_ms=percentile(flat, 99),
-    )
+    """``clients`` connections, each with a management key of its own, for ``seconds``."""
+    tokens = [secret for _, secret in data.management_tokens]
+    return client.run(server.base_url, tokens, request, expected, clients, seconds)
 
 
 def load_figures(server: Server, data: Dataset, clients: int, seconds: float) -> list[Figure]:
     """Health (the HTTP stack's ceiling), key reads and key creation, each for ``seconds``."""
     names = itertools.count()
 
-    def health(client: httpx.Client, c: int) -> int:
-        return client.get("/health").status_code
+    def health(c: int) -> tuple[str, str, bytes | None]:
+        return "GET", "/health", None
 
-    def read(client: httpx.Client, c: int) -> int:
+    def read(c: int) -> tuple[str, str, bytes | None]:
         tenant = data.management_tokens[c % len(data.management_tokens)][0]
-        return client.get(f"/keys/{random.choice(data.keys[tenant])}").status_code
+        return "GET", f"/keys/{random.choice(data.keys[tenant])}", None
 
-    def write(client: httpx.Client, c: int) -> int:
+    def write(c: int) -> tuple[str, str, bytes | None]:
         tenant = data.management_tokens[c % len(data.management_tokens)][0]
-        body = {"name": f"load-{next(names)}", "kind": "router"}
-        return client.post(f"/tenants/{tenant}/keys", json=body).status_code
+        body = orjson.dumps({"name": f"load-{next(names)}", "kind": "router"})
+        return "POST", f"/tenants/{tenant}/keys", body
 
     base = run_load(server, data, health, 200, clients, seconds)
     reads = run_load(server, data, read, 200, clients, seconds)

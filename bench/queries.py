@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -113,43 +112,6 @@ def billing_figures(small: dict[str, Any], large: dict[str, Any] | None = None) 
             )
         )
     return figures
-
-
-def make_audit_entries(server: Server, data: Dataset, count: int, threads: int = 4) -> None:
-    """``count`` audit entries for the audit tenant: one single-record usage batch each."""
-    counter = iter(range(count))
-    lock = threading.Lock()
-    errors: list[str] = []
-    at = data.end.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def worker() -> None:
-        with server.client() as client:
-            while not errors:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                record = {
-                    "request_id": f"audit-{i}",
-                    "key_id": data.audit_key,
-                    "model": "llama-3.1-8b",
-                    "prompt_tokens": 10,
-                    "completion_tokens": 5,
-                    "status": "success",
-                    "latency_ms": 5,
-                    "occurred_at": at,
-                }
-                r = client.post("/usage/events", json={"records": [record]})
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code}: {r.text[:300]}")
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise RuntimeError(f"making audit entries failed: {errors[0]}")
 
 
 def audit_figures(server: Server, data: Dataset, depth: int, samples: int) -> list[Figure]:
