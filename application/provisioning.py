@@ -77,7 +77,12 @@ class ProvisioningCommands(InstanceCommands):
         return instance.status
 
     def _sync(self, instance: Instance, provider: Provider, now: datetime) -> None:
-        deployment = provider.status(instance.id)
+        try:
+            deployment = provider.status(instance.id)
+        except Exception as exc:  # noqa: BLE001 - the provider is unreachable; nothing changes
+            raise ProviderError(
+                f"provider could not report on instance {instance.id}: {exc}"
+            ) from exc
         if instance.status == "running":
             if deployment.state != "running":
                 reason = deployment.reason or "the provider no longer runs this instance"

@@ -8,7 +8,7 @@ from uuid import UUID
 import pytest
 
 from application.auth import Principal
-from application.errors import ConcurrentModificationError
+from application.errors import ConcurrentModificationError, ProviderError
 from application.ports import DeploySpec
 from domain.base import Actor
 
@@ -62,3 +62,31 @@ def test_a_step_leaves_failed_and_destroyed_instances_alone(container, tenant):
 
     assert container.app.advance_instance(instance_id) == "failed"
     assert container.provider.status(instance_id).state == "unknown"
+
+
+class Unreachable:
+    """A provider that can't be reached when asked for a status."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def status(self, instance_id: UUID) -> Any:
+        raise ConnectionError("connection refused")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_provider_that_cannot_be_reached_is_a_provider_error_and_changes_nothing(
+    container, tenant
+):
+    instance_id = deploy(container, tenant.id)
+    container.app.advance_instance(instance_id)
+    registry = container.app.providers
+    registry.named["simulated"] = Unreachable(container.provider)
+    try:
+        with pytest.raises(ProviderError, match="connection refused"):
+            container.app.refresh_instance(ADMIN, instance_id)
+    finally:
+        del registry.named["simulated"]
+    assert container.app.advance_instance(instance_id) in ("deploying", "running")
