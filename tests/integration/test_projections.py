@@ -42,7 +42,13 @@ def tables(container: Any, schema: str) -> list[str]:
 def snapshot(container: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table in ``schema``, ordered by all columns, with its text form."""
     out = {}
-    with container.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+    with (
+        container.pool.connection() as conn,
+        conn.transaction(),
+        conn.cursor(row_factory=tuple_row) as curs,
+    ):
+        # One snapshot of all the tables: the worker may commit a batch between two SELECTs.
+        curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for table in tables(container, schema):
             curs.execute(f"SELECT * FROM {schema}.{table} LIMIT 0")
             width = len(curs.description)
