@@ -47,11 +47,7 @@ class BudgetCommands(ProvisioningCommands):
         return budget.id
 
     def get_budget_for(self, principal: Principal, budget_id: UUID) -> Budget:
-        budget = self.load(Budget, budget_id, "budget")
-        principal.check_tenant(budget.tenant_id, "budget", budget_id)
-        if budget.deleted:  # GET answers 404 for it, so PUT and DELETE must too
-            raise NotFoundError("budget", budget_id)
-        return budget
+        return self.load_owned(principal, Budget, budget_id, "budget")
 
     def change_budget(
         self,

@@ -6,7 +6,7 @@ import secrets
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import NotFoundError, ProviderError
+from application.errors import ProviderError
 from application.keys import KeyCommands
 from application.ports import Providers
 from domain.base import Actor, InvalidValueError
@@ -58,9 +58,8 @@ class InstanceCommands(KeyCommands):
         return instance.id
 
     def get_instance_for(self, principal: Principal, instance_id: UUID) -> Instance:
-        instance = self.load(Instance, instance_id, "instance")
-        principal.check_tenant(instance.tenant_id, "instance", instance_id)
-        return instance
+        # A destroyed instance stays readable: it is history and billing.
+        return self.load_owned(principal, Instance, instance_id, "instance", gone=lambda i: False)
 
     def reveal_instance_key(self, principal: Principal, instance_id: UUID) -> str:
         instance = self.get_instance_for(principal, instance_id)
@@ -123,11 +122,9 @@ class InstanceCommands(KeyCommands):
         return instance.id
 
     def get_upstream_for(self, principal: Principal, instance_id: UUID) -> Instance:
-        instance = self.load(Instance, instance_id, "byok upstream")
-        if not instance.is_byok:
-            raise NotFoundError("byok upstream", instance_id)
-        principal.check_tenant(instance.tenant_id, "byok upstream", instance_id)
-        return instance
+        return self.load_owned(
+            principal, Instance, instance_id, "byok upstream", gone=lambda i: not i.is_byok
+        )
 
     def detach_upstream(self, principal: Principal, instance_id: UUID) -> None:
         instance = self.get_upstream_for(principal, instance_id)

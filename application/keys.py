@@ -6,7 +6,6 @@ from datetime import datetime
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import NotFoundError
 from application.tenants import TenantCommands
 from domain.apikey import ApiKey, check_key_name
 from domain.base import ConflictError
@@ -58,11 +57,7 @@ class KeyCommands(TenantCommands):
 
     def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:
         """A live key of the caller's tenant; a deleted key is gone, as GET /keys/{id} says."""
-        key = self.load(ApiKey, key_id, "key")
-        principal.check_tenant(key.tenant_id, "key", key_id)
-        if key.deleted:
-            raise NotFoundError("key", key_id)
-        return key
+        return self.load_owned(principal, ApiKey, key_id, "key")
 
     def set_key_disabled(self, principal: Principal, key_id: UUID, disabled: bool) -> None:
         key = self.get_key_for(principal, key_id)

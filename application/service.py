@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -60,6 +61,21 @@ class BaseService(Application[UUID]):
         except AggregateNotFoundError:
             raise NotFoundError(kind, aggregate_id) from None
         if not isinstance(aggregate, cls):
+            raise NotFoundError(kind, aggregate_id)
+        return aggregate
+
+    def load_owned(
+        self,
+        principal: Principal,
+        cls: type[A],
+        aggregate_id: UUID,
+        kind: str,
+        gone: Callable[[A], bool] = lambda aggregate: bool(getattr(aggregate, "deleted", False)),
+    ) -> A:
+        """A tenant-owned aggregate the caller may see; another tenant's, or a gone one, is 404."""
+        aggregate = self.load(cls, aggregate_id, kind)
+        principal.check_tenant(aggregate.tenant_id, kind, aggregate_id)  # type: ignore[attr-defined]
+        if gone(aggregate):  # GET answers 404 for it, so PUT and DELETE must too
             raise NotFoundError(kind, aggregate_id)
         return aggregate
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import NotFoundError
 from application.tenants import TenantCommands
 from domain.tenant import Tenant
 from domain.webhook import SECRET_PREFIX, Webhook
@@ -47,11 +46,7 @@ class WebhookCommands(TenantCommands):
 
     def get_webhook_for(self, principal: Principal, webhook_id: UUID) -> Webhook:
         """A live webhook of the caller's tenant; a deleted one is gone (404)."""
-        webhook = self.load(Webhook, webhook_id, "webhook")
-        principal.check_tenant(webhook.tenant_id, "webhook", webhook_id)
-        if webhook.deleted:
-            raise NotFoundError("webhook", webhook_id)
-        return webhook
+        return self.load_owned(principal, Webhook, webhook_id, "webhook")
 
     def delete_webhook(self, principal: Principal, webhook_id: UUID) -> None:
         webhook = self.get_webhook_for(principal, webhook_id)
