@@ -53,3 +53,18 @@ def new_model(
     )
     assert r.status_code == 201, r.text
     return slug
+
+
+def usage_record(key_id: str, model: str, at: str, **fields: Any) -> dict[str, Any]:
+    """One usage record; by default 1,000 prompt and 500 completion tokens, successful."""
+    return {
+        "request_id": fields.pop("request_id", uuid.uuid4().hex),
+        "key_id": key_id,
+        "model": model,
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "status": "success",
+        "latency_ms": 100,
+        "occurred_at": at,
+        **fields,
+    }

@@ -15,22 +15,9 @@ from freezegun import freeze_time
 
 from domain.base import Actor
 from tests.helpers import error_of, new_model
+from tests.helpers import usage_record as record
 
 SYSTEM = Actor.system()
-
-
-def record(key_id: str, model: str, at: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "request_id": uuid.uuid4().hex,
-        "key_id": key_id,
-        "model": model,
-        "prompt_tokens": 1000,
-        "completion_tokens": 500,
-        "status": "success",
-        "latency_ms": 100,
-        "occurred_at": at,
-        **fields,
-    }
 
 
 def export(api: Any, tenant_id: str, **params: str) -> tuple[str, list[dict[str, Any]]]:

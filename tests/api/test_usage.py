@@ -12,6 +12,7 @@ from freezegun import freeze_time
 
 from domain.base import Actor
 from tests.helpers import new_model as shared_new_model
+from tests.helpers import usage_record
 
 DAY = "2025-10-30"
 NEXT_DAY = "2025-10-31"
@@ -22,18 +23,7 @@ def new_model(admin: Any, input_price: str = "1.00", output_price: str = "2.00")
 
 
 def record(key_id: str, model: str, at: str, **fields: Any) -> dict[str, Any]:
-    """One usage record; by default 1,000 prompt and 500 completion tokens, successful."""
-    return {
-        "request_id": fields.pop("request_id", uuid.uuid4().hex),
-        "key_id": key_id,
-        "model": model,
-        "prompt_tokens": 1000,
-        "completion_tokens": 500,
-        "status": "success",
-        "latency_ms": 120,
-        "occurred_at": at,
-        **fields,
-    }
+    return usage_record(key_id, model, at, **{"latency_ms": 120, **fields})
 
 
 def post(api: Any, *records: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from domain.usage import UsageBatch
 from projections.runner import ProjectionRunner
 from projections.usage import UsageProjection
 from tests.helpers import new_model as shared_new_model
+from tests.helpers import usage_record as record
 
 D = "2025-10-30"
 D1 = "2025-10-31"
@@ -47,21 +48,6 @@ def change_price(
         },
     )
     assert r.status_code == 200, r.text
-
-
-def record(key_id: str, model: str, at: str, **fields: Any) -> dict[str, Any]:
-    """One usage record; by default 1,000 prompt and 500 completion tokens, successful."""
-    return {
-        "request_id": fields.pop("request_id", uuid.uuid4().hex),
-        "key_id": key_id,
-        "model": model,
-        "prompt_tokens": 1000,
-        "completion_tokens": 500,
-        "status": "success",
-        "latency_ms": 100,
-        "occurred_at": at,
-        **fields,
-    }
 
 
 def ingest(api: Any, *records: dict[str, Any]) -> dict[str, Any]:
