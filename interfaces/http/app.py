@@ -24,6 +24,7 @@ from interfaces.http.routes import (
     usage,
     webhooks,
 )
+from interfaces.http.usage_body import UsageBatchIn
 
 
 class OrjsonResponse(JSONResponse):
@@ -92,6 +93,9 @@ ERROR_SCHEMA = {
 }
 
 
+BODIES_READ_BY_ROUTES = [UsageBatchIn]
+
+
 def openapi_without_422(app: FastAPI) -> dict[str, Any]:
     """FastAPI documents 422 validation errors; this API answers them as 400 (OpenAI shape)."""
     if app.openapi_schema is None:
@@ -111,7 +115,13 @@ def openapi_without_422(app: FastAPI) -> dict[str, Any]:
                         "content": {"application/json": {"schema": ERROR_SCHEMA}},
                     },
                 )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
+            components.pop(name, None)
+        # Bodies that a route reads itself (no pydantic parameter) are documented here.
+        for model in BODIES_READ_BY_ROUTES:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
         app.openapi_schema = schema
     return app.openapi_schema

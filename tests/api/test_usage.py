@@ -196,6 +196,60 @@ def test_an_empty_batch_is_a_400(tenant):
     assert_error(tenant.api.post("/usage/events", json={"records": []}), 400)
 
 
+def test_records_in_other_json_forms_are_read_as_the_same_values(tenant, model):
+    key = tenant.key["id"]
+    canonical = record(key, model, at(10), request_id="plain")
+    # Forms a router may send that mean the same: a key id without hyphens and in capitals,
+    # numbers as strings, a time with an offset and fractional seconds.
+    variant = record(
+        key.replace("-", "").upper(),
+        model,
+        "2025-10-30T12:00:00.000+02:00",
+        request_id="variant",
+        prompt_tokens="1000",
+        completion_tokens="500",
+    )
+
+    result = ingest(tenant.api, canonical, variant)
+    by_key = tenant.api.get("/usage", params={"group_by": "key", "from": DAY, "to": NEXT_DAY})
+
+    assert (result["accepted"], result["duplicates"]) == (2, 0)
+    assert totals(summary(tenant.api, tenant.id)) == (2, 2000, 1000, "0.004")
+    assert [(row["key_id"], row["requests"]) for row in by_key.json()["data"]] == [(key, 2)]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"records": [{"request_id": "x"}]}, "records.0.key_id"),
+        ({"records": "all of them"}, "records"),
+        ({"records": [], "extra": 1}, "records"),
+        ({"rows": []}, "records"),
+    ],
+)
+def test_a_malformed_batch_is_a_400_naming_the_field(tenant, body, param):
+    error = assert_error(tenant.api.post("/usage/events", json=body), 400)
+
+    assert error["param"] == param
+
+
+def test_a_body_that_is_not_json_is_a_400(tenant):
+    r = tenant.api.post(
+        "/usage/events", content=b"{not json", headers={"content-type": "application/json"}
+    )
+
+    assert assert_error(r, 400)["type"] == "invalid_request_error"
+
+
+def test_a_wrongly_typed_token_count_is_a_400_naming_record_and_field(tenant, model):
+    bad = record(tenant.key["id"], model, at(10), prompt_tokens="many")
+
+    error = assert_error(post(tenant.api, bad), 400)
+
+    assert error["param"] == "records.0.prompt_tokens"
+    assert totals(summary(tenant.api, tenant.id)) == (0, 0, 0, "0.00")
+
+
 def test_usage_on_an_instance_of_another_tenant_is_refused(admin, tenant, other_tenant, model):
     theirs = other_tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"}).json()
 

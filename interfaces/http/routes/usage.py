@@ -6,33 +6,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
+from application.auth import Principal
 from domain.base import InvalidValueError, utc
-from domain.usage import UsageInput
+from interfaces.bootstrap import Container
 from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.schemas import Strict
+from interfaces.http.usage_body import parse_usage_batch
 from projections import billing, usage
 
 router = APIRouter(tags=["usage"])
-
-
-class UsageRecordIn(Strict):
-    request_id: str
-    key_id: UUID
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    status: Literal["success", "error"]
-    latency_ms: int = 0
-    occurred_at: datetime
-    instance_id: UUID | None = None
-    cached_tokens: int = 0
-
-
-class UsageBatchIn(Strict):
-    records: list[UsageRecordIn] = Field(min_length=1, max_length=10_000)
 
 
 class IngestOut(BaseModel):
@@ -41,15 +26,25 @@ class IngestOut(BaseModel):
     batch_ids: list[UUID]
 
 
-@router.post("/usage/events", response_model=IngestOut)
-def ingest(body: UsageBatchIn, caller: Caller, container: ContainerDep) -> IngestOut:
+INGEST_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UsageBatchIn"}}},
+}
+
+
+@router.post("/usage/events", response_model=IngestOut, openapi_extra={"requestBody": INGEST_BODY})
+async def ingest(request: Request, caller: Caller, container: ContainerDep) -> IngestOut:
     """Record a batch of 1-10,000 requests, atomically: one invalid record refuses the batch.
 
     A ``request_id`` already recorded for the tenant is counted once (``duplicates``).
     Records are rated with the prices in effect at their ``occurred_at``.
     """
-    records = [UsageInput(**r.model_dump()) for r in body.records]
-    result = container.app.ingest_usage(caller, records)
+    body = await request.body()
+    return await run_in_threadpool(_ingest, body, caller, container)
+
+
+def _ingest(body: bytes, caller: Principal, container: Container) -> IngestOut:
+    result = container.app.ingest_usage(caller, parse_usage_batch(body))
     container.watch_budgets(result.tenant_ids)
     return IngestOut(
         accepted=result.accepted, duplicates=result.duplicates, batch_ids=result.batch_ids
