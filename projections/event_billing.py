@@ -16,13 +16,14 @@ from typing import Any
 from uuid import UUID
 
 from domain.instance import Instance
-from domain.pricing import gpu_cost
+from domain.pricing import gpu_cost, token_cost
 from domain.tenant import Tenant
 from domain.timewindow import floor_day, split_hours
-from domain.usage import UsageBatch, iter_lines
+from domain.usage import UsageBatch, from_us
 from projections.billing import money
 
 ZERO = Decimal(0)
+DAY_US = 86_400_000_000  # the epoch is a UTC midnight: µs // DAY_US counts UTC days
 
 
 @dataclass
@@ -70,15 +71,40 @@ class EventBilling:
 
     days: dict[datetime, Sums] = field(default_factory=lambda: defaultdict(Sums))
     runs: dict[UUID, Run] = field(default_factory=dict)
+    # Usage not yet in ``days``: [requests, prompt, completion] per (UTC day number, input
+    # EUR/Mtok, output EUR/Mtok). Token cost is linear and exact, so it is rated once per
+    # group when settled instead of once per record; as many groups as days times prices.
+    tokens: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
+
+    def add_usage(self, rates: list[list[str]], records: list[list[Any]]) -> None:
+        """A usage batch's records as stored: ``rates`` and ``records`` of ``UsageBatch.Recorded``."""
+        tokens = self.tokens
+        for record in records:
+            _, input_price, output_price = rates[record[2]]
+            key = (record[8] // DAY_US, input_price, output_price)
+            sums = tokens.get(key)
+            if sums is None:
+                tokens[key] = [1, record[3], record[4]]
+            else:
+                sums[0] += 1
+                sums[1] += record[3]
+                sums[2] += record[4]
+
+    def settle(self) -> None:
+        """Move the usage gathered by ``add_usage`` into ``days``, rated."""
+        for (day_number, input_price, output_price), (n, prompt, completion) in self.tokens.items():
+            day = self.days[from_us(day_number * DAY_US)]
+            day.requests += n
+            day.prompt_tokens += prompt
+            day.completion_tokens += completion
+            day.token_cost += token_cost(
+                prompt, completion, Decimal(input_price), Decimal(output_price)
+            )
+        self.tokens.clear()
 
     def apply(self, event: Any) -> None:
         if isinstance(event, UsageBatch.Recorded):
-            for line in iter_lines(event):
-                day = self.days[floor_day(line.occurred_at)]
-                day.requests += 1
-                day.prompt_tokens += line.prompt_tokens
-                day.completion_tokens += line.completion_tokens
-                day.token_cost += line.cost
+            self.add_usage(event.rates, event.records)
         elif isinstance(event, Instance.DeployRequested):
             self.runs[event.originator_id] = Run(event.hourly_rate_eur)
         elif isinstance(event, Instance.StatusChanged):
@@ -101,16 +127,22 @@ class EventBilling:
             day.gpu_microseconds += us
 
     def close(self, until: datetime) -> None:
-        """Rate the instances still running up to ``until``, as the read models do for "now"."""
+        """Rate the instances still running up to ``until``, as the read models do for "now".
+
+        Settles the usage too: ``days`` is complete afterwards.
+        """
+        self.settle()
         for run in self.runs.values():
             if run.running_since is not None and run.running_since < until:
                 self._bill_gpu(run, until)
                 run.running_since = until
 
     def by_day(self) -> dict[datetime, Sums]:
+        self.settle()
         return dict(sorted(self.days.items()))
 
     def by_month(self) -> dict[str, Sums]:
+        self.settle()
         months: dict[str, Sums] = defaultdict(Sums)
         for day, sums in sorted(self.days.items()):
             months[month_of(day)].add(sums)

@@ -15,19 +15,31 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.utils import resolve_topic
+from eventsourcing.utils import get_topic, resolve_topic
 from psycopg import Connection
+from psycopg.rows import tuple_row
 
+from domain.usage import UsageBatch
 from projections.audit import SCHEMA as AUDIT
 from projections.audit import target_type
 from projections.event_billing import EventBilling
-from projections.replay import NO_STATE, StateReplay, aggregate_class, event_line, iso
+from projections.replay import (
+    NO_STATE,
+    StateReplay,
+    aggregate_class,
+    event_line,
+    iso,
+    stored_usage,
+    usage_line,
+)
 from projections.runner import EventSource
 
 FORMAT = "hostplane-export"
 FORMAT_VERSION = 1
-ITERSIZE = 500
+ITERSIZE = 2000  # rows per round trip of the server-side cursor (a few MB at most)
+USAGE_TOPIC = get_topic(UsageBatch.Recorded)
 
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 SQL_AUDIT_POSITION = f"SELECT position FROM {AUDIT}.tracking"
@@ -39,7 +51,7 @@ SQL_COUNT = (
     " AND (%(as_of)s::timestamptz IS NULL OR at <= %(as_of)s) GROUP BY target_type"
 )
 SQL_EVENTS = (
-    "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+    "SELECT e.notification_id, e.originator_id::text, e.originator_version, e.topic, e.state"
     f" FROM {AUDIT}.entries a JOIN {{events}} e ON e.notification_id = a.position"
     " WHERE a.tenant_id = %(tenant)s AND a.position <= %(head)s ORDER BY a.position"
 )
@@ -61,9 +73,9 @@ class Cutoff:
 
     def __init__(self, as_of: datetime | None) -> None:
         self.as_of = as_of
-        self.cut: set[UUID] = set()  # aggregates with state whose later events are left out
+        self.cut: set[str] = set()  # aggregates with state whose later events are left out
 
-    def keeps(self, originator_id: UUID, stateful: bool, timestamp: datetime) -> bool:
+    def keeps(self, originator_id: str, stateful: bool, timestamp: datetime) -> bool:
         if self.as_of is None:
             return True
         if originator_id in self.cut:
@@ -91,26 +103,45 @@ def count_events(
     return {r["target_type"]: r["n"] for r in sorted(rows, key=lambda r: r["target_type"])}
 
 
+# position, aggregate id (text), version, topic, stored state
+Row = tuple[int, str, int, str, bytes]
+
+
+def stream_rows(
+    conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
+) -> Iterator[Row]:
+    """The tenant's stored events up to ``head``, as they are stored, a page at a time."""
+    sql = SQL_EVENTS.format(events=source.table)
+    # Plain tuples in binary: no dict per row, and the state's bytes are not sent as hex.
+    with conn.cursor(name="hostplane_export_events", row_factory=tuple_row, binary=True) as curs:
+        curs.itersize = ITERSIZE
+        yield from curs.execute(sql, {"head": head, "tenant": tenant_id})
+
+
+def to_event(source: EventSource, row: Row) -> Any:
+    """The domain event of a stored row, through the event store's own mapper."""
+    _, originator_id, version, topic, state = row
+    return source.mapper.to_domain_event(
+        StoredEvent(
+            originator_id=UUID(originator_id),
+            originator_version=version,
+            topic=topic,
+            state=bytes(state),
+        )
+    )
+
+
 def stream_events(
     conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
 ) -> Iterator[tuple[int, str, Any]]:
     """The tenant's events up to ``head``: position, topic and event, a page at a time."""
-    sql = SQL_EVENTS.format(events=source.table)
-    with conn.cursor(name="hostplane_export_events") as curs:
-        curs.itersize = ITERSIZE
-        for r in curs.execute(sql, {"head": head, "tenant": tenant_id}):
-            yield (
-                r["notification_id"],
-                r["topic"],
-                source.mapper.to_domain_event(
-                    StoredEvent(
-                        originator_id=r["originator_id"],
-                        originator_version=r["originator_version"],
-                        topic=r["topic"],
-                        state=bytes(r["state"]),
-                    )
-                ),
-            )
+    for row in stream_rows(conn, source, tenant_id, head):
+        yield row[0], row[3], to_event(source, row)
+
+
+def reads_stored_json(source: EventSource) -> bool:
+    """Whether stored states are plain JSON bytes (neither encrypted nor compressed)."""
+    return source.mapper.cipher is None and source.mapper.compressor is None
 
 
 def export_lines(
@@ -138,9 +169,21 @@ def export_lines(
     }
     states, bill, cutoff = StateReplay(), EventBilling(), Cutoff(as_of)
     events = 0
-    for position, topic, event in stream_events(conn, source, tenant_id, head):
-        stateful = kind_of_topic(topic)[1]
-        if not cutoff.keeps(event.originator_id, stateful, event.timestamp):
+    raw = reads_stored_json(source)
+    for row in stream_rows(conn, source, tenant_id, head):
+        position, aggregate_id, version, topic, state = row
+        # Usage batches, the bulk of an export, are read from their stored JSON: they have no
+        # state to replay and their bill needs only the records' plain values.
+        usage = stored_usage(orjson.loads(state)) if raw and topic == USAGE_TOPIC else None
+        if usage is not None:
+            if as_of is not None and usage.timestamp() > as_of:
+                continue
+            events += 1
+            bill.add_usage(usage.rates, usage.records)
+            yield usage_line(position, aggregate_id, version, usage)
+            continue
+        event = to_event(source, row)
+        if not cutoff.keeps(aggregate_id, kind_of_topic(topic)[1], event.timestamp):
             continue
         events += 1
         states.apply(event)
