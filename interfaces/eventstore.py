@@ -39,11 +39,13 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             "INSERT INTO {} (tenant_id, request_id) SELECT q.key::uuid, r.value"
             " FROM jsonb_each(%s::jsonb) q, jsonb_array_elements_text(q.value) r"
         ).format(self.request_ids_table)
+        # One index probe per id (LATERAL ... LIMIT 1): the planner can't estimate rows from
+        # jsonb functions and would otherwise hash-join against a scan of the whole table.
         self.seen_ids_statement = SQL(
-            "SELECT t.tenant_id, t.request_id FROM {} t"
-            " JOIN (SELECT q.key::uuid AS tenant_id, r.value AS request_id"
-            "  FROM jsonb_each(%s::jsonb) q, jsonb_array_elements_text(q.value) r) q"
-            " ON t.tenant_id = q.tenant_id AND t.request_id = q.request_id"
+            "SELECT q.key::uuid AS tenant_id, r.value AS request_id"
+            " FROM jsonb_each(%s::jsonb) q, jsonb_array_elements_text(q.value) r,"
+            " LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = q.key::uuid"
+            "  AND t.request_id = r.value LIMIT 1) found"
         ).format(self.request_ids_table)
 
     def _insert_events(
