@@ -39,6 +39,10 @@ class RequestIdRegistry(Protocol):
 
     def seen(self, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]: ...
 
+    def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The latest stored version of each of these aggregates that exists."""
+        ...
+
 
 class SpendReader(Protocol):
     """EUR spent by a tenant (or one key) in ``[start, end)``, answered by the cost read models."""

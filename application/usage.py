@@ -47,6 +47,8 @@ class UsageCommands(PricingCommands):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._owner_cache = {}
+        # Models (their price history) as last loaded, used while their stored version holds.
+        self._models: dict[UUID, Model] = {}
 
     def ingest_usage(
         self, principal: Principal, records: list[UsageInput], now: datetime | None = None
@@ -74,9 +76,9 @@ class UsageCommands(PricingCommands):
         """Every record's tenant, and the models; raises with every problem at once."""
         problems: list[RecordProblem] = []
         key_tenant: dict[UUID, UUID | None] = {}
-        models: dict[str, Model | None] = {}
         instance_tenant: dict[UUID, UUID | None] = {}
         tenants: list[UUID] = []
+        models = self._current_models({r.model for r in records})
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
             if r.key_id not in key_tenant:
@@ -84,8 +86,6 @@ class UsageCommands(PricingCommands):
             tenant = key_tenant[r.key_id]
             if tenant is None or (not principal.is_admin and tenant != principal.tenant_id):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
-            if r.model not in models:
-                models[r.model] = self.find(Model, Model.create_id(r.model))
             if models[r.model] is None:
                 problems.append(
                     RecordProblem(i, r.request_id, "model", f"unknown model {r.model!r}")
@@ -136,6 +136,26 @@ class UsageCommands(PricingCommands):
             batch_ids=[b.id for b in batches],
             tenant_ids=set(by_tenant),
         )
+
+    def _current_models(self, slugs: set[str]) -> dict[str, Model | None]:
+        """The models of these slugs as stored now (``None``: no such model).
+
+        A batch names a few models; one round trip reads their stored versions, and only a
+        model changed since it was last loaded (a new price) is loaded again.
+        """
+        ids = {slug: Model.create_id(slug) for slug in slugs}
+        versions = self.request_ids.stored_versions(list(ids.values()))
+        found: dict[str, Model | None] = {}
+        for slug, model_id in ids.items():
+            model = self._models.get(model_id)
+            if model_id not in versions:
+                model = None
+            elif model is None or model.version != versions[model_id]:
+                model = self.find(Model, model_id)
+                if model is not None:
+                    self._models[model_id] = model
+            found[slug] = model
+        return found
 
     def tenant_of_key(self, key_id: UUID) -> UUID | None:
         """The tenant of a key. A key never changes tenant, so the answer is kept."""

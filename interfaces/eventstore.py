@@ -47,6 +47,10 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             " LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = q.key::uuid"
             "  AND t.request_id = r.value LIMIT 1) found"
         ).format(self.request_ids_table)
+        self.versions_statement = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {}.{}"
+            " WHERE originator_id = ANY(%s::uuid[]) GROUP BY originator_id"
+        ).format(Identifier(datastore.schema), Identifier(events_table_name))
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -55,6 +59,12 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         if pairs:
             curs.execute(self.insert_ids_statement, (by_tenant(pairs),))
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The latest stored version of each of these aggregates that exists."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.versions_statement, (list(aggregate_ids),))
+            return {r["originator_id"]: r["version"] for r in curs.fetchall()}
 
     def seen(self, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
         """Which of these (tenant, request id) pairs are already recorded."""

@@ -336,6 +336,19 @@ def test_usage_after_a_price_change_is_rated_at_the_new_price(admin, tenant):
     assert totals(s) == (1, 1000, 500, "0.008", "0.00", "0.008")
 
 
+def test_a_price_change_applies_to_the_next_batch_of_a_model_already_in_use(admin, tenant):
+    slug = new_model(admin, "1.00", "2.00")
+    when = datetime.now(UTC) - timedelta(seconds=30)
+    day = (when.date().isoformat(), (when.date() + timedelta(days=1)).isoformat())
+    ingest(tenant.api, record(tenant.key["id"], slug, iso(when)))
+    change_price(admin, slug, "5.00", "6.00", iso(when - timedelta(minutes=1)))
+
+    ingest(tenant.api, record(tenant.key["id"], slug, iso(when)))
+
+    # 0.002 at the old price, then 0.008 at the new one.
+    assert totals(summary(tenant.api, tenant.id, *day))[:4] == (2, 2000, 1000, "0.01")
+
+
 @pytest.fixture
 def repriced(admin: Any, tenant: Any) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     """A model repriced at 12:00 on the 30th, after a request at 13:00 was already recorded.
