@@ -217,3 +217,87 @@ _values = st.recursive(
 @given(st.dictionaries(_text, _values, max_size=6))
 def test_any_event_state_made_of_supported_types_round_trips_exactly(state):
     assert_same(state, round_trip(state))
+
+
+# The fast paths: lists of plain values are handed to orjson as they are, and on the way back
+# only the parts of a state that can hold a tag are walked. Both must change nothing.
+
+
+def test_a_usage_batchs_records_come_back_exactly():
+    records = [
+        [
+            f"req-{i}",
+            str(uuid4()),
+            i % 3,
+            10 * i,
+            5,
+            0,
+            i % 2 == 0,
+            7,
+            1_700_000_000_000_000 + i,
+            None,
+        ]
+        for i in range(500)
+    ]
+    state = {
+        "timestamp": datetime(2025, 1, 1, tzinfo=UTC),
+        "tenant_id": uuid4(),
+        "rates": [["m", "0.15", "0.6"]],
+        "records": records,
+        "actor": Actor(id="key:x", ip=None),
+    }
+
+    assert_same(state, round_trip(state))
+
+
+def test_a_tag_deep_inside_a_list_of_lists_is_still_decoded():
+    state = {"records": [[1, "a"], [2, [uuid4(), Decimal("0.1")]]], "at": date(2025, 1, 1)}
+
+    assert_same(state, round_trip(state))
+
+
+def test_a_tag_inside_a_list_that_comes_before_the_scalars_is_decoded():
+    state = {"lines": [[1, 2], [3, {"amount": Decimal("1.10")}]], "name": "x", "n": 1}
+
+    assert_same(state, round_trip(state))
+
+
+def test_a_string_that_reads_like_a_tag_does_not_hide_a_real_one():
+    state = {"note": '"_type_"', "rows": [["_type_", '"_type_"'], [(1, 2)]], "x": "_type_"}
+
+    assert_same(state, round_trip(state))
+
+
+def test_a_subclass_of_a_plain_type_is_stored_as_before():
+    class Label(str):
+        pass
+
+    assert round_trip({"rows": [[Label("a"), 1]]}) == {"rows": [["a", 1]]}
+
+
+def test_bytes_stored_by_the_walking_encoder_decode_to_the_same_state():
+    import orjson
+
+    from application.transcoder import _decode, _encode
+
+    state = {
+        "timestamp": datetime(2025, 1, 1, tzinfo=UTC),
+        "records": [["r", 1, True, None]],
+        "nested": {"_type_": "x", "_data_": [uuid4()]},
+        "tuples": [(1, Decimal("2"))],
+    }
+    walked = orjson.dumps(_encode(state))
+
+    assert transcoder.encode(state) == walked
+    assert_same(_decode(orjson.loads(walked)), transcoder.decode(walked))
+
+
+@given(st.dictionaries(_text, _values, max_size=6))
+def test_the_fast_decoder_agrees_with_the_full_walk(state):
+    import orjson
+
+    from application.transcoder import _decode
+
+    data = transcoder.encode(state)
+
+    assert_same(_decode(orjson.loads(data)), transcoder.decode(data))
