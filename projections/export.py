@@ -31,8 +31,7 @@ from projections.replay import (
     aggregate_class,
     event_line,
     iso,
-    stored_usage,
-    usage_line,
+    stored_usage_line,
 )
 from projections.runner import EventSource
 
@@ -174,13 +173,15 @@ def export_lines(
         position, aggregate_id, version, topic, state = row
         # Usage batches, the bulk of an export, are read from their stored JSON: they have no
         # state to replay and their bill needs only the records' plain values.
-        usage = stored_usage(orjson.loads(state)) if raw and topic == USAGE_TOPIC else None
-        if usage is not None:
-            if as_of is not None and usage.timestamp() > as_of:
+        line = None
+        if raw and topic == USAGE_TOPIC:
+            line = stored_usage_line(position, aggregate_id, version, orjson.loads(state))
+        if line is not None:
+            if as_of is not None and datetime.fromisoformat(line["at"]) > as_of:
                 continue
             events += 1
-            bill.add_usage(usage.rates, usage.records)
-            yield usage_line(position, aggregate_id, version, usage)
+            bill.add_usage(line["data"]["rates"], line["data"]["records"])
+            yield line
             continue
         event = to_event(source, row)
         if not cutoff.keeps(aggregate_id, kind_of_topic(topic)[1], event.timestamp):

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache, lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -61,31 +61,15 @@ def event_line(position: int, event: Any) -> dict[str, Any]:
     }
 
 
-class StoredUsage(NamedTuple):
-    """A ``UsageBatch.Recorded`` read from its stored JSON, without making its event object."""
-
-    at: str  # ISO 8601 UTC with Z, as ``iso`` writes it
-    tenant_id: str
-    actor: dict[str, Any]
-    rates: list[list[str]]
-    records: list[list[Any]]
-
-    def timestamp(self) -> datetime:
-        return datetime.fromisoformat(self.at)
-
-
 # The stored state of a usage batch: the event's fields, its UUIDs, datetimes and actor tagged as
 # {"_type_": ..., "_data_": ...} by the event store's transcoder; ``rates`` and ``records`` are
 # plain JSON (see ``UsageBatch.record``). Any other shape is left to the event store's mapper.
 USAGE_STATE_KEYS = frozenset(
     {"timestamp", "originator_topic", "tenant_id", "rates", "records", "actor"}
 )
+TAG_KEYS = frozenset({"_type_", "_data_"})
 UTC_SUFFIX = "+00:00"
 USAGE_NAMES = names_of(UsageBatch.Recorded)
-
-
-def _tagged(value: Any, kind: str) -> bool:
-    return type(value) is dict and value.get("_type_") == kind and len(value) == 2
 
 
 @lru_cache(maxsize=1024)
@@ -93,36 +77,37 @@ def _uuid_text(hex_: str) -> str:
     return str(UUID(hex_))
 
 
-def stored_usage(state: dict[str, Any]) -> StoredUsage | None:
-    """A usage batch's export fields from its stored JSON, or ``None`` if its shape is unknown.
+def stored_usage_line(
+    position: int, aggregate_id: str, version: int, state: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``event_line`` of a usage batch, from its stored JSON; ``None`` if its shape is unknown.
 
     The bulk of an export is usage: reading it from the stored JSON spares decoding every value
-    into Python objects and encoding it back (the output is the same as ``event_line``'s).
+    into Python objects and encoding it back. The line is the one ``event_line`` writes.
     """
     if state.keys() != USAGE_STATE_KEYS:
         return None
     timestamp, tenant_id, actor = state["timestamp"], state["tenant_id"], state["actor"]
+    # Checked inline, not by a helper: this runs once per event of the export's bulk.
     if not (
-        _tagged(timestamp, "datetime")
-        and timestamp["_data_"].endswith(UTC_SUFFIX)
-        and _tagged(tenant_id, "uuid")
-        and (actor is None or _tagged(actor, "actor"))
+        type(timestamp) is dict
+        and timestamp.keys() == TAG_KEYS
+        and timestamp["_type_"] == "datetime"
+        and type(tenant_id) is dict
+        and tenant_id.keys() == TAG_KEYS
+        and tenant_id["_type_"] == "uuid"
     ):
         return None
-    actor_id, actor_ip = actor["_data_"] if actor else ("system", None)
-    return StoredUsage(
-        at=timestamp["_data_"][: -len(UTC_SUFFIX)] + "Z",
-        tenant_id=_uuid_text(tenant_id["_data_"]),
-        actor={"id": actor_id, "ip": actor_ip},
-        rates=state["rates"],
-        records=state["records"],
-    )
-
-
-def usage_line(
-    position: int, aggregate_id: str, version: int, usage: StoredUsage
-) -> dict[str, Any]:
-    """``event_line`` of a usage batch, from its stored form."""
+    at = timestamp["_data_"]
+    if not at.endswith(UTC_SUFFIX):
+        return None
+    if actor is None:
+        shown_actor = {"id": "system", "ip": None}
+    elif type(actor) is dict and actor.keys() == TAG_KEYS and actor["_type_"] == "actor":
+        actor_id, actor_ip = actor["_data_"]
+        shown_actor = {"id": actor_id, "ip": actor_ip}
+    else:
+        return None
     return {
         "kind": "event",
         "position": position,
@@ -130,9 +115,13 @@ def usage_line(
         "aggregate_type": USAGE_NAMES[0],
         "aggregate_id": aggregate_id,
         "version": version,
-        "at": usage.at,
-        "actor": usage.actor,
-        "data": {"tenant_id": usage.tenant_id, "rates": usage.rates, "records": usage.records},
+        "at": at[: -len(UTC_SUFFIX)] + "Z",
+        "actor": shown_actor,
+        "data": {
+            "tenant_id": _uuid_text(tenant_id["_data_"]),
+            "rates": state["rates"],
+            "records": state["records"],
+        },
     }
 
 
