@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -45,6 +46,9 @@ class BaseService(Application[UUID]):
         self._admin_token_hash = sha256_hex(admin_token) if admin_token else None
         # Keys that authenticated lately, reused only while their stored version is unchanged.
         self._keys: dict[UUID, ApiKey] = {}
+        # The highest notification id this process has written (read-your-writes shortcuts).
+        self.last_written = 0
+        self._written_lock = threading.Lock()
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -94,7 +98,11 @@ class BaseService(Application[UUID]):
             raise ConcurrentModificationError(
                 "the resource was changed by another request; retry"
             ) from None
-        return max((r.notification.id for r in recordings), default=None)
+        written = max((r.notification.id for r in recordings), default=None)
+        if written is not None:
+            with self._written_lock:
+                self.last_written = max(self.last_written, written)
+        return written
 
     # -- authentication ---------------------------------------------------------------
 

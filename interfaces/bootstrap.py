@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,10 +27,14 @@ from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
 from interfaces.webhooks import WebhookDispatcher
 from projections import billing, budgets, instances, keys, webhooks
+from projections.base import live_schema
 from projections.registry import all_projections
 from projections.runner import EventSource, ProjectionRunner
 
 log = logging.getLogger(__name__)
+
+# The log's head, set by a request's authentication when every read model had reached it then.
+request_head: ContextVar[int | None] = ContextVar("request_head", default=None)
 
 
 @dataclass
@@ -96,7 +101,12 @@ class Container:
             pool=pool,
             app=app,
             runner=runner,
-            rate_limiter=stores.RateLimiter(pool, settings.rate_limit_per_minute, source.table),
+            rate_limiter=stores.RateLimiter(
+                pool,
+                settings.rate_limit_per_minute,
+                source.table,
+                stores.current_head_sql(source.table, [live_schema(n) for n in runner.projections]),
+            ),
             idempotency=stores.IdempotencyStore(pool, secret_box),
         )
         container.webhooks = WebhookDispatcher(pool, app, settings)
@@ -131,6 +141,13 @@ class Container:
 
         This gives read-your-writes: a client's next read waits (bounded) for its last write.
         """
+        current = request_head.get()
+        if current is not None and self.app.last_written <= current:
+            # The request learnt when it authenticated that every read model had reached the
+            # head, and nothing was written here since: no write before it can be missing.
+            with self.pool.connection() as conn, conn.cursor() as curs:
+                yield curs
+                return
         with self.pool.connection() as conn, conn.cursor() as curs:
             # Usually the read models are at the head already: one query says so, and the
             # read goes on on the same connection.

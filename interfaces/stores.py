@@ -30,12 +30,31 @@ HIT = """
 INSERT INTO hostplane_rate_limit (subject, window_start, count) VALUES (%s, %s, 1)
 ON CONFLICT (subject, window_start) DO UPDATE SET count = hostplane_rate_limit.count + 1
 RETURNING count"""
-# The same, and in the same round trip the latest stored version of one aggregate (a key).
+# The same, and in the same round trip the latest stored version of one aggregate (a key)
+# and the log's head if every read model has reached it (see ``current_head_sql``).
 HIT_AND_VERSION = """
 WITH hit AS ({hit})
 SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator_id = %s)
-    AS version
+    AS version, ({current_head}) AS current_head
 FROM hit"""
+
+
+def current_head_sql(events_table: str, schemas: list[str]) -> str:
+    """The log's head if every read model (their ``tracking`` positions) has reached it, else NULL.
+
+    A request that learns this when it authenticates may read any read model without
+    asking again whether it is behind the writes that came before the request.
+    """
+    if not schemas:
+        return "NULL"
+    union = " UNION ALL ".join(f"SELECT position FROM {s}.tracking" for s in schemas)
+    return (
+        "SELECT CASE WHEN min(t.position) >= h.m THEN h.m END"
+        f" FROM ({union}) t,"
+        f" (SELECT coalesce(max(notification_id), 0) AS m FROM {events_table}) h GROUP BY h.m"
+    )
+
+
 PRUNE_RATE = "DELETE FROM hostplane_rate_limit WHERE window_start < %s"
 CLAIM = """
 INSERT INTO hostplane_idempotency (scope, key, request_hash) VALUES (%s, %s, %s)
@@ -64,6 +83,7 @@ class RateLimiter:
     pool: ConnectionPool[Any]
     per_minute: int
     events_table: str = ""  # schema-qualified and quoted; needed by ``hit_and_version``
+    current_head: str = "NULL"  # ``current_head_sql`` of the read models
 
     def hit(self, subject: str, now: datetime | None = None) -> int | None:
         """Count one request; returns seconds to wait if over the limit, else ``None``."""
@@ -74,15 +94,19 @@ class RateLimiter:
         return self._retry_after(count, window, now)
 
     def hit_and_version(
-        self, subject: str, aggregate_id: UUID, now: datetime | None = None
-    ) -> tuple[int | None, int | None]:
-        """``hit``, plus the aggregate's latest stored version (``None``: no such aggregate)."""
+        self, subject: str, aggregate_id: UUID | None, now: datetime | None = None
+    ) -> tuple[int | None, int | None, int | None]:
+        """``hit``; the aggregate's latest stored version (``None``: no such aggregate); and
+        the log's head if every read model has reached it (else ``None``), in one round trip.
+        """
         now = now or datetime.now(UTC)
         window = now.replace(second=0, microsecond=0)
-        statement = HIT_AND_VERSION.format(hit=HIT, events=self.events_table)
+        statement = HIT_AND_VERSION.format(
+            hit=HIT, events=self.events_table, current_head=self.current_head
+        )
         with self.pool.connection() as conn:
             row = conn.execute(statement, (subject, window, aggregate_id)).fetchone()
-        return self._retry_after(row["count"], window, now), row["version"]
+        return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
 
     def _retry_after(self, count: int, window: datetime, now: datetime) -> int | None:
         if count <= self.per_minute:

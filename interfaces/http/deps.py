@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from application.auth import Principal
 from application.errors import AuthenticationError
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import Container, request_head
 
 
 async def get_container(request: Request) -> Container:
@@ -22,7 +23,14 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def authenticate(request: Request, container: ContainerDep) -> Principal:
+async def authenticate(request: Request, container: ContainerDep) -> Principal:
+    principal, head = await run_in_threadpool(_authenticate, request, container)
+    # Set in the request's own context, so that the route (run in a copy of it) sees it.
+    request_head.set(head)
+    return principal
+
+
+def _authenticate(request: Request, container: Container) -> tuple[Principal, int | None]:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -30,12 +38,11 @@ def authenticate(request: Request, container: ContainerDep) -> Principal:
         raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
     limiter = container.rate_limiter
     key_id = container.app.key_id_of(token)
-    if key_id is None:  # the admin token
-        retry_after, version = limiter.hit("admin"), None
-    else:
-        # One round trip counts the request and reads the key's stored version, so that a key
-        # unchanged since it last authenticated needn't be loaded and a changed one always is.
-        retry_after, version = limiter.hit_and_version(f"key:{key_id}", key_id)
+    # One round trip counts the request, reads the key's stored version (a key unchanged since
+    # it last authenticated needn't be loaded, a changed one always is) and tells whether the
+    # read models had reached the log's head.
+    subject = "admin" if key_id is None else f"key:{key_id}"
+    retry_after, version, head = limiter.hit_and_version(subject, key_id)
     principal = container.app.authenticate(token, client_ip(request), stored_version=version)
     if retry_after is not None:
         raise HTTPException(
@@ -43,7 +50,7 @@ def authenticate(request: Request, container: ContainerDep) -> Principal:
             detail=f"rate limit of {limiter.per_minute} requests per minute exceeded",
             headers={"Retry-After": str(retry_after)},
         )
-    return principal
+    return principal, head
 
 
 async def management_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
