@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -37,7 +37,9 @@ class TenantDirectory(Protocol):
 class RequestIdRegistry(Protocol):
     """Usage request ids already recorded (kept by the event store, written with the events)."""
 
-    def seen(self, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]: ...
+    def seen(self, ids: Mapping[UUID, Sequence[str]]) -> dict[UUID, set[str]]:
+        """Which of these request ids (per tenant) are already recorded."""
+        ...
 
     def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         """The latest stored version of each of these aggregates that exists."""

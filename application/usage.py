@@ -29,6 +29,8 @@ from domain.usage import (
     check_record,
 )
 
+MISSING: Any = object()
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -79,12 +81,13 @@ class UsageCommands(PricingCommands):
         instance_tenant: dict[UUID, UUID | None] = {}
         tenants: list[UUID] = []
         models = self._current_models({r.model for r in records})
+        own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
-            if r.key_id not in key_tenant:
-                key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
-            tenant = key_tenant[r.key_id]
-            if tenant is None or (not principal.is_admin and tenant != principal.tenant_id):
+            tenant = key_tenant.get(r.key_id, MISSING)
+            if tenant is MISSING:
+                tenant = key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
+            if tenant is None or (own is not None and tenant != own):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
             if models[r.model] is None:
                 problems.append(
@@ -112,29 +115,40 @@ class UsageCommands(PricingCommands):
         tenants: list[UUID],
         models: dict[str, Model | None],
     ) -> IngestResult:
-        pairs = [(t, r.request_id) for t, r in zip(tenants, records, strict=True)]
-        seen = self.request_ids.seen(pairs)
-        fresh: list[tuple[UUID, str]] = []
-        by_tenant: dict[UUID, list[tuple[UsageInput, Decimal, Decimal]]] = {}
-        for pair, r in zip(pairs, records, strict=True):
-            if pair in seen:
-                continue
-            seen.add(pair)
-            fresh.append(pair)
-            model = models[r.model]
-            assert model is not None
-            price = model.price_at(r.occurred_at)
-            by_tenant.setdefault(pair[0], []).append(
-                (r, price.input_eur_per_mtok, price.output_eur_per_mtok)
-            )
-        batches = [UsageBatch.record(t, rated, actor) for t, rated in by_tenant.items()]
+        # Request ids are unique per tenant: group once, then work with strings.
+        grouped: dict[UUID, list[UsageInput]] = {}
+        for tenant, r in zip(tenants, records, strict=True):
+            group = grouped.get(tenant)
+            if group is None:
+                group = grouped[tenant] = []
+            group.append(r)
+        seen = self.request_ids.seen({t: [r.request_id for r in rs] for t, rs in grouped.items()})
+        fresh: dict[UUID, list[str]] = {}
+        batches = []
+        for tenant, group in grouped.items():
+            taken = seen.get(tenant) or set()
+            ids: list[str] = []
+            rated: list[tuple[UsageInput, Decimal, Decimal]] = []
+            for r in group:
+                if r.request_id in taken:
+                    continue
+                taken.add(r.request_id)
+                ids.append(r.request_id)
+                model = models[r.model]
+                assert model is not None
+                price = model.price_at(r.occurred_at)
+                rated.append((r, price.input_eur_per_mtok, price.output_eur_per_mtok))
+            if rated:
+                fresh[tenant] = ids
+                batches.append(UsageBatch.record(tenant, rated, actor))
         if batches:
             self.commit(*batches, usage_request_ids=fresh)
+        accepted = sum(len(ids) for ids in fresh.values())
         return IngestResult(
-            accepted=len(fresh),
-            duplicates=len(records) - len(fresh),
+            accepted=accepted,
+            duplicates=len(records) - accepted,
             batch_ids=[b.id for b in batches],
-            tenant_ids=set(by_tenant),
+            tenant_ids=set(fresh),
         )
 
     def _current_models(self, slugs: set[str]) -> dict[str, Model | None]:

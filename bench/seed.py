@@ -62,7 +62,7 @@ def seed_usage_batches(server: Server, data: Dataset, count: int) -> float:
                 )
                 for request_id in ids
             ]
-            app.save(*batches, usage_request_ids=[(tenant, i) for i in ids])
+            app.save(*batches, usage_request_ids={tenant: list(ids)})
         return time.perf_counter() - t0
     finally:
         app.close()

@@ -159,14 +159,15 @@ class UsageBatch(Aggregate):
         for r, input_price, output_price in rated:
             idx = rate_index.setdefault((r.model, input_price, output_price), len(rate_index))
             key, instance = r.key_id, r.instance_id
-            if key not in ids:
-                ids[key] = str(key)
+            key_text = ids.get(key)
+            if key_text is None:
+                key_text = ids[key] = str(key)
             if instance not in ids:
                 ids[instance] = str(instance)
             append(
                 [
                     r.request_id,
-                    ids[key],
+                    key_text,
                     idx,
                     r.prompt_tokens,
                     r.completion_tokens,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -55,9 +55,9 @@ class HostplaneRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        pairs: list[tuple[UUID, str]] = kwargs.get("usage_request_ids") or []
-        if pairs:
-            curs.execute(self.insert_ids_statement, (by_tenant(pairs),))
+        ids: Mapping[UUID, Sequence[str]] = kwargs.get("usage_request_ids") or {}
+        if ids:
+            curs.execute(self.insert_ids_statement, (as_json(ids),))
         super()._insert_events(curs, stored_events, **kwargs)
 
     def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
@@ -66,21 +66,18 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             curs.execute(self.versions_statement, (list(aggregate_ids),))
             return {r["originator_id"]: r["version"] for r in curs.fetchall()}
 
-    def seen(self, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
-        """Which of these (tenant, request id) pairs are already recorded."""
-        if not pairs:
-            return set()
+    def seen(self, ids: Mapping[UUID, Sequence[str]]) -> dict[UUID, set[str]]:
+        """Which of these request ids (per tenant) are already recorded."""
+        if not ids:
+            return {}
+        found: dict[UUID, set[str]] = {}
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.seen_ids_statement, (by_tenant(pairs),))
-            return {(r["tenant_id"], r["request_id"]) for r in curs.fetchall()}
+            curs.execute(self.seen_ids_statement, (as_json(ids),))
+            for r in curs.fetchall():
+                found.setdefault(r["tenant_id"], set()).add(r["request_id"])
+        return found
 
 
-def by_tenant(pairs: Sequence[tuple[UUID, str]]) -> str:
+def as_json(ids: Mapping[UUID, Sequence[str]]) -> str:
     """``{"tenant id": ["request id", ...]}`` as JSON text."""
-    grouped: dict[UUID, list[str]] = {}
-    for tenant, request_id in pairs:
-        ids = grouped.get(tenant)
-        if ids is None:
-            ids = grouped[tenant] = []
-        ids.append(request_id)
-    return orjson.dumps(grouped, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(ids, option=orjson.OPT_NON_STR_KEYS).decode()
