@@ -15,6 +15,7 @@ from psycopg import Cursor
 from psycopg.rows import dict_row
 
 from projections.base import Projection, live_schema
+from projections.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,12 @@ class ProjectionRunner:
         """
         totals = {schema: 0 for _, schema in targets}
         while True:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
+            with (
+                gc_paused(),
+                self.pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor() as curs,
+            ):
                 applied = self._apply_batch(curs, targets)
             if not applied:
                 return totals
