@@ -27,6 +27,9 @@ class Projection:
 
     name: ClassVar[str]
     tables: ClassVar[list[str]]
+    # Secondary indexes no handler needs while writing: a rebuild creates them after its bulk
+    # load (one sort per index instead of an insert into each index per row).
+    indexes: ClassVar[list[str]] = []
     handlers: ClassVar[dict[type, Handler]]
 
     @classmethod

@@ -43,6 +43,7 @@ SQL_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 # Several schemas in one statement, always in sorted order: two workers never deadlock.
 SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
 SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"  # another key space than SQL_LOCK
+SQL_ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 
 
@@ -82,12 +83,19 @@ class ProjectionRunner:
         projections: Sequence[Projection],
         conninfo: str,
         batch_size: int = 2000,
+        rebuild_batch_size: int = 10_000,
+        batch_bytes: int = 32 << 20,
     ) -> None:
         self.pool = pool  # a psycopg ConnectionPool yielding connections with dict rows
         self.source = source
         self.projections = {p.name: p for p in projections}
         self.conninfo = conninfo
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # events per batch at most, when catching up live
+        self.rebuild_batch_size = rebuild_batch_size  # and when rebuilding
+        # Stored state per batch, roughly: a usage batch of a thousand records is a thousand
+        # times bigger than a key's event, and a batch of them must still fit in memory.
+        self.batch_bytes = batch_bytes
+        self._event_bytes = 1_000.0  # stored bytes per event in the last batch read
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._stop = threading.Event()
@@ -99,13 +107,22 @@ class ProjectionRunner:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def create_schema(self, projection: Projection, schema: str) -> None:
+    def create_schema(self, projection: Projection, schema: str, indexes: bool = True) -> None:
+        """Create a projection's schema, tables and (unless told not to) its indexes."""
         self._committed.pop(schema, None)
+        statements = [SQL_CREATE_SCHEMA, SQL_CREATE_TRACKING, *projection.tables]
+        if indexes:
+            statements += projection.indexes
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute(SQL_LOCK, (schema,))
-            for statement in (SQL_CREATE_SCHEMA, SQL_CREATE_TRACKING, *projection.tables):
+            for statement in statements:
                 curs.execute(statement.format(s=schema))
             curs.execute(SQL_INIT_TRACKING.format(s=schema))
+
+    def create_indexes(self, projection: Projection, schema: str) -> None:
+        with self.pool.connection() as conn:
+            for statement in projection.indexes:
+                conn.execute(statement.format(s=schema))
 
     def create_all(self) -> None:
         for projection in self.projections.values():
@@ -113,8 +130,13 @@ class ProjectionRunner:
 
     # -- catching up ----------------------------------------------------------------------
 
+    def _limit(self, bulk: bool) -> int:
+        """Events to read in the next batch: the cap, or fewer if events are big."""
+        cap = self.rebuild_batch_size if bulk else self.batch_size
+        return max(1, min(cap, int(self.batch_bytes / self._event_bytes)))
+
     def _apply_batch(
-        self, curs: Cursor[Any], targets: Sequence[Target]
+        self, curs: Cursor[Any], targets: Sequence[Target], bulk: bool = False
     ) -> dict[str, tuple[int, int]]:
         """Apply the next batch of events to each target within the caller's transaction.
 
@@ -133,12 +155,13 @@ class ProjectionRunner:
             return {}
         lowest = min(positions[s] for _, s in behind)
         topics = sorted({t for p, _ in behind for t in p.topics()})
-        rows = curs.execute(
-            self.source.select_sql(), (lowest, max_id, topics, self.batch_size)
-        ).fetchall()
+        limit = self._limit(bulk)
+        rows = curs.execute(self.source.select_sql(), (lowest, max_id, topics, limit)).fetchall()
+        if rows:
+            self._event_bytes = max(100.0, sum(len(r["state"]) for r in rows) / len(rows))
         # Ids up to max_id are all committed (the events table is written under an exclusive
         # lock), so once a batch is not full every target has seen everything up to max_id.
-        reached = rows[-1]["notification_id"] if len(rows) == self.batch_size else max_id
+        reached = rows[-1]["notification_id"] if len(rows) == limit else max_id
         decoded: dict[int, Any] = {}
         applied: dict[str, int] = {}
         for projection, schema in behind:
@@ -188,11 +211,14 @@ class ProjectionRunner:
         projection.flush(curs, schema)
         return count or 1
 
-    def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
+    def catch_up_many(self, targets: Sequence[Target], bulk: bool = False) -> dict[str, int]:
         """Apply batches to every target until all have reached the end of the log.
 
         Returns the events applied per schema. If a target fails, its batch rolls back with
         the others' and ``ProjectionFailedError`` names it; what was committed before stays.
+        ``bulk`` (a rebuild's fresh schemas, which nobody reads) takes bigger batches and
+        doesn't wait for each commit to reach the disk: a crash loses nothing that the next
+        rebuild, starting from scratch anyway, won't write again.
         """
         totals = {schema: 0 for _, schema in targets}
         while True:
@@ -202,7 +228,9 @@ class ProjectionRunner:
                 conn.transaction(),
                 conn.cursor() as curs,
             ):
-                applied = self._apply_batch(curs, targets)
+                if bulk:
+                    curs.execute(SQL_ASYNC_COMMIT)
+                applied = self._apply_batch(curs, targets, bulk)
             if not applied:
                 return totals
             for schema, (n, position) in applied.items():
@@ -241,8 +269,10 @@ class ProjectionRunner:
                 for _, schema in fresh:
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             for projection, schema in fresh:
-                self.create_schema(projection, schema)
-            applied = self.catch_up_many(fresh)
+                self.create_schema(projection, schema, indexes=False)
+            applied = self.catch_up_many(fresh, bulk=True)
+            for projection, schema in fresh:
+                self.create_indexes(projection, schema)
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
                 curs.execute(SQL_LOCK_MANY, (sorted(p.schema() for p in projections),))
                 while self._apply_batch(curs, fresh):

@@ -74,7 +74,8 @@ class UsageProjection(Projection):
     """Folds every usage batch of a runner batch into buckets, then writes one upsert per table."""
 
     name = "usage"
-    tables = [CREATE_HOURLY, CREATE_DAILY, CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
+    tables = [CREATE_HOURLY, CREATE_DAILY]
+    indexes = [CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
 
     def __init__(self) -> None:
         # Per target schema: a rebuild can run beside the live worker in the same process.
