@@ -19,7 +19,8 @@ from projections.audit import is_secret
 from projections.export import export_lines, snapshot
 from projections.replay import public_fields, state_at
 
-CHUNK_BYTES = 1 << 16  # lines are sent in chunks: one hop to the event loop per chunk
+# Lines are sent in chunks: one hop from the worker thread to the event loop per chunk.
+CHUNK_BYTES = 1 << 18
 
 
 class ExportNotReadyError(Exception):
@@ -67,7 +68,7 @@ def ndjson_chunks(lines: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     buffer: list[bytes] = []
     size = 0
     for line in lines:
-        data = orjson.dumps(line) + b"\n"
+        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
         buffer.append(data)
         size += len(data)
         if size >= CHUNK_BYTES:
