@@ -228,6 +228,27 @@ def test_an_export_as_of_a_past_moment_replays_only_the_events_until_then(admin,
     assert len(of_kind(after, "event")) == len(of_kind(before, "event")) + 1
 
 
+def test_an_export_as_of_a_past_moment_bills_only_the_usage_recorded_until_then(admin, tenant):
+    model = new_model(admin, "1.00", "2.00", prefix="export-test")
+    early = [record(tenant.key["id"], model, "2025-10-30T10:00:00Z") for _ in range(2)]
+    late = [record(tenant.key["id"], model, "2025-10-30T11:00:00Z", prompt_tokens=7000)]
+    assert tenant.api.post("/usage/events", json={"records": early}).is_success
+    _, lines = export(admin, tenant.id)
+    first_batch_at = of_kind(lines, "event")[-1]["at"]
+    assert tenant.api.post("/usage/events", json={"records": late}).is_success
+
+    _, then = export(admin, tenant.id, as_of=first_batch_at)
+    _, now = export(admin, tenant.id)
+
+    usage_then = [e for e in of_kind(then, "event") if e["type"] == "usage.recorded"]
+    assert [len(e["data"]["records"]) for e in usage_then] == [2]
+    assert then[0]["counts"]["usage"] == 1 and then[-1]["events"] == then[0]["counts"]["events"]
+    (bill_then,) = of_kind(then, "billing")
+    (bill_now,) = of_kind(now, "billing")
+    assert (bill_then["requests"], bill_then["token_cost"]) == (2, "0.004")
+    assert (bill_now["requests"], bill_now["token_cost"]) == (3, "0.012")
+
+
 def test_a_key_as_of_before_and_after_a_change_shows_both_versions(admin, tenant):
     key, _ = admin.new_key(tenant.id, "router")
     r = tenant.api.put(f"/keys/{key['id']}/disabled", json={"disabled": True})
