@@ -12,6 +12,7 @@ from psycopg import Cursor
 
 from domain.base import Actor
 from domain.tenant import Tenant
+from domain.usage import UsageBatch
 from projections.audit_fields import (
     AUDITED,
     ENVELOPE,
@@ -86,6 +87,9 @@ INSERT INTO {s}.owners (aggregate_id, tenant_id)
 SELECT * FROM unnest(%s::uuid[], %s::uuid[]) ON CONFLICT DO NOTHING"""
 SELECT_OWNERS = "SELECT aggregate_id, tenant_id FROM {s}.owners WHERE aggregate_id = ANY(%s)"
 OWNER_CACHE_SIZE = 200_000  # aggregate → tenant never changes; bound the memory it may take
+# Aggregates made by one event that carries its tenant, and never changed after: nothing ever
+# looks their owner up (a million usage batches would otherwise be a million owner rows).
+SINGLE_EVENT: tuple[type[Aggregate], ...] = (UsageBatch,)
 TENANT = 4  # the column of an entry's row that may wait for the owners table
 SYSTEM = Actor.system()
 
@@ -127,7 +131,7 @@ class AuditProjection(Projection):
             return event.originator_id
         tenant_id = getattr(event, "tenant_id", None)
         if tenant_id is not None:
-            if isinstance(event, AggregateCreated):
+            if isinstance(event, AggregateCreated) and aggregate not in SINGLE_EVENT:
                 batch.owners[event.originator_id] = tenant_id
             return tenant_id
         return batch.owners.get(event.originator_id) or self._owners.get(event.originator_id)

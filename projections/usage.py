@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -12,12 +13,14 @@ from psycopg import Cursor
 
 from domain.pricing import token_cost
 from domain.timewindow import floor_day
-from domain.usage import UsageBatch, from_us
+from domain.usage import UsageBatch
 from projections.base import Projection, bucket_where, live_schema
 
 SCHEMA = live_schema("usage")
 HOUR_US = 3_600_000_000
 NO_INSTANCE = UUID(int=0)  # bucket keys can't be NULL; the nil UUID means "no instance"
+NO_INSTANCE_TEXT = str(NO_INSTANCE)
+DAY_US = 24 * HOUR_US
 
 BUCKET_COLUMNS = """
     tenant_id uuid NOT NULL,
@@ -43,21 +46,41 @@ CREATE_DAILY = (
 CREATE_HOURLY_KEY = "CREATE INDEX IF NOT EXISTS hourly_key ON {s}.hourly (key_id, at)"
 CREATE_DAILY_KEY = "CREATE INDEX IF NOT EXISTS daily_key ON {s}.daily (key_id, at)"
 
+# A batch's buckets arrive as one array literal per column (built by joining strings: no
+# Python call per value), keyed by hour and day in µs since the epoch; each table's rows are
+# summed per bucket here, in SQL, so any two spellings of one key still make one row.
 UPSERT = """
-INSERT INTO {s}.{table} AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
+WITH input AS MATERIALIZED (
+    SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::uuid[], %s::text[],
+        %s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+        %s::bigint[], %s::bigint[], %s::numeric[])
+    AS t(tenant_id, hour_us, day_us, key_id, model, instance_id, requests, successes, failures,
+         prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
+), hourly AS (
+    INSERT INTO {s}.hourly AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
+        failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
+    SELECT tenant_id, to_timestamp(hour_us / 1000000), key_id, model, instance_id, SUMS
+    FROM input GROUP BY tenant_id, hour_us, key_id, model, instance_id
+    ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET ADD
+)
+INSERT INTO {s}.daily AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
     failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
-SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::uuid[], %s::text[], %s::uuid[],
-    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-    %s::bigint[], %s::numeric[])
-ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
-    requests = b.requests + EXCLUDED.requests,
-    successes = b.successes + EXCLUDED.successes,
-    failures = b.failures + EXCLUDED.failures,
-    prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
-    completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
-    cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
-    latency_ms = b.latency_ms + EXCLUDED.latency_ms,
-    cost = b.cost + EXCLUDED.cost"""
+SELECT tenant_id, to_timestamp(day_us / 1000000), key_id, model, instance_id, SUMS
+FROM input GROUP BY tenant_id, day_us, key_id, model, instance_id
+ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET ADD"""
+_MEASURES = (
+    "requests",
+    "successes",
+    "failures",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "latency_ms",
+    "cost",
+)
+UPSERT = UPSERT.replace("SUMS", ", ".join(f"sum({m})" for m in _MEASURES)).replace(
+    "ADD", ", ".join(f"{m} = b.{m} + EXCLUDED.{m}" for m in _MEASURES)
+)
 
 # requests, successes, failures, prompt, completion, cached, latency, cost
 Sums = list[Any]
@@ -67,11 +90,19 @@ def _zero() -> Sums:
     return [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
 
 
-Buckets = dict[tuple[UUID, datetime, UUID, str, UUID], Sums]
+def array(values: list[str]) -> str:
+    """A PostgreSQL array literal of values that need no quoting (numbers, UUIDs)."""
+    return "{" + ",".join(values) + "}"
+
+
+@functools.cache
+def quoted(text: str) -> str:
+    """An array element quoted as PostgreSQL reads it back exactly."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class UsageProjection(Projection):
-    """Folds every usage batch of a runner batch into buckets, then writes one upsert per table."""
+    """Folds every usage batch of a runner batch into buckets, then writes them in one statement."""
 
     name = "usage"
     tables = [CREATE_HOURLY, CREATE_DAILY]
@@ -85,11 +116,11 @@ class UsageProjection(Projection):
         self._raw[schema] = defaultdict(_zero)
 
     def recorded(self, curs: Cursor[Any], e: Any) -> None:
-        # The stored columns are folded as they are (key and instance as text, time in µs);
-        # each bucket's key is turned into UUIDs and datetimes once, at flush. Each record's
-        # cost is rated exactly as ``iter_lines`` rates it.
+        # The stored columns are folded as they are (key and instance as text, time in µs),
+        # and written as text: no UUID or datetime is made per record or per bucket. Each
+        # record's cost is rated exactly as ``iter_lines`` rates it.
         raw = self._raw[e.schema]
-        tenant = e.tenant_id
+        tenant = str(e.event.tenant_id)
         rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.event.rates]
         for _rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.event.records:
             model, input_price, output_price = rates[idx]
@@ -102,33 +133,23 @@ class UsageProjection(Projection):
             sums[6] += latency
             sums[7] += token_cost(prompt, completion, input_price, output_price)
 
-    def _hourly(self, schema: str) -> Buckets:
-        """The batch's raw buckets, keyed by UUIDs and datetimes."""
-        hourly: Buckets = defaultdict(_zero)
-        for (tenant, hour, key, model, inst), sums in self._raw.pop(schema, {}).items():
-            bucket = hourly[
-                (tenant, from_us(hour), UUID(key), model, UUID(inst) if inst else NO_INSTANCE)
-            ]
-            for i, v in enumerate(sums):
-                bucket[i] += v
-        return hourly
-
     def flush(self, curs: Cursor[Any], schema: str) -> None:
-        hourly = self._hourly(schema)
-        if not hourly:
+        raw = self._raw.pop(schema, None)
+        if not raw:
             return
-        daily: Buckets = defaultdict(_zero)
-        for (tenant, hour, *rest), sums in hourly.items():
-            day = daily[(tenant, floor_day(hour), *rest)]  # type: ignore[index]
-            for i, v in enumerate(sums):
-                day[i] += v
-        for table, buckets in (("hourly", hourly), ("daily", daily)):
-            keys = list(buckets)
-            columns = [
-                *([k[i] for k in keys] for i in range(5)),
-                *([buckets[k][i] for k in keys] for i in range(8)),
-            ]
-            curs.execute(UPSERT.format(s=schema, table=table), columns)
+        keys = list(raw)
+        sums = list(raw.values())
+        hours = [k[1] for k in keys]
+        columns = [
+            array([k[0] for k in keys]),
+            array(list(map(str, hours))),
+            array([str(h - h % DAY_US) for h in hours]),
+            array([k[2] for k in keys]),
+            array([quoted(k[3]) for k in keys]),
+            array([k[4] or NO_INSTANCE_TEXT for k in keys]),
+            *(array([str(v[i]) for v in sums]) for i in range(8)),
+        ]
+        curs.execute(UPSERT.format(s=schema), columns)
 
     handlers = {UsageBatch.Recorded: recorded}
 
