@@ -1,7 +1,8 @@
 """A tenant's export: its events in global order, its replayed state and its bill, as lines.
 
-Events are streamed from a server-side cursor, in a repeatable-read snapshot, and replayed as
-they pass: memory holds the tenant's (small) aggregate states and per-day sums, never events.
+Events are streamed from a server-side cursor, in a repeatable-read snapshot, a few pages read
+ahead by a helper thread, and replayed as they pass: memory holds the tenant's (small) aggregate
+states and per-day sums, never more than a few pages of events.
 The audit log is the index: it has one entry per event of every tenant-owned aggregate, with
 the tenant and the event's position; every event up to the audit projection's position (read in
 the same snapshot) has its entry. NameIndex, price book and operator events have no tenant.
@@ -9,9 +10,10 @@ the same snapshot) has its entry. NameIndex, price book and operator events have
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 from functools import cache
+from itertools import chain
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +27,7 @@ from domain.usage import UsageBatch
 from projections.audit import SCHEMA as AUDIT
 from projections.audit import target_type
 from projections.event_billing import EventBilling
+from projections.read_ahead import read_ahead
 from projections.replay import (
     NO_STATE,
     StateReplay,
@@ -37,7 +40,8 @@ from projections.runner import EventSource
 
 FORMAT = "hostplane-export"
 FORMAT_VERSION = 1
-ITERSIZE = 2000  # rows per round trip of the server-side cursor (a few MB at most)
+ITERSIZE = 2000  # rows per round trip of the server-side cursor (about a MB of usage)
+READ_AHEAD_PAGES = 2  # pages fetched ahead at most: memory stays a few pages
 USAGE_TOPIC = get_topic(UsageBatch.Recorded)
 
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
@@ -106,15 +110,34 @@ def count_events(
 Row = tuple[int, str, int, str, bytes]
 
 
-def stream_rows(
+def _fetch_pages(
     conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
-) -> Iterator[Row]:
-    """The tenant's stored events up to ``head``, as they are stored, a page at a time."""
+) -> Generator[list[Row], None, None]:
     sql = SQL_EVENTS.format(events=source.table)
     # Plain tuples in binary: no dict per row, and the state's bytes are not sent as hex.
     with conn.cursor(name="hostplane_export_events", row_factory=tuple_row, binary=True) as curs:
-        curs.itersize = ITERSIZE
-        yield from curs.execute(sql, {"head": head, "tenant": tenant_id})
+        curs.execute(sql, {"head": head, "tenant": tenant_id})
+        while rows := curs.fetchmany(ITERSIZE):
+            yield rows
+
+
+def stream_pages(
+    conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
+) -> Iterator[list[Row]]:
+    """The tenant's stored events up to ``head``, as stored, in pages read ahead.
+
+    The connection belongs to the reading thread until the pages are exhausted or closed.
+    """
+    # PostgreSQL produces the next page while this thread works on the current one.
+    return read_ahead(_fetch_pages(conn, source, tenant_id, head), depth=READ_AHEAD_PAGES)
+
+
+def stream_rows(
+    conn: Connection[Any], source: EventSource, tenant_id: UUID, head: int
+) -> Iterator[Row]:
+    """The tenant's stored events up to ``head``, as they are stored."""
+    for page in stream_pages(conn, source, tenant_id, head):
+        yield from page
 
 
 def to_event(source: EventSource, row: Row) -> Any:
@@ -169,7 +192,7 @@ def export_lines(
     states, bill, cutoff = StateReplay(), EventBilling(), Cutoff(as_of)
     events = 0
     raw = reads_stored_json(source)
-    for row in stream_rows(conn, source, tenant_id, head):
+    for row in chain.from_iterable(stream_pages(conn, source, tenant_id, head)):
         position, aggregate_id, version, topic, state = row
         # Usage batches, the bulk of an export, are read from their stored JSON: they have no
         # state to replay and their bill needs only the records' plain values.

@@ -126,6 +126,30 @@ def test_an_instance_running_at_as_of_is_billed_up_to_that_moment(container):
     assert (bill["month"], bill["gpu_cost"], bill["gpu_seconds"]) == ("2025-10", "0.85", "3600.00")
 
 
+def test_an_export_read_in_small_pages_is_the_same_export(container, billed, monkeypatch):
+    tenant_id = uuid.UUID(billed.id)
+    whole = without_time(list(open_export(container, ADMIN, tenant_id)))
+
+    monkeypatch.setattr("projections.export.ITERSIZE", 2)
+    paged = without_time(list(open_export(container, ADMIN, tenant_id)))
+
+    assert paged == whole
+    assert len([line for line in paged if line["kind"] == "event"]) > 2 * 2
+
+
+def test_exports_abandoned_midway_give_their_connection_back(container, billed, monkeypatch):
+    monkeypatch.setattr("projections.export.ITERSIZE", 2)
+    tenant_id = uuid.UUID(billed.id)
+    for _ in range(container.pool.max_size + 1):
+        lines = open_export(container, ADMIN, tenant_id)
+        assert [next(lines)["kind"], next(lines)["kind"]] == ["header", "event"]
+        lines.close()
+
+    complete = list(open_export(container, ADMIN, tenant_id))
+
+    assert complete[-1]["kind"] == "end"
+
+
 def reconcile(database: str, tmp_path: Any, *args: str) -> Any:
     return hostplane("reconcile", *args, database=database, data_dir=tmp_path)
 
