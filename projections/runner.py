@@ -6,16 +6,16 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import Mapper, StoredEvent
 from psycopg import Cursor
 from psycopg.rows import dict_row
 
 from projections.base import Projection, live_schema
+from projections.batch import Batch, Prefetcher, read_batch
 from projections.gcpause import gc_paused
+from projections.source import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +45,6 @@ SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[
 SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"  # another key space than SQL_LOCK
 SQL_ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
-
-
-@dataclass
-class EventSource:
-    """Where events are read from: the application's events table and its mapper."""
-
-    table: str  # schema-qualified, already quoted
-    channel: str  # the channel the event store NOTIFYs on each write
-    mapper: Mapper[Any]
-
-    def max_id_sql(self) -> str:
-        return f"SELECT max(notification_id) AS m FROM {self.table}"
-
-    def positions_sql(self, schemas: Sequence[str]) -> str:
-        """Each schema's position beside the log's head, in one round trip."""
-        union = " UNION ALL ".join(
-            f"SELECT '{s}' AS schema, position FROM {s}.tracking" for s in schemas
-        )
-        return f"SELECT t.schema, t.position, ({self.max_id_sql()}) AS head FROM ({union}) t"
-
-    def select_sql(self) -> str:
-        return (
-            "SELECT notification_id, originator_id, originator_version, topic, state"
-            f" FROM {self.table} WHERE notification_id > %s AND notification_id <= %s"
-            " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
-        )
 
 
 class ProjectionRunner:
@@ -136,14 +110,18 @@ class ProjectionRunner:
         return max(1, min(cap, int(self.batch_bytes / self._event_bytes)))
 
     def _apply_batch(
-        self, curs: Cursor[Any], targets: Sequence[Target], bulk: bool = False
+        self,
+        curs: Cursor[Any],
+        targets: Sequence[Target],
+        bulk: bool = False,
+        prefetcher: Prefetcher | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Apply the next batch of events to each target within the caller's transaction.
 
         The log is read and each event decoded once for all targets; each target gets the
         events past its own position that it handles. Returns the events applied per target
         (1 for a target that only moved its position) and its new position, nothing for
-        targets already at head.
+        targets already at head. A ``prefetcher`` reads the batch after this one meanwhile.
         """
         schemas = sorted(schema for _, schema in targets)
         curs.execute(SQL_LOCK_MANY, (schemas,))  # one worker at a time per schema, any process
@@ -155,18 +133,18 @@ class ProjectionRunner:
             return {}
         lowest = min(positions[s] for _, s in behind)
         topics = sorted({t for p, _ in behind for t in p.topics()})
-        limit = self._limit(bulk)
-        rows = curs.execute(self.source.select_sql(), (lowest, max_id, topics, limit)).fetchall()
-        if rows:
-            self._event_bytes = max(100.0, sum(len(r["state"]) for r in rows) / len(rows))
-        # Ids up to max_id are all committed (the events table is written under an exclusive
-        # lock), so once a batch is not full every target has seen everything up to max_id.
-        reached = rows[-1]["notification_id"] if len(rows) == limit else max_id
-        decoded: dict[int, Any] = {}
+        batch = prefetcher.take(lowest, max_id, topics) if prefetcher else None
+        if batch is None:
+            batch = read_batch(curs, self.source, lowest, max_id, topics, self._limit(bulk))
+        if batch.rows:
+            self._event_bytes = max(100.0, batch.state_bytes / len(batch.rows))
+        reached = batch.reached
+        if prefetcher and reached < max_id:
+            prefetcher.start(reached, max_id, topics, self._limit(bulk))
         applied: dict[str, int] = {}
         for projection, schema in behind:
             try:
-                applied[schema] = self._apply_to(curs, projection, schema, positions, rows, decoded)
+                applied[schema] = self._apply_to(curs, projection, schema, positions[schema], batch)
             except Exception as e:
                 raise ProjectionFailedError(projection.name, schema) from e
         updates = [(s, max(positions[s], reached)) for _, s in behind]
@@ -181,31 +159,11 @@ class ProjectionRunner:
         return {s: (applied[s], position) for s, position in updates}
 
     def _apply_to(
-        self,
-        curs: Cursor[Any],
-        projection: Projection,
-        schema: str,
-        positions: dict[str, int],
-        rows: list[dict[str, Any]],
-        decoded: dict[int, Any],
+        self, curs: Cursor[Any], projection: Projection, schema: str, position: int, batch: Batch
     ) -> int:
-        position, topics = positions[schema], set(projection.topics())
         projection.begin(schema)
         count = 0
-        for r in rows:
-            notification_id = r["notification_id"]
-            if notification_id <= position or r["topic"] not in topics:
-                continue
-            event = decoded.get(notification_id)
-            if event is None:
-                event = decoded[notification_id] = self.source.mapper.to_domain_event(
-                    StoredEvent(
-                        originator_id=r["originator_id"],
-                        originator_version=r["originator_version"],
-                        topic=r["topic"],
-                        state=bytes(r["state"]),
-                    )
-                )
+        for notification_id, event in batch.for_reader(projection.topics(), position):
             projection.handle(curs, event, schema, notification_id)
             count += 1
         projection.flush(curs, schema)
@@ -221,23 +179,28 @@ class ProjectionRunner:
         rebuild, starting from scratch anyway, won't write again.
         """
         totals = {schema: 0 for _, schema in targets}
-        while True:
-            with (
-                gc_paused(),
-                self.pool.connection() as conn,
-                conn.transaction(),
-                conn.cursor() as curs,
-            ):
-                if bulk:
-                    curs.execute(SQL_ASYNC_COMMIT)
-                applied = self._apply_batch(curs, targets, bulk)
-            if not applied:
-                return totals
-            for schema, (n, position) in applied.items():
-                totals[schema] += n
-                self._committed[schema] = position
-            with self._advanced:
-                self._advanced.notify_all()
+        prefetcher = Prefetcher(self.pool, self.source) if bulk else None
+        try:
+            while True:
+                with (
+                    gc_paused(),
+                    self.pool.connection() as conn,
+                    conn.transaction(),
+                    conn.cursor() as curs,
+                ):
+                    if bulk:
+                        curs.execute(SQL_ASYNC_COMMIT)
+                    applied = self._apply_batch(curs, targets, bulk, prefetcher)
+                if not applied:
+                    return totals
+                for schema, (n, position) in applied.items():
+                    totals[schema] += n
+                    self._committed[schema] = position
+                with self._advanced:
+                    self._advanced.notify_all()
+        finally:
+            if prefetcher:
+                prefetcher.close()
 
     def catch_up(self, name: str, schema: str | None = None) -> int:
         """Apply batches until the projection has reached the end of the log; returns events."""

@@ -1,0 +1,35 @@
+"""Where projections read events from: the event store's table, its channel and its mapper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Mapper
+
+
+@dataclass
+class EventSource:
+    """Where events are read from: the application's events table and its mapper."""
+
+    table: str  # schema-qualified, already quoted
+    channel: str  # the channel the event store NOTIFYs on each write
+    mapper: Mapper[Any]
+
+    def max_id_sql(self) -> str:
+        return f"SELECT max(notification_id) AS m FROM {self.table}"
+
+    def positions_sql(self, schemas: Sequence[str]) -> str:
+        """Each schema's position beside the log's head, in one round trip."""
+        union = " UNION ALL ".join(
+            f"SELECT '{s}' AS schema, position FROM {s}.tracking" for s in schemas
+        )
+        return f"SELECT t.schema, t.position, ({self.max_id_sql()}) AS head FROM ({union}) t"
+
+    def select_sql(self) -> str:
+        return (
+            "SELECT notification_id, originator_id, originator_version, topic, state"
+            f" FROM {self.table} WHERE notification_id > %s AND notification_id <= %s"
+            " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
+        )
