@@ -23,6 +23,7 @@ from bench.report import Figure
 from bench.server import Server
 
 SAVE = 500  # events per save
+RUNS = 3  # exports of the full tenant, the median is reported
 PEAK_RSS = """
 import resource, sys
 from interfaces.cli import main
@@ -119,6 +120,17 @@ def peak_rss(server: Server, tenant_id: str) -> int:
     return int(done.stdout.split()[-1])
 
 
+def read_rate(container: Any, tenant_id: str) -> float:
+    """Events/s of reading the tenant's stored events as the export does, without replay or JSON."""
+    from projections.export import snapshot, stream_rows
+
+    with container.pool.connection() as conn, conn.transaction():
+        head = snapshot(conn)
+        t0 = time.perf_counter()
+        n = sum(1 for _ in stream_rows(conn, container.runner.source, uuid.UUID(tenant_id), head))
+        return n / (time.perf_counter() - t0)
+
+
 def export_figures(server: Server, events: int) -> list[Figure]:
     with server.client() as client:
         tenant_id = ok(client.post("/tenants", json={"name": "bench-export"}), 201)["id"]
@@ -133,15 +145,21 @@ def export_figures(server: Server, events: int) -> list[Figure]:
             fill(container, uuid.UUID(tenant_id), uuid.UUID(key_id), target - stored)
             stored = target
             caught_up(container)
-            first, seconds, lines, size = stream_export(server, tenant_id)
             rss[stored] = peak_rss(server, tenant_id)
+        # The median of a few runs: other jobs share this machine's cores.
+        runs = sorted((stream_export(server, tenant_id) for _ in range(RUNS)), key=lambda r: r[1])
+        first, seconds, lines, size = runs[len(runs) // 2]
         figures.append(
             Figure(
                 "export",
                 f"export over HTTP, {lines:,} events ({size / 2**20:,.0f} MB NDJSON)",
                 lines / seconds,
                 "events/s",
-                notes=f"first byte after {first * 1000:,.0f} ms; {seconds:,.1f} s in all",
+                target=50_000,
+                baseline=read_rate(container, tenant_id),
+                baseline_label="reading the same stored events, no replay or JSON",
+                notes=f"median of {RUNS} exports: first byte after {first * 1000:,.0f} ms,"
+                f" {seconds:,.1f} s in all",
             )
         )
     finally:
