@@ -89,21 +89,25 @@ def read_batch(
 
 
 class Prefetcher:
-    """Reads and decodes the next batch of a rebuild while the current one is being written.
+    """Reads and decodes the next batch while the current one is being written.
 
-    The rebuild's own writes wait on PostgreSQL most of the time; the next batch's reading and
-    decoding fill that time on another connection. Events are immutable once their id is at
-    or below the head read, so a batch read ahead is the batch the rebuild would have read.
+    Used once a batch comes back full (a backlog, or a rebuild): the writes wait on PostgreSQL
+    most of the time, and the next batch's reading and decoding fill that time on another
+    connection. Events are immutable once their id is at or below the head read, so a batch
+    read ahead is the batch the runner would have read, if it still starts at the position
+    the runner finds (another process may have moved it: then it is read again).
     """
 
     def __init__(self, pool: Any, source: EventSource) -> None:
         self.pool = pool
         self.source = source
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projections-read")
+        self._executor: ThreadPoolExecutor | None = None  # made when first needed
         self._next: Future[Batch] | None = None
         self._key: tuple[int, int, tuple[str, ...], int] | None = None
 
     def start(self, after: int, max_id: int, topics: list[str], limit: int) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="projections-read")
         self._key = (after, max_id, tuple(topics), limit)
         self._next = self._executor.submit(self._read, after, max_id, topics, limit)
 
@@ -126,4 +130,5 @@ class Prefetcher:
     def close(self) -> None:
         if self._next is not None:
             self._next.cancel()
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)

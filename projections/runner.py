@@ -179,7 +179,7 @@ class ProjectionRunner:
         rebuild, starting from scratch anyway, won't write again.
         """
         totals = {schema: 0 for _, schema in targets}
-        prefetcher = Prefetcher(self.pool, self.source) if bulk else None
+        prefetcher = Prefetcher(self.pool, self.source)  # starts a thread only for a backlog
         try:
             while True:
                 with (
@@ -199,8 +199,7 @@ class ProjectionRunner:
                 with self._advanced:
                     self._advanced.notify_all()
         finally:
-            if prefetcher:
-                prefetcher.close()
+            prefetcher.close()
 
     def catch_up(self, name: str, schema: str | None = None) -> int:
         """Apply batches until the projection has reached the end of the log; returns events."""
