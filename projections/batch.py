@@ -15,6 +15,15 @@ from psycopg.rows import tuple_row
 from projections.source import EventSource
 
 
+class ProjectionFailedError(Exception):
+    """A projection's handler failed; its batch rolled back (the cause is chained)."""
+
+    def __init__(self, name: str, schema: str) -> None:
+        super().__init__(f"projection {name} failed in schema {schema}")
+        self.name = name
+        self.schema = schema
+
+
 @dataclass
 class Batch:
     """Events ``after < id <= max_id`` of some topics, at most ``limit`` of them."""

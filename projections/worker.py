@@ -1,0 +1,169 @@
+"""The runner's live side: a worker thread woken by the event store, and readers waiting for it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import Cursor
+from psycopg.rows import dict_row
+
+from projections.base import Projection, live_schema
+from projections.batch import ProjectionFailedError
+from projections.source import EventSource
+
+log = logging.getLogger("projections.runner")
+
+SQL_POSITION = "SELECT position FROM {s}.tracking"
+
+Target = tuple[Projection, str]  # a projection and the schema it writes into
+
+
+class Worker:
+    """Background catch-up, status and read-your-writes waits (mixed into ``ProjectionRunner``)."""
+
+    pool: Any
+    source: EventSource
+    projections: dict[str, Projection]
+    conninfo: str
+    last_error: BaseException | None
+    _wake: threading.Event
+    _advanced: threading.Condition
+    _stop: threading.Event
+    _threads: list[threading.Thread]
+    _committed: dict[str, int]
+
+    def catch_up_many(self, targets: Sequence[Target], bulk: bool = False) -> dict[str, int]:
+        raise NotImplementedError
+
+    # -- status and waiting ---------------------------------------------------------------
+
+    def position(self, name: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(SQL_POSITION.format(s=live_schema(name))).fetchone()
+            return row["position"]
+
+    def max_notification_id(self) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute(self.source.max_id_sql()).fetchone()["m"] or 0
+
+    def status(self) -> list[dict[str, Any]]:
+        head = self.max_notification_id()
+        out = []
+        for name in self.projections:
+            position = self.position(name)
+            out.append({"name": name, "position": position, "head": head, "lag": head - position})
+        return out
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """The live positions of several projections, in one query."""
+        union = " UNION ALL ".join(
+            f"SELECT '{n}' AS name, position FROM {live_schema(n)}.tracking" for n in names
+        )
+        with self.pool.connection() as conn:
+            return {r["name"]: r["position"] for r in conn.execute(union).fetchall()}
+
+    def head_if_behind(self, curs: Cursor[Any], names: Sequence[str]) -> int | None:
+        """The log's head if any of these read models is behind it, else ``None``; one query."""
+        if not names:
+            return None
+        rows = curs.execute(self.source.positions_sql([live_schema(n) for n in names])).fetchall()
+        head = rows[0]["head"] or 0
+        return head if any(r["position"] < head for r in rows) else None
+
+    def wait_for(self, names: Sequence[str], target: int, timeout: float) -> bool:
+        """Wait (bounded) until the projections have processed the log up to ``target``.
+
+        A batch committed by this process's worker wakes the waiters at once; a short poll
+        covers workers in other processes.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(self._committed.get(live_schema(n), -1) >= target for n in names):
+                return True
+            if all(p >= target for p in self.positions(names).values()):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            with self._advanced:
+                self._advanced.wait(timeout=min(remaining, 0.02))
+
+    # -- background threads ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        for target in (self._listen, self._work):
+            thread = threading.Thread(
+                target=target, name=f"projections-{target.__name__}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+
+    def _listen(self) -> None:
+        """Wake the worker whenever the event store NOTIFYs a write (from any process)."""
+        channel = self.source.channel
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+            except Exception as e:  # the database went away: retry, the poll still runs
+                log.warning("projection listener reconnecting: %s", type(e).__name__)
+                self._stop.wait(1.0)
+
+    def _work(self) -> None:
+        retry_at: dict[str, float] = {}  # projections whose last batch failed
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            for name, when in list(retry_at.items()):
+                if when <= time.monotonic():
+                    del retry_at[name]
+            failed_now = self._catch_up_healthy(set(retry_at))
+            for name in failed_now:
+                retry_at[name] = time.monotonic() + 1.0
+            if not retry_at:
+                self.last_error = None
+
+    def _catch_up_healthy(self, skip: set[str]) -> set[str]:
+        """Catch up every projection not in ``skip`` together; returns those that failed.
+
+        A failing projection's batch rolls back (with the others' part of it), then the others
+        go on without it: nothing half-applied, and one broken read model holds back no other.
+        """
+        failed: set[str] = set()
+        while True:
+            targets = [
+                (p, p.schema()) for n, p in self.projections.items() if n not in skip | failed
+            ]
+            if not targets:
+                return failed
+            try:
+                self.catch_up_many(targets)
+                return failed
+            except ProjectionFailedError as e:
+                self.last_error = e.__cause__
+                failed.add(e.name)
+                log.error("projection %s: batch failed; will retry", e.name, exc_info=e.__cause__)
+            except Exception as e:  # the database went away: retry everything after a pause
+                self.last_error = e
+                log.exception("projections: batch failed; will retry")
+                return failed | {p.name for p, _ in targets}
