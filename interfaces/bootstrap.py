@@ -142,19 +142,24 @@ class Container:
         This gives read-your-writes: a client's next read waits (bounded) for its last write.
         """
         current = request_head.get()
-        if current is not None and self.app.last_written <= current:
+        if current is not None:
             # The request learnt when it authenticated that every read model had reached the
-            # head, and nothing was written here since: no write before it can be missing.
+            # head then: only writes made in this process since (its own, say) can be missing,
+            # and the highest of those is known here without asking the database.
+            target = self.app.last_written
+            if target <= current:
+                with self.pool.connection() as conn, conn.cursor() as curs:
+                    yield curs
+                    return
+        else:
             with self.pool.connection() as conn, conn.cursor() as curs:
-                yield curs
-                return
-        with self.pool.connection() as conn, conn.cursor() as curs:
-            # Usually the read models are at the head already: one query says so, and the
-            # read goes on on the same connection.
-            target = self.runner.head_if_behind(curs, names)
-            if target is None:
-                yield curs
-                return
+                # Usually the read models are at the head already: one query says so, and the
+                # read goes on on the same connection.
+                behind = self.runner.head_if_behind(curs, names)
+                if behind is None:
+                    yield curs
+                    return
+                target = behind
         if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
             log.warning("read models %s lag behind position %s", names, target)
         with self.pool.connection() as conn, conn.cursor() as curs:
