@@ -18,6 +18,8 @@ from projections.source import EventSource
 
 log = logging.getLogger("projections.runner")
 
+POLL_SECONDS = 0.02  # how often a read-your-writes wait asks the database
+
 SQL_POSITION = "SELECT position FROM {s}.tracking"
 
 Target = tuple[Projection, str]  # a projection and the schema it writes into
@@ -82,17 +84,32 @@ class Worker:
         covers workers in other processes.
         """
         deadline = time.monotonic() + timeout
+        schemas = [live_schema(n) for n in names]
+
+        def done_here() -> bool:
+            return all(self._committed.get(s, -1) >= target for s in schemas)
+
+        # The database is asked at most every POLL_SECONDS (for workers in other processes);
+        # with a worker in this process, only after it had a first chance: when it commits,
+        # every waiter wakes, and asking then would cost a query per waiter per batch.
+        now = time.monotonic()
+        next_poll = now + POLL_SECONDS if self._threads else now
         while True:
-            if all(self._committed.get(live_schema(n), -1) >= target for n in names):
+            if done_here():
                 return True
-            if all(p >= target for p in self.positions(names).values()):
-                return True
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now >= next_poll:
+                if all(p >= target for p in self.positions(names).values()):
+                    return True
+                next_poll = now + POLL_SECONDS
+            remaining = deadline - now
             if remaining <= 0:
                 return False
             self._wake.set()
             with self._advanced:
-                self._advanced.wait(timeout=min(remaining, 0.02))
+                if done_here():  # under the lock: a commit can't slip in before the wait
+                    return True
+                self._advanced.wait(timeout=min(remaining, next_poll - now))
 
     # -- background threads ---------------------------------------------------------------
 
