@@ -90,6 +90,9 @@ OWNER_CACHE_SIZE = 200_000  # aggregate → tenant never changes; bound the memo
 # Aggregates made by one event that carries its tenant, and never changed after: nothing ever
 # looks their owner up (a million usage batches would otherwise be a million owner rows).
 SINGLE_EVENT: tuple[type[Aggregate], ...] = (UsageBatch,)
+# ``changes_of`` a usage batch, as JSON text (jsonb keeps the value, not the spelling).
+USAGE_CHANGES = '{"tenant_id": "%s", "records": %d}'
+TEXT_CACHE_SIZE = 10_000
 TENANT = 4  # the column of an entry's row that may wait for the owners table
 SYSTEM = Actor.system()
 
@@ -121,6 +124,8 @@ class AuditProjection(Projection):
     def __init__(self) -> None:
         self._batches: dict[str, _Batch] = {}  # per target schema (live and rebuild)
         self._owners: dict[UUID, UUID] = {}  # committed facts, kept across batches
+        self._texts: dict[str | None, str] = {}
+        self._uuids: dict[int, str] = {}
 
     def begin(self, schema: str) -> None:
         self._batches[schema] = _Batch()
@@ -143,19 +148,40 @@ class AuditProjection(Projection):
         tenant_id = self.tenant_of(batch, event, aggregate)
         if tenant_id is None and aggregate is not Tenant:
             batch.unresolved.append((len(batch.rows), event.originator_id))
+        if aggregate is UsageBatch:  # the bulk of the log: its changes written directly
+            changes = USAGE_CHANGES % (self._uuid_text(event.tenant_id), len(event.records))
+        else:
+            changes = text(dump_json(changes_of(event)))
         batch.rows.append(
             [
                 str(e.position),
                 event.timestamp.isoformat(),
-                text(actor.id),
-                text(actor.ip),
-                NULL if tenant_id is None else str(tenant_id),
+                self._text(actor.id),
+                self._text(actor.ip),
+                NULL if tenant_id is None else tenant_id.hex,  # PostgreSQL reads either form
                 action,
                 kind,
-                str(event.originator_id),
-                text(dump_json(changes_of(event))),
+                event.originator_id.hex,
+                changes,
             ]
         )
+
+    def _text(self, value: str | None) -> str:
+        """COPY text of a value that repeats from event to event (actors, their addresses)."""
+        cached = self._texts.get(value)
+        if cached is None:
+            if len(self._texts) > TEXT_CACHE_SIZE:
+                self._texts.clear()
+            cached = self._texts[value] = text(value)
+        return cached
+
+    def _uuid_text(self, value: UUID) -> str:
+        cached = self._uuids.get(value.int)  # an int hashes in C, a UUID in Python
+        if cached is None:
+            if len(self._uuids) > TEXT_CACHE_SIZE:
+                self._uuids.clear()
+            cached = self._uuids[value.int] = str(value)
+        return cached
 
     def flush(self, curs: Cursor[Any], schema: str) -> None:
         batch = self._batches.pop(schema, None)

@@ -54,7 +54,9 @@ class ProjectionRunner(Worker):
         # Stored state per batch, roughly: a usage batch of a thousand records is a thousand
         # times bigger than a key's event, and a batch of them must still fit in memory.
         self.batch_bytes = batch_bytes
-        self._event_bytes = 1_000.0  # stored bytes per event in the last batch read
+        # Stored bytes per event in the last batch read; at first, assume big ones: the
+        # first batch of a rebuild may be all usage batches of a thousand records each.
+        self._event_bytes = batch_bytes / 1_000
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._stop = threading.Event()
