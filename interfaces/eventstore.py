@@ -23,6 +23,18 @@ class HostplaneRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
+        # The library's statement, with the events sent in binary (%b): in text, psycopg quotes
+        # each event's state (hex of its bytes) into the array literal with a regex, ~2.5 ms
+        # per 1,000 usage records.
+        self.insert_events_statement = SQL(
+            "INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state)"
+            " SELECT originator_id, originator_version, topic, state"
+            " FROM unnest(%b::{schema}.{stored_event_type}[]) RETURNING notification_id"
+        ).format(
+            schema=Identifier(datastore.schema),
+            table=Identifier(events_table_name),
+            stored_event_type=Identifier(self.stored_event_type_name),
+        )
         self.request_ids_table = SQL("{}.{}").format(
             Identifier(datastore.schema), Identifier(f"{events_table_name}_usage_ids")
         )
