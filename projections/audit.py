@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -118,6 +119,7 @@ class AuditProjection(Projection):
     """Collects a runner batch's entries as COPY text, then writes them with one COPY."""
 
     name = "audit"
+    folds = True
     tables = [CREATE_ENTRIES, CREATE_OWNERS]
     indexes = CREATE_INDEXES
 
@@ -183,8 +185,11 @@ class AuditProjection(Projection):
             cached = self._uuids[value.int] = str(value)
         return cached
 
-    def flush(self, curs: Cursor[Any], schema: str) -> None:
+    def detach(self, schema: str) -> Callable[[Cursor[Any]], None]:
         batch = self._batches.pop(schema, None)
+        return lambda curs: self._write(curs, schema, batch)
+
+    def _write(self, curs: Cursor[Any], schema: str, batch: _Batch | None) -> None:
         if batch is None or not batch.rows:
             return
         if batch.owners:

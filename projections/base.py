@@ -40,11 +40,21 @@ class Projection:
     def schema(cls) -> str:
         return live_schema(cls.name)
 
+    # True for a projection whose handlers only fold events in memory (never use the cursor)
+    # and write at ``flush``: a rebuild folds its next batch while the last one is written.
+    folds: ClassVar[bool] = False
+
     def begin(self, schema: str) -> None:
         """A batch starts (projections that fold a batch before writing reset here)."""
 
     def flush(self, curs: Cursor[Any], schema: str) -> None:
         """A batch ends: write what was folded, in the batch's transaction."""
+        self.detach(schema)(curs)
+
+    def detach(self, schema: str) -> Callable[[Cursor[Any]], None]:
+        """Take what a batch folded; the returned function writes it (``folds`` projections
+        write it from another thread, while the next batch is being folded)."""
+        return lambda curs: None
 
     def handle(self, curs: Cursor[Any], event: Any, schema: str, position: int = 0) -> None:
         handler = self.handlers.get(type(event))

@@ -11,6 +11,7 @@ from psycopg import Cursor
 
 from projections.base import Projection
 from projections.batch import Batch, Prefetcher, ProjectionFailedError, read_batch
+from projections.bulk import bulk_catch_up
 from projections.gcpause import gc_paused
 from projections.source import EventSource
 from projections.worker import Target, Worker
@@ -28,7 +29,6 @@ SQL_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 # Several schemas in one statement, always in sorted order: two workers never deadlock.
 SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
 SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"  # another key space than SQL_LOCK
-SQL_ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 
 
@@ -100,7 +100,6 @@ class ProjectionRunner(Worker):
         self,
         curs: Cursor[Any],
         targets: Sequence[Target],
-        bulk: bool = False,
         prefetcher: Prefetcher | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Apply the next batch of events to each target within the caller's transaction.
@@ -122,12 +121,12 @@ class ProjectionRunner(Worker):
         topics = sorted({t for p, _ in behind for t in p.topics()})
         batch = prefetcher.take(lowest, max_id, topics) if prefetcher else None
         if batch is None:
-            batch = read_batch(curs, self.source, lowest, max_id, topics, self._limit(bulk))
+            batch = read_batch(curs, self.source, lowest, max_id, topics, self._limit(False))
         if batch.rows:
             self._event_bytes = max(100.0, batch.state_bytes / len(batch.rows))
         reached = batch.reached
         if prefetcher and reached < max_id:
-            prefetcher.start(reached, max_id, topics, self._limit(bulk))
+            prefetcher.start(reached, max_id, topics, self._limit(False))
         applied: dict[str, int] = {}
         for projection, schema in behind:
             try:
@@ -156,14 +155,11 @@ class ProjectionRunner(Worker):
         projection.flush(curs, schema)
         return count or 1
 
-    def catch_up_many(self, targets: Sequence[Target], bulk: bool = False) -> dict[str, int]:
+    def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
         """Apply batches to every target until all have reached the end of the log.
 
         Returns the events applied per schema. If a target fails, its batch rolls back with
         the others' and ``ProjectionFailedError`` names it; what was committed before stays.
-        ``bulk`` (a rebuild's fresh schemas, which nobody reads) takes bigger batches and
-        doesn't wait for each commit to reach the disk: a crash loses nothing that the next
-        rebuild, starting from scratch anyway, won't write again.
         """
         totals = {schema: 0 for _, schema in targets}
         prefetcher = Prefetcher(self.pool, self.source)  # starts a thread only for a backlog
@@ -175,9 +171,7 @@ class ProjectionRunner(Worker):
                     conn.transaction(),
                     conn.cursor() as curs,
                 ):
-                    if bulk:
-                        curs.execute(SQL_ASYNC_COMMIT)
-                    applied = self._apply_batch(curs, targets, bulk, prefetcher)
+                    applied = self._apply_batch(curs, targets, prefetcher)
                 if not applied:
                     return totals
                 for schema, (n, position) in applied.items():
@@ -219,7 +213,10 @@ class ProjectionRunner(Worker):
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             for projection, schema in fresh:
                 self.create_schema(projection, schema, indexes=False)
-            applied = self.catch_up_many(fresh, bulk=True)
+            # The bulk load commits without waiting for the disk: its schemas are fresh and
+            # unread, a crash leaves them to be dropped by the next rebuild, and the swap's own
+            # (synchronous) commit makes every earlier one durable, the log being sequential.
+            applied = bulk_catch_up(self, fresh)
             for projection, schema in fresh:
                 self.create_indexes(projection, schema)
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -105,6 +106,7 @@ class UsageProjection(Projection):
     """Folds every usage batch of a runner batch into buckets, then writes them in one statement."""
 
     name = "usage"
+    folds = True
     tables = [CREATE_HOURLY, CREATE_DAILY]
     indexes = [CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
 
@@ -133,8 +135,13 @@ class UsageProjection(Projection):
             sums[6] += latency
             sums[7] += token_cost(prompt, completion, input_price, output_price)
 
-    def flush(self, curs: Cursor[Any], schema: str) -> None:
+    def detach(self, schema: str) -> Callable[[Cursor[Any]], None]:
         raw = self._raw.pop(schema, None)
+        return lambda curs: self._write(curs, schema, raw)
+
+    def _write(
+        self, curs: Cursor[Any], schema: str, raw: dict[tuple[Any, ...], Sums] | None
+    ) -> None:
         if not raw:
             return
         keys = list(raw)

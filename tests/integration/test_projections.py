@@ -12,10 +12,11 @@ from uuid import UUID
 import pytest
 from psycopg.rows import tuple_row
 
+from projections.audit import AuditProjection
 from projections.base import live_schema
 from projections.keys import KeysProjection
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionFailedError, ProjectionRunner
 from projections.tenants import TenantsProjection
 
 # Every read model hostplane keeps; the listings are among them.
@@ -355,3 +356,66 @@ def test_a_read_model_that_keeps_failing_does_not_hold_back_the_others(admin, sc
 
     remove_fault()
     assert scratch_runner.wait_for(["scratch_tenants"], head, 10)
+
+
+class ScratchAudit(AuditProjection):
+    name = "scratch_audit"
+
+
+def fail_writing(projection: Any) -> Callable[[], None]:
+    """Make ``projection`` fail when it writes a folded batch (on a rebuild's writer thread)."""
+    detach = projection.detach
+
+    def faulty(schema: str) -> Callable[[Any], None]:
+        detach(schema)
+
+        def write(curs: Any) -> None:
+            raise RuntimeError("simulated write failure")
+
+        return write
+
+    projection.detach = faulty
+    return lambda: setattr(projection, "detach", detach)
+
+
+@pytest.mark.parametrize("where", ["fold", "write"])
+def test_a_rebuild_that_fails_leaves_the_live_copy_as_it_was_and_names_the_read_model(
+    container, admin, history, where
+):
+    projection = ScratchAudit()
+    runner = ProjectionRunner(
+        container.pool, container.runner.source, [projection], container.runner.conninfo
+    )
+    schema = projection.schema()
+    with container.pool.connection() as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    try:
+        runner.create_all()
+        runner.catch_up("scratch_audit")
+        before = snapshot(container, schema)
+        t = admin.new_tenant()
+        if where == "fold":
+            remove_fault = crash_on(projection, UUID(t["id"]))
+        else:
+            remove_fault = fail_writing(projection)
+
+        with pytest.raises(ProjectionFailedError, match="scratch_audit"):
+            runner.rebuild("scratch_audit")
+
+        assert snapshot(container, schema) == before
+        remove_fault()
+        runner.rebuild("scratch_audit")
+        position = runner.position("scratch_audit")
+        with container.pool.connection() as conn:
+            rebuilt = conn.execute(f"SELECT * FROM {schema}.entries ORDER BY position").fetchall()
+            caught_up(container)
+            live = conn.execute(
+                "SELECT * FROM rm_audit.entries WHERE position <= %s ORDER BY position",
+                (position,),
+            ).fetchall()
+        assert rebuilt == live
+        assert any(r["target_id"] == UUID(t["id"]) for r in rebuilt)
+    finally:
+        with container.pool.connection() as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}__rebuild CASCADE")
