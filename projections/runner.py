@@ -25,10 +25,10 @@ SQL_CREATE_TRACKING = (
 )
 SQL_INIT_TRACKING = "INSERT INTO {s}.tracking (position) VALUES (0) ON CONFLICT DO NOTHING"
 SQL_SET_POSITION = "UPDATE {s}.tracking SET position = %s"
-SQL_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 # Several schemas in one statement, always in sorted order: two workers never deadlock.
 SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
-SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"  # another key space than SQL_LOCK
+# The rebuild lock is in another key space than SQL_LOCK_MANY (two-argument form).
+SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"
 SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 
 
@@ -70,24 +70,29 @@ class ProjectionRunner(Worker):
 
     def create_schema(self, projection: Projection, schema: str, indexes: bool = True) -> None:
         """Create a projection's schema, tables and (unless told not to) its indexes."""
-        self._committed.pop(schema, None)
-        statements = [SQL_CREATE_SCHEMA, SQL_CREATE_TRACKING, *projection.tables]
-        if indexes:
-            statements += projection.indexes
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
-            curs.execute(SQL_LOCK, (schema,))
-            for statement in statements:
-                curs.execute(statement.format(s=schema))
-            curs.execute(SQL_INIT_TRACKING.format(s=schema))
+        self.create_schemas([(projection, schema)], indexes)
 
-    def create_indexes(self, projection: Projection, schema: str) -> None:
-        with self.pool.connection() as conn:
-            for statement in projection.indexes:
-                conn.execute(statement.format(s=schema))
+    def create_schemas(self, targets: Sequence[Target], indexes: bool = True) -> None:
+        """Create several projections' schemas in one transaction (DDL commits are slow)."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL_LOCK_MANY, (sorted(schema for _, schema in targets),))
+            for projection, schema in targets:
+                self._committed.pop(schema, None)
+                statements = [SQL_CREATE_SCHEMA, SQL_CREATE_TRACKING, *projection.tables]
+                if indexes:
+                    statements += projection.indexes
+                for statement in statements:
+                    curs.execute(statement.format(s=schema))
+                curs.execute(SQL_INIT_TRACKING.format(s=schema))
+
+    def create_indexes(self, targets: Sequence[Target]) -> None:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
+            for projection, schema in targets:
+                for statement in projection.indexes:
+                    curs.execute(statement.format(s=schema))
 
     def create_all(self) -> None:
-        for projection in self.projections.values():
-            self.create_schema(projection, projection.schema())
+        self.create_schemas([(p, p.schema()) for p in self.projections.values()])
 
     # -- catching up ----------------------------------------------------------------------
 
@@ -208,17 +213,15 @@ class ProjectionRunner(Worker):
         with psycopg.connect(self.conninfo, autocommit=True) as guard:
             for _, schema in sorted(fresh, key=lambda t: t[1]):
                 guard.execute(SQL_REBUILD_LOCK, (schema,))
-            with self.pool.connection() as conn:
+            with self.pool.connection() as conn, conn.transaction():
                 for _, schema in fresh:
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            for projection, schema in fresh:
-                self.create_schema(projection, schema, indexes=False)
+            self.create_schemas(fresh, indexes=False)
             # The bulk load commits without waiting for the disk: its schemas are fresh and
             # unread, a crash leaves them to be dropped by the next rebuild, and the swap's own
             # (synchronous) commit makes every earlier one durable, the log being sequential.
             applied = bulk_catch_up(self, fresh)
-            for projection, schema in fresh:
-                self.create_indexes(projection, schema)
+            self.create_indexes(fresh)
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
                 curs.execute(SQL_LOCK_MANY, (sorted(p.schema() for p in projections),))
                 while self._apply_batch(curs, fresh):
