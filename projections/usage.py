@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -48,8 +49,8 @@ CREATE_HOURLY_KEY = "CREATE INDEX IF NOT EXISTS hourly_key ON {s}.hourly (key_id
 CREATE_DAILY_KEY = "CREATE INDEX IF NOT EXISTS daily_key ON {s}.daily (key_id, at)"
 
 # A batch's buckets arrive as one array literal per column (built by joining strings: no
-# Python call per value), keyed by hour and day in µs since the epoch; each table's rows are
-# summed per bucket here, in SQL, so any two spellings of one key still make one row.
+# Python call per value), keyed by hour and day in µs since the epoch. Hour buckets are unique
+# already (their UUIDs are canonical text, see ``canonical``); day buckets are summed here.
 UPSERT = """
 WITH input AS MATERIALIZED (
     SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::uuid[], %s::text[],
@@ -60,8 +61,9 @@ WITH input AS MATERIALIZED (
 ), hourly AS (
     INSERT INTO {s}.hourly AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
         failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
-    SELECT tenant_id, to_timestamp(hour_us / 1000000), key_id, model, instance_id, SUMS
-    FROM input GROUP BY tenant_id, hour_us, key_id, model, instance_id
+    SELECT tenant_id, to_timestamp(hour_us / 1000000), key_id, model, instance_id, requests,
+        successes, failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost
+    FROM input
     ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET ADD
 )
 INSERT INTO {s}.daily AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
@@ -96,6 +98,36 @@ def array(values: list[str]) -> str:
     return "{" + ",".join(values) + "}"
 
 
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+CANONICAL_CACHE_SIZE = 100_000
+
+
+def canonical(raw: dict[tuple[Any, ...], Sums], known: set[str]) -> dict[tuple[Any, ...], Sums]:
+    """Buckets keyed by canonical UUID text, so that no two are one row in the database.
+
+    Records store ``str(UUID)``, so this is a look-up per bucket in ``known`` (the strings
+    checked so far); a key spelled otherwise (or an empty instance) is rewritten and merged.
+    """
+    odd = False
+    for key in raw:
+        for text in (key[2], key[4]):
+            if text is not None and text not in known:
+                if UUID_TEXT.match(text):
+                    if len(known) > CANONICAL_CACHE_SIZE:
+                        known.clear()
+                    known.add(text)
+                else:
+                    odd = True
+    if not odd:
+        return raw
+    merged: dict[tuple[Any, ...], Sums] = defaultdict(_zero)
+    for (tenant, hour, key, model, inst), sums in raw.items():
+        bucket = merged[(tenant, hour, str(UUID(key)), model, str(UUID(inst)) if inst else None)]
+        for i, v in enumerate(sums):
+            bucket[i] += v
+    return merged
+
+
 @functools.cache
 def quoted(text: str) -> str:
     """An array element quoted as PostgreSQL reads it back exactly."""
@@ -113,6 +145,7 @@ class UsageProjection(Projection):
     def __init__(self) -> None:
         # Per target schema: a rebuild can run beside the live worker in the same process.
         self._raw: dict[str, dict[tuple[Any, ...], Sums]] = {}
+        self._known: set[str] = set()  # UUID texts known to be canonical
 
     def begin(self, schema: str) -> None:
         self._raw[schema] = defaultdict(_zero)
@@ -144,6 +177,7 @@ class UsageProjection(Projection):
     ) -> None:
         if not raw:
             return
+        raw = canonical(raw, self._known)
         keys = list(raw)
         sums = list(raw.values())
         hours = [k[1] for k in keys]

@@ -419,3 +419,23 @@ def test_a_rebuild_that_fails_leaves_the_live_copy_as_it_was_and_names_the_read_
         with container.pool.connection() as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             conn.execute(f"DROP SCHEMA IF EXISTS {schema}__rebuild CASCADE")
+
+
+def test_usage_buckets_of_one_key_spelled_two_ways_are_merged_into_one_row():
+    from projections.usage import canonical
+
+    key = UUID("12345678-1234-5678-1234-567812345678")
+    tenant = str(UUID(int=7))
+    raw = {
+        (tenant, 0, str(key), "m", None): [1, 1, 0, 10, 5, 0, 7, Decimal("0.10")],
+        (tenant, 0, key.hex.upper(), "m", ""): [2, 1, 1, 20, 5, 0, 3, Decimal("0.025")],
+        (tenant, 0, str(key), "m", str(key)): [1, 1, 0, 1, 1, 0, 1, Decimal("0")],
+    }
+
+    merged = canonical(raw, set())
+
+    assert merged == {
+        (tenant, 0, str(key), "m", None): [3, 2, 1, 30, 10, 0, 10, Decimal("0.125")],
+        (tenant, 0, str(key), "m", str(key)): [1, 1, 0, 1, 1, 0, 1, Decimal("0")],
+    }
+    assert canonical(merged, set()) is merged  # canonical already: kept as it is
