@@ -11,7 +11,7 @@ without the GIL), the main thread folds batch N+1 in memory. Handlers that use t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -84,6 +84,8 @@ def bulk_catch_up(runner: ProjectionRunner, targets: Sequence[Target]) -> dict[s
             if pending is not None:
                 pending.result()
         except BaseException:
+            if pending is not None:  # let the writer finish with the connection first
+                wait([pending])
             conn.rollback()
             raise
         finally:
