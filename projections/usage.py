@@ -17,6 +17,7 @@ from domain.pricing import token_cost
 from domain.timewindow import floor_day
 from domain.usage import UsageBatch
 from projections.base import Projection, bucket_where, live_schema
+from projections.usage_cost import Sums, cost_of, exponent_of, merge, rate, zero
 
 SCHEMA = live_schema("usage")
 HOUR_US = 3_600_000_000
@@ -85,13 +86,6 @@ UPSERT = UPSERT.replace("SUMS", ", ".join(f"sum({m})" for m in _MEASURES)).repla
     "ADD", ", ".join(f"{m} = b.{m} + EXCLUDED.{m}" for m in _MEASURES)
 )
 
-# requests, successes, failures, prompt, completion, cached, latency, cost
-Sums = list[Any]
-
-
-def _zero() -> Sums:
-    return [0, 0, 0, 0, 0, 0, 0, Decimal(0)]
-
 
 def array(values: list[str]) -> str:
     """A PostgreSQL array literal of values that need no quoting (numbers, UUIDs)."""
@@ -120,11 +114,11 @@ def canonical(raw: dict[tuple[Any, ...], Sums], known: set[str]) -> dict[tuple[A
                     odd = True
     if not odd:
         return raw
-    merged: dict[tuple[Any, ...], Sums] = defaultdict(_zero)
+    merged: dict[tuple[Any, ...], Sums] = defaultdict(zero)
     for (tenant, hour, key, model, inst), sums in raw.items():
-        bucket = merged[(tenant, hour, str(UUID(key)), model, str(UUID(inst)) if inst else None)]
-        for i, v in enumerate(sums):
-            bucket[i] += v
+        merge(
+            merged[(tenant, hour, str(UUID(key)), model, str(UUID(inst)) if inst else None)], sums
+        )
     return merged
 
 
@@ -148,17 +142,18 @@ class UsageProjection(Projection):
         self._known: set[str] = set()  # UUID texts known to be canonical
 
     def begin(self, schema: str) -> None:
-        self._raw[schema] = defaultdict(_zero)
+        self._raw[schema] = defaultdict(zero)
 
     def recorded(self, curs: Cursor[Any], e: Any) -> None:
         # The stored columns are folded as they are (key and instance as text, time in µs),
         # and written as text: no UUID or datetime is made per record or per bucket. Each
-        # record's cost is rated exactly as ``iter_lines`` rates it.
+        # record's cost is rated exactly as ``iter_lines`` rates it, summed in integers
+        # (``add_cost``, inlined: this loop runs once per usage record ever stored).
         raw = self._raw[e.schema]
         tenant = str(e.event.tenant_id)
-        rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.event.rates]
+        rates = [rate(m, i, o) for m, i, o in e.event.rates]
         for _rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.event.records:
-            model, input_price, output_price = rates[idx]
+            model, ci, co, factor, floor, input_price, output_price = rates[idx]
             sums = raw[(tenant, at - at % HOUR_US, key, model, inst)]
             sums[0] += 1
             sums[1 if ok else 2] += 1
@@ -166,7 +161,13 @@ class UsageProjection(Projection):
             sums[4] += completion
             sums[5] += cached
             sums[6] += latency
-            sums[7] += token_cost(prompt, completion, input_price, output_price)
+            if floor is None:
+                sums[9] += token_cost(prompt, completion, input_price, output_price)
+                continue
+            n = prompt * ci + completion * co
+            sums[7] += n * factor
+            if sums[8] > floor:
+                sums[8] = min(sums[8], exponent_of(n, floor))
 
     def detach(self, schema: str) -> Callable[[Cursor[Any]], None]:
         raw = self._raw.pop(schema, None)
@@ -188,7 +189,8 @@ class UsageProjection(Projection):
             array([k[2] for k in keys]),
             array([quoted(k[3]) for k in keys]),
             array([k[4] or NO_INSTANCE_TEXT for k in keys]),
-            *(array([str(v[i]) for v in sums]) for i in range(8)),
+            *(array([str(v[i]) for v in sums]) for i in range(7)),
+            array([str(cost_of(v)) for v in sums]),
         ]
         curs.execute(UPSERT.format(s=schema), columns)
 
