@@ -11,8 +11,9 @@ the same values.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import orjson
@@ -46,6 +47,9 @@ STATUSES = frozenset(("success", "error"))
 # RFC 3339 times as routers write them; other forms pydantic accepts take the slow path.
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+T = TypeVar("T")
 
 
 class _NotFast(Exception):
@@ -125,25 +129,25 @@ def _fast(body: bytes) -> list[UsageInput]:
 
 
 def _uuid(value: object, seen: dict[str, UUID]) -> UUID:
-    if type(value) is not str:
-        raise _NotFast
-    found = seen.get(value)
-    if found is None:
-        if not CANONICAL_UUID.fullmatch(value):
-            raise _NotFast
-        found = seen[value] = UUID(value)
-    return found
+    return _parsed(value, seen, CANONICAL_UUID, UUID)
 
 
 def _time(value: object, seen: dict[str, datetime]) -> datetime:
+    return _parsed(value, seen, TIME, datetime.fromisoformat)
+
+
+def _parsed(
+    value: object, seen: dict[str, T], shape: re.Pattern[str], parse: Callable[[str], T]
+) -> T:
+    """``value`` parsed, if it is a string of this shape; each distinct string parsed once."""
     if type(value) is not str:
         raise _NotFast
     found = seen.get(value)
     if found is None:
-        if not TIME.fullmatch(value):
+        if not shape.fullmatch(value):
             raise _NotFast
         try:
-            found = seen[value] = datetime.fromisoformat(value)
+            found = seen[value] = parse(value)
         except ValueError:  # 2025-02-30 and the like: let pydantic word the error
             raise _NotFast from None
     return found
