@@ -141,3 +141,16 @@ class Prefetcher:
             self._next.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+
+SQL_SET_POSITION = "UPDATE {s}.tracking SET position = %s"
+
+
+def set_positions(curs: Cursor[Any], updates: Sequence[tuple[str, int]]) -> None:
+    """Record each schema's new position, all in one statement (inside the batch's transaction)."""
+    curs.execute(
+        "WITH "
+        + ", ".join(f"u{i} AS ({SQL_SET_POSITION.format(s=s)})" for i, (s, _) in enumerate(updates))
+        + " SELECT 1",
+        [position for _, position in updates],
+    )

@@ -18,7 +18,13 @@ import psycopg
 from psycopg import Cursor
 from psycopg.rows import dict_row
 
-from projections.batch import Batch, Prefetcher, ProjectionFailedError, read_batch
+from projections.batch import (
+    Batch,
+    Prefetcher,
+    ProjectionFailedError,
+    read_batch,
+    set_positions,
+)
 from projections.gcpause import gc_paused
 
 if TYPE_CHECKING:
@@ -26,7 +32,6 @@ if TYPE_CHECKING:
     from projections.worker import Target
 
 SQL_BULK_SESSION = "SET synchronous_commit = off"  # why: see ``ProjectionRunner.rebuild_many``
-SQL_SET_POSITION = "UPDATE {s}.tracking SET position = %s"
 
 Writes = list[tuple[str, str, Callable[[Cursor[Any]], None]]]  # (name, schema, write)
 
@@ -143,12 +148,5 @@ def _write(
                 write(curs)
             except Exception as e:
                 raise ProjectionFailedError(name, schema) from e
-        curs.execute(
-            "WITH "
-            + ", ".join(
-                f"u{i} AS ({SQL_SET_POSITION.format(s=s)})" for i, (s, _) in enumerate(updates)
-            )
-            + " SELECT 1",
-            [position for _, position in updates],
-        )
+        set_positions(curs, updates)
         conn.commit()

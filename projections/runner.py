@@ -10,7 +10,13 @@ import psycopg
 from psycopg import Cursor
 
 from projections.base import Projection
-from projections.batch import Batch, Prefetcher, ProjectionFailedError, read_batch
+from projections.batch import (
+    Batch,
+    Prefetcher,
+    ProjectionFailedError,
+    read_batch,
+    set_positions,
+)
 from projections.bulk import bulk_catch_up
 from projections.gcpause import gc_paused
 from projections.source import EventSource
@@ -24,7 +30,6 @@ SQL_CREATE_TRACKING = (
     " id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL)"
 )
 SQL_INIT_TRACKING = "INSERT INTO {s}.tracking (position) VALUES (0) ON CONFLICT DO NOTHING"
-SQL_SET_POSITION = "UPDATE {s}.tracking SET position = %s"
 # Several schemas in one statement, always in sorted order: two workers never deadlock.
 SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
 # The rebuild lock is in another key space than SQL_LOCK_MANY (two-argument form).
@@ -139,14 +144,7 @@ class ProjectionRunner(Worker):
             except Exception as e:
                 raise ProjectionFailedError(projection.name, schema) from e
         updates = [(s, max(positions[s], reached)) for _, s in behind]
-        curs.execute(
-            "WITH "
-            + ", ".join(
-                f"u{i} AS ({SQL_SET_POSITION.format(s=s)})" for i, (s, _) in enumerate(updates)
-            )
-            + " SELECT 1",
-            [position for _, position in updates],
-        )
+        set_positions(curs, updates)
         return {s: (applied[s], position) for s, position in updates}
 
     def _apply_to(
