@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from interfaces.bootstrap import Container
-from interfaces.database import create_database_if_missing, with_dbname
+from interfaces.database import create_database_if_missing, drop_database, with_dbname
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings
 from tests.helpers import error_of
 
@@ -30,10 +30,11 @@ DEPLOY = {"model_id": "llama-3.1-8b", "region": "EU", "provider": "simulated"}
 
 
 @pytest.fixture(scope="module")
-def conninfo(database_conninfo: str) -> str:
+def conninfo(database_conninfo: str) -> Iterator[str]:
     dbname = f"hostplane_lifecycle_{uuid.uuid4().hex[:8]}"
     create_database_if_missing(database_conninfo, dbname)
-    return with_dbname(database_conninfo, dbname)
+    yield with_dbname(database_conninfo, dbname)
+    drop_database(database_conninfo, dbname)  # on a shared server nothing is left behind
 
 
 @dataclass
