@@ -41,6 +41,10 @@ class RequestIdRegistry(Protocol):
         """Which of these request ids (per tenant) are already recorded."""
         ...
 
+
+class StoredVersions(Protocol):
+    """The event store's latest version of aggregates, to tell whether a kept copy is current."""
+
     def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         """The latest stored version of each of these aggregates that exists."""
         ...

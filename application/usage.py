@@ -11,7 +11,7 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.errors import ConcurrentModificationError
-from application.ports import RequestIdRegistry, SpendReader
+from application.ports import RequestIdRegistry, SpendReader, StoredVersions
 from application.pricing import PricingCommands
 from domain.apikey import ApiKey
 from domain.base import Actor, InvalidValueError
@@ -42,6 +42,7 @@ class IngestResult:
 
 class UsageCommands(PricingCommands):
     request_ids: RequestIdRegistry
+    versions: StoredVersions
     spend: SpendReader | None = None
     # Ownership is immutable (a key or instance never changes tenant): safe to keep in memory.
     _owner_cache: dict[UUID, UUID]
@@ -158,7 +159,7 @@ class UsageCommands(PricingCommands):
         model changed since it was last loaded (a new price) is loaded again.
         """
         ids = {slug: Model.create_id(slug) for slug in slugs}
-        versions = self.request_ids.stored_versions(list(ids.values()))
+        versions = self.versions.stored_versions(list(ids.values()))
         found: dict[str, Model | None] = {}
         for slug, model_id in ids.items():
             model = self._models.get(model_id)

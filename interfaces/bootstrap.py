@@ -76,6 +76,7 @@ class Container:
             admin_token=settings.admin_token,
         )
         app.request_ids = app.recorder  # type: ignore[assignment]
+        app.versions = app.recorder  # type: ignore[assignment]
         pool: ConnectionPool[Any] = ConnectionPool(
             database.conninfo,
             min_size=1,
@@ -105,7 +106,7 @@ class Container:
                 pool,
                 settings.rate_limit_per_minute,
                 source.table,
-                stores.current_head_sql(source.table, [live_schema(n) for n in runner.projections]),
+                source.current_head_sql([live_schema(n) for n in runner.projections]),
             ),
             idempotency=stores.IdempotencyStore(pool, secret_box),
         )

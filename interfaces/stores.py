@@ -31,28 +31,12 @@ INSERT INTO hostplane_rate_limit (subject, window_start, count) VALUES (%s, %s, 
 ON CONFLICT (subject, window_start) DO UPDATE SET count = hostplane_rate_limit.count + 1
 RETURNING count"""
 # The same, and in the same round trip the latest stored version of one aggregate (a key)
-# and the log's head if every read model has reached it (see ``current_head_sql``).
+# and the log's head if every read model has reached it (``EventSource.current_head_sql``).
 HIT_AND_VERSION = """
 WITH hit AS ({hit})
 SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator_id = %s)
     AS version, ({current_head}) AS current_head
 FROM hit"""
-
-
-def current_head_sql(events_table: str, schemas: list[str]) -> str:
-    """The log's head if every read model (their ``tracking`` positions) has reached it, else NULL.
-
-    A request that learns this when it authenticates may read any read model without
-    asking again whether it is behind the writes that came before the request.
-    """
-    if not schemas:
-        return "NULL"
-    union = " UNION ALL ".join(f"SELECT position FROM {s}.tracking" for s in schemas)
-    return (
-        "SELECT CASE WHEN min(t.position) >= h.m THEN h.m END"
-        f" FROM ({union}) t,"
-        f" (SELECT coalesce(max(notification_id), 0) AS m FROM {events_table}) h GROUP BY h.m"
-    )
 
 
 PRUNE_RATE = "DELETE FROM hostplane_rate_limit WHERE window_start < %s"
@@ -83,7 +67,7 @@ class RateLimiter:
     pool: ConnectionPool[Any]
     per_minute: int
     events_table: str = ""  # schema-qualified and quoted; needed by ``hit_and_version``
-    current_head: str = "NULL"  # ``current_head_sql`` of the read models
+    current_head: str = "NULL"  # ``EventSource.current_head_sql`` of the read models
 
     def hit(self, subject: str, now: datetime | None = None) -> int | None:
         """Count one request; returns seconds to wait if over the limit, else ``None``."""

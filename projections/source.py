@@ -27,6 +27,13 @@ class EventSource:
         )
         return f"SELECT t.schema, t.position, ({self.max_id_sql()}) AS head FROM ({union}) t"
 
+    def current_head_sql(self, schemas: Sequence[str]) -> str:
+        """The log's head if every one of these schemas has reached it, else NULL (one row)."""
+        return (
+            "SELECT CASE WHEN min(p.position) >= max(p.head) THEN max(p.head) END"
+            f" FROM ({self.positions_sql(schemas)}) p"
+        )
+
     def select_sql(self) -> str:
         return (
             "SELECT notification_id, originator_id, originator_version, topic, state"
