@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from psycopg import Cursor
+import anyio.to_thread
+from psycopg import AsyncCursor, Cursor
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.hostplane import Hostplane
 from interfaces import stores
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # The log's head, set by a request's authentication when every read model had reached it then.
 request_head: ContextVar[int | None] = ContextVar("request_head", default=None)
+
+# Read models hold timestamptz: read them back in UTC whatever the server's zone.
+CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"}
 
 
 @dataclass
@@ -83,8 +87,7 @@ class Container:
             # Twice the event store's: each request takes one for auth, then one for its read, and
             # up to 40 requests run at once in AnyIO's threads.
             max_size=settings.pool_size * 2,
-            # Read models hold timestamptz: read them back in UTC whatever the server's zone.
-            kwargs={"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"},
+            kwargs=CONNECTION_KWARGS,
             open=True,
         )
         recorder: Any = app.recorder
@@ -161,10 +164,48 @@ class Container:
                     yield curs
                     return
                 target = behind
-        if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
-            log.warning("read models %s lag behind position %s", names, target)
+        self._wait_for(names, target)
         with self.pool.connection() as conn, conn.cursor() as curs:
             yield curs
+
+    def async_pool(self) -> AsyncConnectionPool[Any]:
+        """A connection pool for one server's event loop; open it on that loop."""
+        return AsyncConnectionPool(
+            self.database.conninfo,
+            min_size=1,
+            max_size=self.settings.pool_size,
+            kwargs=CONNECTION_KWARGS,
+            open=False,
+        )
+
+    @asynccontextmanager
+    async def reading_async(
+        self, apool: AsyncConnectionPool[Any], *names: str
+    ) -> AsyncIterator[AsyncCursor[Any]]:
+        """``reading`` for the event loop: the query runs on ``apool`` without a thread.
+
+        In the usual case (the request's authentication saw every read model at the head, and
+        this process wrote nothing since) nothing is waited for; otherwise a worker thread
+        waits, as ``reading`` does, before the query.
+        """
+        current = request_head.get()
+        if current is None or self.app.last_written > current:
+            await anyio.to_thread.run_sync(self._catch_up_reads, names, current)
+        async with apool.connection() as conn, conn.cursor() as curs:
+            yield curs
+
+    def _catch_up_reads(self, names: Sequence[str], current: int | None) -> None:
+        if current is not None:
+            target: int | None = self.app.last_written
+        else:
+            with self.pool.connection() as conn, conn.cursor() as curs:
+                target = self.runner.head_if_behind(curs, names)
+        if target is not None:
+            self._wait_for(names, target)
+
+    def _wait_for(self, names: Sequence[str], target: int) -> None:
+        if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
+            log.warning("read models %s lag behind position %s", names, target)
 
     def watch_budgets(self, tenant_ids: set[UUID]) -> None:
         """Note the tenants whose usage changed; the scheduler evaluates their budgets soon."""

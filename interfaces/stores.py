@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.ports import SecretBox
 
@@ -85,12 +85,26 @@ class RateLimiter:
         """
         now = now or datetime.now(UTC)
         window = now.replace(second=0, microsecond=0)
-        statement = HIT_AND_VERSION.format(
+        with self.pool.connection() as conn:
+            row = conn.execute(self._hit_and_version, (subject, window, aggregate_id)).fetchone()
+        return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
+
+    async def hit_and_version_async(
+        self, apool: AsyncConnectionPool[Any], subject: str, aggregate_id: UUID | None
+    ) -> tuple[int | None, int | None, int | None]:
+        """``hit_and_version`` on the event loop, through ``apool``."""
+        now = datetime.now(UTC)
+        window = now.replace(second=0, microsecond=0)
+        async with apool.connection() as conn:
+            cursor = await conn.execute(self._hit_and_version, (subject, window, aggregate_id))
+            row = await cursor.fetchone()
+        return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
+
+    @property
+    def _hit_and_version(self) -> str:
+        return HIT_AND_VERSION.format(
             hit=HIT, events=self.events_table, current_head=self.current_head
         )
-        with self.pool.connection() as conn:
-            row = conn.execute(statement, (subject, window, aggregate_id)).fetchone()
-        return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
 
     def _retry_after(self, count: int, window: datetime, now: datetime) -> int | None:
         if count <= self.per_minute:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from psycopg import Cursor
+from psycopg import AsyncCursor, Cursor
 from psycopg.types.json import Jsonb
 
 from domain.apikey import ApiKey
@@ -91,11 +91,23 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return dict(row)
 
 
+GET_KEY = f"SELECT {COLUMNS} FROM {SCHEMA}.keys WHERE id = %s AND NOT deleted"
+
+
 def get_key(curs: Cursor[Any], key_id: UUID, scope: UUID | None) -> dict[str, Any] | None:
     """A live (not deleted) key, limited to tenant ``scope`` when given."""
-    row = curs.execute(
-        f"SELECT {COLUMNS} FROM {SCHEMA}.keys WHERE id = %s AND NOT deleted", (key_id,)
-    ).fetchone()
+    return _in_scope(curs.execute(GET_KEY, (key_id,)).fetchone(), scope)
+
+
+async def get_key_async(
+    curs: AsyncCursor[Any], key_id: UUID, scope: UUID | None
+) -> dict[str, Any] | None:
+    """``get_key`` on the event loop."""
+    await curs.execute(GET_KEY, (key_id,))
+    return _in_scope(await curs.fetchone(), scope)
+
+
+def _in_scope(row: dict[str, Any] | None, scope: UUID | None) -> dict[str, Any] | None:
     if row is None or (scope is not None and row["tenant_id"] != scope):
         return None
     return _public(row)

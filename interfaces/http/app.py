@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -52,7 +54,15 @@ class JsonBodyByDefault:
 
 
 def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Authentication and the hottest reads query from the event loop, without a thread.
+        async with container.async_pool() as pool:
+            app.state.async_pool = pool
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="hostplane",
         version="0.1.0",
         summary="Event-sourced control plane for multi-tenant AI-inference hosting.",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import Depends, HTTPException, Request
+from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from application.auth import Principal
@@ -23,33 +25,67 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+async def get_async_pool(request: Request) -> AsyncConnectionPool[Any]:
+    return request.app.state.async_pool
+
+
+AsyncPoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_async_pool)]
+
+
 async def authenticate(request: Request, container: ContainerDep) -> Principal:
-    principal, head = await run_in_threadpool(_authenticate, request, container)
+    token = bearer_token(request)
+    app = container.app
+    if app.knows_without_loading(token):
+        # The usual case runs on the event loop: one query, and a key already in memory at the
+        # version that query read. A thread is used only when the key must be loaded.
+        key_id = app.key_id_of(token)
+        retry_after, version, head = await container.rate_limiter.hit_and_version_async(
+            request.app.state.async_pool, subject(key_id), key_id
+        )
+        ip = client_ip(request)
+        principal = app.authenticate_cached(token, ip, version)
+        if principal is None:
+            principal = await run_in_threadpool(app.authenticate, token, ip, None, version)
+        check_rate(container, retry_after)
+    else:
+        principal, head = await run_in_threadpool(_authenticate, request, container)
     # Set in the request's own context, so that the route (run in a copy of it) sees it.
     request_head.set(head)
     return principal
 
 
-def _authenticate(request: Request, container: Container) -> tuple[Principal, int | None]:
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
-    limiter = container.rate_limiter
+    return token
+
+
+def subject(key_id: UUID | None) -> str:
+    """Whom a request is counted against for rate limiting."""
+    return "admin" if key_id is None else f"key:{key_id}"
+
+
+def check_rate(container: Container, retry_after: int | None) -> None:
+    if retry_after is not None:
+        raise HTTPException(
+            status_code=429,
+            detail=f"rate limit of {container.rate_limiter.per_minute} requests per minute exceeded",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _authenticate(request: Request, container: Container) -> tuple[Principal, int | None]:
+    token = bearer_token(request)
     key_id = container.app.key_id_of(token)
     # One round trip counts the request, reads the key's stored version (a key unchanged since
     # it last authenticated needn't be loaded, a changed one always is) and tells whether the
     # read models had reached the log's head.
-    subject = "admin" if key_id is None else f"key:{key_id}"
-    retry_after, version, head = limiter.hit_and_version(subject, key_id)
+    retry_after, version, head = container.rate_limiter.hit_and_version(subject(key_id), key_id)
     principal = container.app.authenticate(token, client_ip(request), stored_version=version)
-    if retry_after is not None:
-        raise HTTPException(
-            status_code=429,
-            detail=f"rate limit of {limiter.per_minute} requests per minute exceeded",
-            headers={"Retry-After": str(retry_after)},
-        )
+    check_rate(container, retry_after)
     return principal, head
 
 

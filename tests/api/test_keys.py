@@ -282,6 +282,18 @@ def test_a_disabled_key_gets_401(admin, tenant):
     error_of(admin.as_token(secret).get("/keys"), 401)
 
 
+def test_a_key_in_use_gets_401_as_soon_as_it_is_disabled(admin, tenant):
+    # The server keeps keys it has authenticated in memory; disabling must still win at once.
+    key, secret = admin.new_key(tenant.id, "management")
+    user = admin.as_token(secret)
+    assert user.get(f"/keys/{key['id']}").status_code == 200
+    assert user.get(f"/keys/{key['id']}").status_code == 200
+    admin.put(f"/keys/{key['id']}/disabled", json={"disabled": True})
+    error_of(user.get(f"/keys/{key['id']}"), 401)
+    admin.put(f"/keys/{key['id']}/disabled", json={"disabled": False})
+    assert user.get(f"/keys/{key['id']}").status_code == 200
+
+
 def test_a_re_enabled_key_works_again(admin, tenant):
     key, secret = admin.new_key(tenant.id, "management")
     admin.put(f"/keys/{key['id']}/disabled", json={"disabled": True})
