@@ -146,7 +146,7 @@ def rss_figure(server: Server) -> Figure:
         "MB",
         target=400,
         higher_is_better=False,
-        notes="VmHWM of the serve process; the embedded PostgreSQL's processes are not counted",
+        notes="VmHWM of the serve processes, summed; the embedded PostgreSQL's processes are not counted",
     )
 
 
@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         help="use a fresh database on this PostgreSQL server instead of the embedded one",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="API processes of `hostplane serve --workers` (default 2, one per core here)",
+    )
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else set(GROUPS)
     if unknown := only - set(GROUPS):
@@ -169,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    server = Server(args.database_url)
-    say(f"starting hostplane serve on port {server.port}, data in {server.data_dir}")
+    server = Server(args.database_url, workers=args.workers)
+    say(
+        f"starting hostplane serve --workers {args.workers} on port {server.port},"
+        f" data in {server.data_dir}"
+    )
     try:
         server.start()
         with server.connect() as conn:
@@ -200,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "postgres": postgres,
         "load_average": {"start": load_before, "end": load_after},
         "database": "external" if args.database_url else "embedded",
+        "workers": args.workers,
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
     }
     write_json(args.json, figures, meta)

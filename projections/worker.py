@@ -19,6 +19,8 @@ from projections.source import EventSource
 log = logging.getLogger("projections.runner")
 
 POLL_SECONDS = 0.02  # how often a read-your-writes wait asks the database
+# NOTIFYed when a worker commits a batch, for processes that wait on read models they don't run.
+POSITIONS_CHANNEL = "hostplane_positions"
 
 SQL_POSITION = "SELECT position FROM {s}.tracking"
 
@@ -129,6 +131,33 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
+
+    def follow(self) -> None:
+        """Wake read-your-writes waits when a worker in another process commits (API processes
+        of ``hostplane serve --workers``, which run no worker of their own)."""
+        self._stop.clear()
+        thread = threading.Thread(target=self._follow, name="projections-follow", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _follow(self) -> None:
+        names = list(self.projections)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
+                    conn.execute(f'LISTEN "{POSITIONS_CHANNEL}"')
+                    while not self._stop.is_set():
+                        if not any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
+                            continue
+                        for name, position in self.positions(names).items():
+                            schema = live_schema(name)
+                            if position > self._committed.get(schema, -1):
+                                self._committed[schema] = position
+                        with self._advanced:
+                            self._advanced.notify_all()
+            except Exception as e:  # the database went away: retry, waits still poll
+                log.warning("projection follower reconnecting: %s", type(e).__name__)
+                self._stop.wait(1.0)
 
     def _listen(self) -> None:
         """Wake the worker whenever the event store NOTIFYs a write (from any process)."""

@@ -104,7 +104,12 @@ class SimulatedProvider:
             self.server = None
 
     def endpoint_url(self, instance_id: UUID) -> str:
-        port = self.server.port if self.server else 0
+        if self.server is not None:
+            port = self.server.port
+        else:  # another process of ``hostplane serve --workers`` serves the endpoints
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT port FROM hostplane_simulated_endpoint").fetchone()
+            port = row["port"] if row else 0
         return f"http://127.0.0.1:{port}/instances/{instance_id}/v1"
 
     # -- the Provider port ----------------------------------------------------------------

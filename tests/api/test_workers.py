@@ -1,0 +1,160 @@
+"""``hostplane serve --workers 2``: two API processes on one port, one database.
+
+The kernel spreads connections over the processes, so each request below opens a connection
+of its own; over many requests both processes answer (which one is not visible to a client).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from tests.conftest import ADMIN_TOKEN, MASTER_KEY, free_port
+
+HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc = proc
+        self.url = f"http://127.0.0.1:{port}/api/v1"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request on a connection of its own (so it may reach either process)."""
+        return httpx.request(method, self.url + path, headers=HEADERS, timeout=30, **kwargs)
+
+    def api_processes(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [
+            int(pid)
+            for pid in children.split()
+            if b"--api-process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (one per API process, with SO_REUSEPORT)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for r in rows if r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A")
+
+
+@pytest.fixture(scope="module")
+def served(database_conninfo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    dbname = f"hostplane_workers_{uuid.uuid4().hex[:8]}"
+    create_database_if_missing(database_conninfo, dbname)
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOSTPLANE_DATABASE_URL": with_dbname(database_conninfo, dbname),
+        "HOSTPLANE_DATA_DIR": str(tmp_path_factory.mktemp("workers")),
+        "HOSTPLANE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "HOSTPLANE_MASTER_KEY": MASTER_KEY,
+        "HOSTPLANE_RATE_LIMIT_PER_MINUTE": "100000",
+    }
+    command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
+    proc = subprocess.Popen([*command, "--port", str(port)], env=env)
+    server = Served(proc, port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "hostplane serve --workers 2 exited"
+            try:
+                if listening_sockets(port) == 2 and all(
+                    server.request("GET", "/health").status_code == 200 for _ in range(10)
+                ):
+                    break
+            except (httpx.HTTPError, OSError):
+                pass
+            assert time.monotonic() < deadline, "hostplane serve --workers 2 did not start"
+            time.sleep(0.2)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        drop_database(database_conninfo, dbname)
+
+
+@pytest.fixture(scope="module")
+def tenant_id(served: Served) -> str:
+    r = served.request("POST", "/tenants", json={"name": f"workers-{uuid.uuid4().hex[:8]}"})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_a_key_created_through_either_process_is_read_back_through_either(served, tenant_id):
+    for n in range(30):
+        r = served.request("POST", f"/tenants/{tenant_id}/keys", json={"name": f"k{n}"})
+        assert r.status_code == 201, r.text
+        key_id = r.json()["key"]["id"]
+        # A new connection, perhaps to the other process: never a 404 for a key just made.
+        r = served.request("GET", f"/keys/{key_id}")
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == f"k{n}"
+
+
+def test_names_stay_unique_across_processes(served, tenant_id):
+    codes = [
+        served.request("POST", f"/tenants/{tenant_id}/keys", json={"name": "once"}).status_code
+        for _ in range(6)
+    ]
+    assert sorted(codes) == [201, 409, 409, 409, 409, 409]
+
+
+def test_usage_recorded_by_either_process_crosses_its_budget(served):
+    # Each process evaluates the budgets of the tenants whose usage it recorded; eight tenants
+    # on eight connections reach both processes (all on one: 1 chance in 128).
+    budgets = []
+    for n in range(8):
+        r = served.request("POST", "/tenants", json={"name": f"budgets-{uuid.uuid4().hex[:8]}"})
+        tenant_id = r.json()["id"]
+        r = served.request("POST", f"/tenants/{tenant_id}/keys", json={"name": f"b{n}"})
+        key_id = r.json()["key"]["id"]
+        body = {"key_id": key_id, "limit_eur": "0.023", "period": "daily", "thresholds": ["0.5"]}
+        r = served.request("POST", "/budgets", json={**body, "tenant_id": tenant_id})
+        assert r.status_code == 201, r.text
+        budgets.append(r.json()["id"])
+        record = {
+            "request_id": uuid.uuid4().hex,
+            "key_id": key_id,
+            "model": "gpt-4o",  # 2.30 EUR per million prompt tokens: 5,000 are half the limit
+            "prompt_tokens": 5000,
+            "completion_tokens": 0,
+            "status": "success",
+            "latency_ms": 10,
+            "occurred_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
+        }
+        r = served.request("POST", "/usage/events", json={"records": [record]})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    pending = set(budgets)
+    while pending:
+        for budget_id in list(pending):
+            r = served.request("GET", "/audit", params={"target_id": budget_id})
+            if "budget.threshold_crossed" in [e["action"] for e in r.json()["data"]]:
+                pending.discard(budget_id)
+        assert time.monotonic() < deadline, f"no threshold alert for {sorted(pending)}"
+        time.sleep(0.5)
+
+
+def test_sigint_stops_every_process(served):
+    others = served.api_processes()
+    assert len(others) == 1
+    served.proc.send_signal(signal.SIGINT)
+    assert served.proc.wait(timeout=60) == 0
+    for pid in others:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
