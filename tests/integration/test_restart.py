@@ -137,6 +137,22 @@ def test_closing_the_container_stops_the_embedded_database(embedded_settings):
     assert not (embedded_settings.data_dir / "pg" / "postmaster.pid").exists()
 
 
+def test_the_embedded_database_takes_the_connections_of_several_serve_processes(
+    embedded_settings,
+):
+    # Each process of `serve --workers` keeps ~4 x pool_size + 2 connections; PostgreSQL's
+    # default of 100 ran out with two processes and a CLI command beside them.
+    for _ in range(2):  # set on the first start, kept (and not repeated) on the next
+        database = start_embedded(embedded_settings.data_dir)
+        try:
+            with psycopg.connect(database.conninfo) as conn:
+                assert int(conn.execute("SHOW max_connections").fetchone()[0]) >= 300
+        finally:
+            database.close()
+    conf = (embedded_settings.data_dir / "pg" / "postgresql.conf").read_text()
+    assert conf.count("max_connections = 300") == 1
+
+
 def test_the_embedded_database_is_created_in_the_data_dir(embedded_settings):
     container = open_embedded(embedded_settings)
     try:
