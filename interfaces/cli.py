@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         container.start_background()
-        listener = listen(args.host, args.port, reuse_port=args.workers > 1)
+        listener = listen(args.host, args.port, reuse_port=args.workers > 1, first=True)
         # Each other API process listens on the same port (the kernel spreads connections
         # over them) and reaches the database this process opened.
         env = {**os.environ, "HOSTPLANE_DATABASE_URL": container.database.conninfo}
@@ -60,16 +62,30 @@ def serve_api_process(host: str, port: int) -> int:
     from interfaces.bootstrap import Container
     from interfaces.http.app import create_app
 
+    parent = os.getppid()
     container = Container.open(Settings.from_env())
     try:
         container.start_api_process()
+        threading.Thread(target=stop_when_orphaned, args=(parent,), daemon=True).start()
         serve_on(create_app(container), listen(host, port, reuse_port=True))
     finally:
         container.close()
     return 0
 
 
-def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+def stop_when_orphaned(parent: int) -> None:
+    """Stop this API process if the first one died without stopping it (killed, say)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def listen(host: str, port: int, reuse_port: bool, first: bool = False) -> socket.socket:
+    if first and reuse_port:
+        # SO_REUSEPORT would also let this server join another one's port (of the same user)
+        # and share its connections: the port must be free before the processes take it.
+        with socket.create_server((host, port)) as probe:
+            port = probe.getsockname()[1]
     return socket.create_server((host, port), backlog=2048, reuse_port=reuse_port)
 
 

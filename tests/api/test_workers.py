@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, env: dict[str, str]) -> None:
         self.proc = proc
+        self.env = env
         self.url = f"http://127.0.0.1:{port}/api/v1"
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -65,7 +67,7 @@ def served(database_conninfo: str, tmp_path_factory: pytest.TempPathFactory) -> 
     }
     command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
     proc = subprocess.Popen([*command, "--port", str(port)], env=env)
-    server = Served(proc, port)
+    server = Served(proc, port, env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -149,6 +151,19 @@ def test_usage_recorded_by_either_process_crosses_its_budget(served):
         time.sleep(0.5)
 
 
+def test_a_port_another_server_holds_is_refused_even_if_it_could_be_shared(served, tmp_path):
+    # Another `serve --workers` listens with SO_REUSEPORT; joining it would split its traffic.
+    with socket.create_server(("127.0.0.1", 0), reuse_port=True) as other:
+        port = other.getsockname()[1]
+        env = {**served.env, "HOSTPLANE_DATA_DIR": str(tmp_path)}
+        command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
+        done = subprocess.run(
+            [*command, "--port", str(port)], env=env, capture_output=True, timeout=120
+        )
+    assert done.returncode != 0
+    assert b"Address already in use" in done.stderr
+
+
 def test_sigint_stops_every_process(served):
     others = served.api_processes()
     assert len(others) == 1
@@ -158,3 +173,28 @@ def test_sigint_stops_every_process(served):
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         )
+
+
+def test_an_api_process_stops_when_the_first_process_is_killed(served, tmp_path):
+    env = {
+        **served.env,
+        "HOSTPLANE_DATA_DIR": str(tmp_path),
+    }
+    port = free_port()
+    command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
+    proc = subprocess.Popen([*command, "--port", str(port)], env=env)
+    server = Served(proc, port, env)
+    deadline = time.monotonic() + 60
+    while listening_sockets(port) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "did not start"
+        time.sleep(0.2)
+    (other,) = server.api_processes()
+    proc.kill()  # no chance to stop the other process itself
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while (
+        Path(f"/proc/{other}").exists()
+        and "zombie" not in Path(f"/proc/{other}/status").read_text()
+    ):
+        assert time.monotonic() < deadline, "the API process outlived the first one"
+        time.sleep(0.2)
