@@ -88,7 +88,7 @@ class Container:
             # loop's own pool). Connections per process: this pool, the event store's (twice
             # this size at most), the event loop's and two listeners: about 4 x pool_size + 2,
             # which must fit in the server's max_connections for every process of
-            # ``serve --workers`` together (the embedded server allows 100).
+            # ``serve --workers`` together (the embedded server allows 300).
             max_size=settings.pool_size,
             kwargs=CONNECTION_KWARGS,
             open=True,
