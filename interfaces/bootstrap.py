@@ -159,14 +159,11 @@ class Container:
         """
         current = request_head.get()
         if current is not None:
-            # The request learnt when it authenticated that every read model had reached the
-            # head then: only writes made in this process since (its own, say) can be missing,
-            # and the highest of those is known here without asking the database.
-            target = self.app.last_written
-            if target <= current:
+            if self._current_since_authentication(current):
                 with self.pool.connection() as conn, conn.cursor() as curs:
                     yield curs
                     return
+            target = self.app.last_written
         else:
             with self.pool.connection() as conn, conn.cursor() as curs:
                 # Usually the read models are at the head already: one query says so, and the
@@ -201,10 +198,19 @@ class Container:
         waits, as ``reading`` does, before the query.
         """
         current = request_head.get()
-        if current is None or self.app.last_written > current:
+        if not self._current_since_authentication(current):
             await anyio.to_thread.run_sync(self._catch_up_reads, names, current)
         async with apool.connection() as conn, conn.cursor() as curs:
             yield curs
+
+    def _current_since_authentication(self, head: int | None) -> bool:
+        """Whether the read models hold every write, given the head the request's
+        authentication saw them at (``None``: they were behind it then).
+
+        Only writes made in this process since (its own, say) can be missing, and the highest
+        of those is known here without asking the database.
+        """
+        return head is not None and self.app.last_written <= head
 
     def _catch_up_reads(self, names: Sequence[str], current: int | None) -> None:
         if current is not None:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -64,35 +65,18 @@ def create_tables(pool: ConnectionPool[Any]) -> None:
 class RateLimiter:
     """A fixed one-minute window per subject, counted in PostgreSQL so every process shares it."""
 
-    pool: ConnectionPool[Any]
+    pool: ConnectionPool[Any]  # for ``prune``
     per_minute: int
-    events_table: str = ""  # schema-qualified and quoted; needed by ``hit_and_version``
-    current_head: str = "NULL"  # ``EventSource.current_head_sql`` of the read models
+    events_table: str  # schema-qualified and quoted
+    current_head: str  # ``EventSource.current_head_sql`` of the read models
 
-    def hit(self, subject: str, now: datetime | None = None) -> int | None:
-        """Count one request; returns seconds to wait if over the limit, else ``None``."""
-        now = now or datetime.now(UTC)
-        window = now.replace(second=0, microsecond=0)
-        with self.pool.connection() as conn:
-            count = conn.execute(HIT, (subject, window)).fetchone()["count"]
-        return self._retry_after(count, window, now)
-
-    def hit_and_version(
-        self, subject: str, aggregate_id: UUID | None, now: datetime | None = None
-    ) -> tuple[int | None, int | None, int | None]:
-        """``hit``; the aggregate's latest stored version (``None``: no such aggregate); and
-        the log's head if every read model has reached it (else ``None``), in one round trip.
-        """
-        now = now or datetime.now(UTC)
-        window = now.replace(second=0, microsecond=0)
-        with self.pool.connection() as conn:
-            row = conn.execute(self._hit_and_version, (subject, window, aggregate_id)).fetchone()
-        return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
-
-    async def hit_and_version_async(
+    async def hit_and_version(
         self, apool: AsyncConnectionPool[Any], subject: str, aggregate_id: UUID | None
     ) -> tuple[int | None, int | None, int | None]:
-        """``hit_and_version`` on the event loop, through ``apool``."""
+        """Count one request (seconds to wait if over the limit, else ``None``); the aggregate's
+        latest stored version (``None``: no such aggregate); and the log's head if every read
+        model has reached it (else ``None``): one round trip, on the event loop's ``apool``.
+        """
         now = datetime.now(UTC)
         window = now.replace(second=0, microsecond=0)
         async with apool.connection() as conn:
@@ -100,7 +84,7 @@ class RateLimiter:
             row = await cursor.fetchone()
         return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
 
-    @property
+    @cached_property
     def _hit_and_version(self) -> str:
         return HIT_AND_VERSION.format(
             hit=HIT, events=self.events_table, current_head=self.current_head

@@ -35,20 +35,20 @@ AsyncPoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_async_pool)]
 async def authenticate(request: Request, container: ContainerDep) -> Principal:
     token = bearer_token(request)
     app = container.app
-    if app.knows_without_loading(token):
-        # The usual case runs on the event loop: one query, and a key already in memory at the
-        # version that query read. A thread is used only when the key must be loaded.
-        key_id = app.key_id_of(token)
-        retry_after, version, head = await container.rate_limiter.hit_and_version_async(
-            request.app.state.async_pool, subject(key_id), key_id
-        )
-        ip = client_ip(request)
-        principal = app.authenticate_cached(token, ip, version)
-        if principal is None:
-            principal = await run_in_threadpool(app.authenticate, token, ip, None, version)
-        check_rate(container, retry_after)
-    else:
-        principal, head = await run_in_threadpool(_authenticate, request, container)
+    # Usually all of this runs on the event loop: one query counts the request, reads the key's
+    # stored version (a key in memory at that version needn't be loaded again) and tells whether
+    # the read models had reached the log's head. A thread is used only for the event store:
+    # to load a key, or an admin token kept there (no HOSTPLANE_ADMIN_TOKEN).
+    cheap = app.knows_without_loading(token)
+    key_id = app.key_id_of(token) if cheap else await run_in_threadpool(app.key_id_of, token)
+    retry_after, version, head = await container.rate_limiter.hit_and_version(
+        request.app.state.async_pool, subject(key_id), key_id
+    )
+    ip = client_ip(request)
+    principal = app.authenticate_cached(token, ip, version) if cheap else None
+    if principal is None:
+        principal = await run_in_threadpool(app.authenticate, token, ip, None, version)
+    check_rate(container, retry_after)
     # Set in the request's own context, so that the route (run in a copy of it) sees it.
     request_head.set(head)
     return principal
@@ -75,18 +75,6 @@ def check_rate(container: Container, retry_after: int | None) -> None:
             detail=f"rate limit of {container.rate_limiter.per_minute} requests per minute exceeded",
             headers={"Retry-After": str(retry_after)},
         )
-
-
-def _authenticate(request: Request, container: Container) -> tuple[Principal, int | None]:
-    token = bearer_token(request)
-    key_id = container.app.key_id_of(token)
-    # One round trip counts the request, reads the key's stored version (a key unchanged since
-    # it last authenticated needn't be loaded, a changed one always is) and tells whether the
-    # read models had reached the log's head.
-    retry_after, version, head = container.rate_limiter.hit_and_version(subject(key_id), key_id)
-    principal = container.app.authenticate(token, client_ip(request), stored_version=version)
-    check_rate(container, retry_after)
-    return principal, head
 
 
 async def management_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

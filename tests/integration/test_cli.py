@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from application.errors import AuthenticationError
 from interfaces.bootstrap import Container
 from interfaces.database import create_database_if_missing, drop_database, with_dbname
 from projections.registry import all_projections
-from tests.conftest import ADMIN_TOKEN, MASTER_KEY, make_settings
+from tests.conftest import ADMIN_TOKEN, MASTER_KEY, LiveServer, make_settings
 
 # Every read model hostplane keeps; the listings are among them.
 PROJECTIONS = [p.name for p in all_projections()]
@@ -189,6 +190,21 @@ def test_the_token_printed_on_first_start_stops_working_after_a_rotate(
     with pytest.raises(AuthenticationError):
         container.app.authenticate(printed, None)
     assert container.app.authenticate(rotated, None).is_admin
+
+
+def test_the_token_printed_on_first_start_authenticates_over_http(open_container):
+    # Kept in the event store (no HOSTPLANE_ADMIN_TOKEN): authentication reads it there.
+    container = open_container()
+    container.runner.catch_up_all()
+    server = LiveServer(container).start()
+    try:
+        url = server.url + "/api/v1/tenants"
+        printed = {"Authorization": f"Bearer {container.first_admin_token}"}
+        assert httpx.get(url, headers=printed).status_code == 200
+        made_up = {"Authorization": "Bearer hp_admin_made-up"}
+        assert httpx.get(url, headers=made_up).status_code == 401
+    finally:
+        server.stop()
 
 
 def test_admin_token_rotate_refuses_while_the_token_comes_from_the_environment(
