@@ -29,8 +29,6 @@ from domain.usage import (
     check_record,
 )
 
-MISSING: Any = object()
-
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -85,9 +83,9 @@ class UsageCommands(PricingCommands):
         own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
-            tenant = key_tenant.get(r.key_id, MISSING)
-            if tenant is MISSING:
-                tenant = key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
+            if r.key_id not in key_tenant:
+                key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
+            tenant = key_tenant[r.key_id]
             if tenant is None or (own is not None and tenant != own):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
             if models[r.model] is None:

@@ -132,15 +132,17 @@ class Server:
     def read_peak_rss(self) -> int | None:
         """Peak resident set size so far of the server's API processes, summed (Linux VmHWM;
         else psutil's current RSS)."""
-        pids = [self.pid, *self.api_processes()]
         try:
+            pids = [self.pid, *self.api_processes()]
             return sum(_vm_hwm(pid) for pid in pids)
         except OSError:
             pass
         try:
             import psutil
 
-            return sum(int(psutil.Process(pid).memory_info().rss) for pid in pids)
+            process = psutil.Process(self.pid)
+            others = [p for p in process.children() if "--api-process" in p.cmdline()]
+            return sum(int(p.memory_info().rss) for p in [process, *others])
         except Exception:
             return None
 

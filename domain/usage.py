@@ -26,6 +26,9 @@ def to_us(t: datetime) -> int:
     return (t - EPOCH) // MICROSECOND
 
 
+DAY_US = 86_400_000_000  # the epoch is a UTC midnight: µs // DAY_US counts UTC days
+
+
 def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
@@ -174,7 +177,7 @@ class UsageBatch(Aggregate):
                     r.cached_tokens,
                     r.status == "success",
                     r.latency_ms,
-                    (r.occurred_at - EPOCH) // MICROSECOND,
+                    to_us(r.occurred_at),
                     ids[instance],
                 ]
             )

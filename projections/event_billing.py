@@ -19,11 +19,10 @@ from domain.instance import Instance
 from domain.pricing import gpu_cost, token_cost
 from domain.tenant import Tenant
 from domain.timewindow import floor_day, split_hours
-from domain.usage import UsageBatch, from_us
+from domain.usage import DAY_US, UsageBatch, from_us
 from projections.billing import money
 
 ZERO = Decimal(0)
-DAY_US = 86_400_000_000  # the epoch is a UTC midnight: µs // DAY_US counts UTC days
 
 
 @dataclass

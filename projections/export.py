@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from datetime import datetime
 from functools import cache
-from itertools import chain
 from typing import Any
 from uuid import UUID
 
@@ -36,7 +35,7 @@ from projections.replay import (
     iso,
     stored_usage_line,
 )
-from projections.runner import EventSource
+from projections.source import EventSource
 
 FORMAT = "hostplane-export"
 FORMAT_VERSION = 1
@@ -192,7 +191,7 @@ def export_lines(
     states, bill, cutoff = StateReplay(), EventBilling(), Cutoff(as_of)
     events = 0
     raw = reads_stored_json(source)
-    for row in chain.from_iterable(stream_pages(conn, source, tenant_id, head)):
+    for row in stream_rows(conn, source, tenant_id, head):
         position, aggregate_id, version, topic, state = row
         # Usage batches, the bulk of an export, are read from their stored JSON: they have no
         # state to replay and their bill needs only the records' plain values.

@@ -24,7 +24,7 @@ from projections import billing, costs, usage
 from projections.audit import SCHEMA as AUDIT
 from projections.event_billing import EventBilling, Sums
 from projections.export import BEGIN_SNAPSHOT, SnapshotBehindError, stream_events
-from projections.runner import EventSource
+from projections.source import EventSource
 
 COMPARED = ("requests", "prompt_tokens", "completion_tokens", "token_cost", "gpu_cost")
 SQL_POSITIONS = (

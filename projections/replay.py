@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.usage import UsageBatch
-from projections.audit import ENVELOPE, json_safe, snake, target_type
+from projections.audit_fields import ENVELOPE, action_of, json_safe, target_type
 
 # Replayed aggregates whose state is not exported: a usage batch's "state" is its bill.
 NO_STATE: tuple[type[Aggregate], ...] = (UsageBatch,)
@@ -35,8 +35,8 @@ def iso(t: datetime) -> str:
 @cache
 def names_of(event_class: type) -> tuple[str, str]:
     """An event class's aggregate type and export type: ``("key", "key.issued")``."""
-    kind = target_type(aggregate_class(event_class))
-    return kind, f"{kind}.{snake(event_class.__name__)}"
+    aggregate = aggregate_class(event_class)
+    return target_type(aggregate), action_of(aggregate, event_class)
 
 
 def event_line(position: int, event: Any) -> dict[str, Any]:

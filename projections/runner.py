@@ -34,7 +34,6 @@ SQL_INIT_TRACKING = "INSERT INTO {s}.tracking (position) VALUES (0) ON CONFLICT 
 SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
 # The rebuild lock is in another key space than SQL_LOCK_MANY (two-argument form).
 SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"
-SQL_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
 
 
 class ProjectionRunner(Worker):

@@ -15,7 +15,7 @@ from psycopg import Cursor
 
 from domain.pricing import token_cost
 from domain.timewindow import floor_day
-from domain.usage import UsageBatch
+from domain.usage import DAY_US, UsageBatch
 from projections.base import Projection, bucket_where, live_schema
 from projections.usage_cost import Sums, cost_of, exponent_of, merge, rate, zero
 
@@ -23,7 +23,6 @@ SCHEMA = live_schema("usage")
 HOUR_US = 3_600_000_000
 NO_INSTANCE = UUID(int=0)  # bucket keys can't be NULL; the nil UUID means "no instance"
 NO_INSTANCE_TEXT = str(NO_INSTANCE)
-DAY_US = 24 * HOUR_US
 
 BUCKET_COLUMNS = """
     tenant_id uuid NOT NULL,

@@ -41,7 +41,7 @@ class Worker:
     _threads: list[threading.Thread]
     _committed: dict[str, int]
 
-    def catch_up_many(self, targets: Sequence[Target], bulk: bool = False) -> dict[str, int]:
+    def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
         raise NotImplementedError
 
     # -- status and waiting ---------------------------------------------------------------
