@@ -8,7 +8,7 @@ from uuid import UUID
 
 from psycopg import Cursor
 
-from projections.base import live_schema
+from projections.base import fetch_page, live_schema
 
 SCHEMA = live_schema("audit")
 COLUMNS = "position, at, actor, client_ip, tenant_id, action, target_type, target_id, changes"
@@ -66,12 +66,8 @@ def list_entries(
     if cursor:
         where.append("position < %s")
         params.append(decode_position(cursor))
-    rows = curs.execute(
+    query = (
         f"SELECT {COLUMNS} FROM {SCHEMA}.entries WHERE {' AND '.join(where)}"
-        " ORDER BY position DESC LIMIT %s",
-        (*params, limit + 1),
-    ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_position(rows[-1]["position"]) if more else None
-    return [_shape(r) for r in rows], next_cursor
+        " ORDER BY position DESC LIMIT %s"
+    )
+    return fetch_page(curs, query, params, limit, lambda r: encode_position(r["position"]), _shape)

@@ -116,15 +116,29 @@ def keyset_page(
         created, ident = decode_cursor(cursor)
         where.append("(created_at, id) < (%s, %s)")
         params += [created, ident]
-    rows = curs.execute(
+    query = (
         f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
-        " ORDER BY created_at DESC, id DESC LIMIT %s",
-        (*params, limit + 1),
-    ).fetchall()
+        " ORDER BY created_at DESC, id DESC LIMIT %s"
+    )
+    return fetch_page(
+        curs, query, params, limit, lambda r: encode_cursor(r["created_at"], r["id"]), shape
+    )
+
+
+def fetch_page(
+    curs: Cursor[Any],
+    query: str,
+    params: list[Any],
+    limit: int,
+    cursor_of: Callable[[dict[str, Any]], str],
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Run a keyset ``query`` ending in ``LIMIT %s`` for one row more than ``limit``: the rows
+    of the page, shaped, and the cursor of its last row if more follow."""
+    rows = curs.execute(query, (*params, limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-    return [shape(r) for r in rows], next_cursor
+    return [shape(r) for r in rows], cursor_of(rows[-1]) if more else None
 
 
 def bucket_where(
