@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 import orjson
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from application.errors import ConcurrentModificationError
 from domain.apikey import ApiKey
@@ -250,3 +250,27 @@ def test_no_stored_event_holds_a_float(container, admin):
 
     for state in all_states(container):
         assert floats_in(orjson.loads(state)) == []
+
+
+def test_a_write_that_conflicts_stores_none_of_its_events_or_request_ids(container):
+    """The insert goes out in one round trip: a failing statement rolls back the whole write."""
+    recorder = container.app.recorder
+    aggregate, tenant = uuid4(), uuid4()
+
+    def event(version: int) -> StoredEvent:
+        return StoredEvent(aggregate, version, "test.Event", b"{}")
+
+    ids = recorder.insert_events([event(1), event(2)], usage_request_ids={tenant: ["r1"]})
+    assert len(ids) == 2 and ids[0] < ids[1]
+
+    # A version conflict after a fresh request id: the id is not kept.
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([event(3), event(2)], usage_request_ids={tenant: ["r2"]})
+    # A repeated request id before fresh versions: the versions are not kept.
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([event(3)], usage_request_ids={tenant: ["r1"]})
+
+    assert [e.originator_version for e in recorder.select_events(aggregate)] == [1, 2]
+    assert recorder.seen({tenant: ["r1", "r2"]}) == {tenant: {"r1"}}
+    # The connection went back to the pool clean: the next write succeeds.
+    assert len(recorder.insert_events([event(3)], usage_request_ids={tenant: ["r2"]})) == 1
