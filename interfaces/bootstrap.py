@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import anyio.to_thread
 from psycopg import AsyncCursor, Cursor
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -191,15 +190,21 @@ class Container:
     async def reading_async(
         self, apool: AsyncConnectionPool[Any], *names: str
     ) -> AsyncIterator[AsyncCursor[Any]]:
-        """``reading`` for the event loop: the query runs on ``apool`` without a thread.
+        """``reading`` for the event loop: the query, and any wait for the read models, run on
+        ``apool`` without a thread.
 
-        In the usual case (the request's authentication saw every read model at the head, and
-        this process wrote nothing since) nothing is waited for; otherwise a worker thread
-        waits, as ``reading`` does, before the query.
+        Usually (the request's authentication saw every read model at the head, and this
+        process wrote nothing since) nothing is waited for.
         """
         current = request_head.get()
         if not self._current_since_authentication(current):
-            await anyio.to_thread.run_sync(self._catch_up_reads, names, current)
+            if current is not None:
+                target: int | None = self.app.last_written
+            else:
+                async with apool.connection() as conn, conn.cursor() as curs:
+                    target = await self.runner.head_if_behind_async(curs, names)
+            if target is not None:  # waited for with no connection held
+                await self._wait_for_async(apool, names, target)
         async with apool.connection() as conn, conn.cursor() as curs:
             yield curs
 
@@ -212,17 +217,15 @@ class Container:
         """
         return head is not None and self.app.last_written <= head
 
-    def _catch_up_reads(self, names: Sequence[str], current: int | None) -> None:
-        if current is not None:
-            target: int | None = self.app.last_written
-        else:
-            with self.pool.connection() as conn, conn.cursor() as curs:
-                target = self.runner.head_if_behind(curs, names)
-        if target is not None:
-            self._wait_for(names, target)
-
     def _wait_for(self, names: Sequence[str], target: int) -> None:
         if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
+            log.warning("read models %s lag behind position %s", names, target)
+
+    async def _wait_for_async(
+        self, apool: AsyncConnectionPool[Any], names: Sequence[str], target: int
+    ) -> None:
+        timeout = self.settings.read_your_writes_timeout
+        if not await self.runner.wait_for_async(apool, names, target, timeout):
             log.warning("read models %s lag behind position %s", names, target)
 
     def watch_budgets(self, tenant_ids: set[UUID]) -> None:

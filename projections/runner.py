@@ -68,6 +68,7 @@ class ProjectionRunner(Worker):
         # Positions this process has committed: lower bounds of the stored ones, so a reader
         # waiting for this process's own worker needn't ask the database again.
         self._committed: dict[str, int] = {}
+        self._loop_events: dict[Any, Any] = {}  # see Worker.wait_for_async
         self.last_error: BaseException | None = None
 
     # -- schema ---------------------------------------------------------------------------
@@ -181,8 +182,7 @@ class ProjectionRunner(Worker):
                 for schema, (n, position) in applied.items():
                     totals[schema] += n
                     self._committed[schema] = position
-                with self._advanced:
-                    self._advanced.notify_all()
+                self._advance()
         finally:
             prefetcher.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import Cursor
+from psycopg import AsyncCursor, Cursor
 from psycopg.rows import dict_row
 
 from projections.base import Projection, live_schema
@@ -40,6 +41,7 @@ class Worker:
     _stop: threading.Event
     _threads: list[threading.Thread]
     _committed: dict[str, int]
+    _loop_events: dict[asyncio.AbstractEventLoop, asyncio.Event]
 
     def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
         raise NotImplementedError
@@ -76,8 +78,16 @@ class Worker:
         if not names:
             return None
         rows = curs.execute(self.source.positions_sql([live_schema(n) for n in names])).fetchall()
-        head = rows[0]["head"] or 0
-        return head if any(r["position"] < head for r in rows) else None
+        return head_if_behind(rows)
+
+    async def head_if_behind_async(
+        self, curs: AsyncCursor[Any], names: Sequence[str]
+    ) -> int | None:
+        """``head_if_behind`` on the event loop."""
+        if not names:
+            return None
+        await curs.execute(self.source.positions_sql([live_schema(n) for n in names]))
+        return head_if_behind(await curs.fetchall())
 
     def wait_for(self, names: Sequence[str], target: int, timeout: float) -> bool:
         """Wait (bounded) until the projections have processed the log up to ``target``.
@@ -112,6 +122,54 @@ class Worker:
                 if done_here():  # under the lock: a commit can't slip in before the wait
                     return True
                 self._advanced.wait(timeout=min(remaining, next_poll - now))
+
+    async def wait_for_async(
+        self, apool: Any, names: Sequence[str], target: int, timeout: float
+    ) -> bool:
+        """``wait_for`` on the event loop, without a thread: a batch committed by this process's
+        worker (or seen by its follower) wakes the waiting tasks; ``apool`` (an async pool)
+        serves the poll for workers elsewhere."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        schemas = [live_schema(n) for n in names]
+        poll = not self._threads  # nothing in this process will wake the wait: ask at once
+        while True:
+            advanced = self._loop_event(loop)  # taken before the check: no wake-up is missed
+            if all(self._committed.get(s, -1) >= target for s in schemas):
+                return True
+            if poll:
+                async with apool.connection() as conn, conn.cursor() as curs:
+                    await curs.execute(self.source.positions_sql(schemas))
+                    if all(r["position"] >= target for r in await curs.fetchall()):
+                        return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            try:
+                await asyncio.wait_for(advanced.wait(), min(remaining, POLL_SECONDS))
+                poll = False
+            except TimeoutError:
+                poll = True
+
+    def _loop_event(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """The event the next advance sets for tasks of ``loop`` (called on that loop)."""
+        event = self._loop_events.get(loop)
+        if event is None or event.is_set():
+            event = self._loop_events[loop] = asyncio.Event()
+        return event
+
+    def _advance(self) -> None:
+        """Wake every wait, in threads and on event loops, after ``_committed`` moved."""
+        with self._advanced:
+            self._advanced.notify_all()
+        for loop, event in list(self._loop_events.items()):
+            if event.is_set():
+                continue
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed
+                self._loop_events.pop(loop, None)
 
     # -- background threads ---------------------------------------------------------------
 
@@ -153,8 +211,7 @@ class Worker:
                             schema = live_schema(name)
                             if position > self._committed.get(schema, -1):
                                 self._committed[schema] = position
-                        with self._advanced:
-                            self._advanced.notify_all()
+                        self._advance()
             except Exception as e:  # the database went away: retry, waits still poll
                 log.warning("projection follower reconnecting: %s", type(e).__name__)
                 self._stop.wait(1.0)
@@ -213,3 +270,9 @@ class Worker:
                 self.last_error = e
                 log.exception("projections: batch failed; will retry")
                 return failed | {p.name for p, _ in targets}
+
+
+def head_if_behind(rows: Sequence[dict[str, Any]]) -> int | None:
+    """Of ``EventSource.positions_sql``'s rows: the head if any position is behind it."""
+    head = rows[0]["head"] or 0
+    return head if any(r["position"] < head for r in rows) else None

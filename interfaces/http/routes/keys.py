@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
 
+from application.auth import Principal
+from interfaces.bootstrap import Container
 from interfaces.export import key_as_of
 from interfaces.http.deps import AsyncPoolDep, Caller, ContainerDep
 from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
-    create_once,
+    create_once_async,
     found,
     scoped_listing,
 )
@@ -37,22 +42,35 @@ def read_key(container: ContainerDep, caller: Caller, key_id: UUID) -> KeyPublic
     return KeyPublic(**found(row, "key", key_id))
 
 
+async def read_key_async(
+    container: Container, pool: AsyncConnectionPool[Any], caller: Principal, key_id: UUID
+) -> KeyPublic:
+    async with container.reading_async(pool, "keys") as curs:
+        row = await keys.get_key_async(curs, key_id, caller.tenant_filter())
+    return KeyPublic(**found(row, "key", key_id))
+
+
 @router.post("/tenants/{tenant_id}/keys", status_code=201, response_model=KeyCreated)
-def create_key(
+async def create_key(
     tenant_id: UUID,
     body: KeyCreate,
     caller: Caller,
     container: ContainerDep,
+    pool: AsyncPoolDep,
     request: Request,
     response: Response,
 ) -> dict:
     """Issue a key for a tenant. The response holds the secret: it is shown this once."""
 
-    def create() -> KeyCreated:
-        key_id, secret = container.app.issue_key(caller, tenant_id, **body.model_dump())
-        return KeyCreated(key=read_key(container, caller, key_id), secret=secret)
+    async def create() -> KeyCreated:
+        # The command needs a thread (the event store is sync); waiting for the read model and
+        # reading the new key back don't.
+        key_id, secret = await run_in_threadpool(
+            partial(container.app.issue_key, caller, tenant_id, **body.model_dump())
+        )
+        return KeyCreated(key=await read_key_async(container, pool, caller, key_id), secret=secret)
 
-    return create_once(container, caller, request, response, body, create)
+    return await create_once_async(container, caller, request, response, body, create)
 
 
 @router.get("/keys", response_model=Page[KeyPublic])
@@ -81,9 +99,7 @@ async def get_key(
     if at is not None:
         return KeyPublic(**await run_in_threadpool(key_as_of, container, caller, key_id, at))
     # The hottest read of the API (a gateway checks keys): served on the event loop.
-    async with container.reading_async(pool, "keys") as curs:
-        row = await keys.get_key_async(curs, key_id, caller.tenant_filter())
-    return KeyPublic(**found(row, "key", key_id))
+    return await read_key_async(container, pool, caller, key_id)
 
 
 @router.delete("/keys/{key_id}", response_model=Deleted)
