@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -22,8 +22,6 @@ log = logging.getLogger("projections.runner")
 POLL_SECONDS = 0.02  # how often a read-your-writes wait asks the database
 # NOTIFYed when a worker commits a batch, for processes that wait on read models they don't run.
 POSITIONS_CHANNEL = "hostplane_positions"
-
-SQL_POSITION = "SELECT position FROM {s}.tracking"
 
 Target = tuple[Projection, str]  # a projection and the schema it writes into
 
@@ -49,36 +47,42 @@ class Worker:
     # -- status and waiting ---------------------------------------------------------------
 
     def position(self, name: str) -> int:
-        with self.pool.connection() as conn:
-            row = conn.execute(SQL_POSITION.format(s=live_schema(name))).fetchone()
-            return row["position"]
+        return self.positions([name])[name]
 
     def max_notification_id(self) -> int:
         with self.pool.connection() as conn:
             return conn.execute(self.source.max_id_sql()).fetchone()["m"] or 0
 
     def status(self) -> list[dict[str, Any]]:
-        head = self.max_notification_id()
+        """Each projection's position, the log's head and the lag, in one query."""
         out = []
-        for name in self.projections:
-            position = self.position(name)
-            out.append({"name": name, "position": position, "head": head, "lag": head - position})
+        for name, r in self._positions(self.projections).items():
+            head = r["head"] or 0
+            out.append(
+                {"name": name, "position": r["position"], "head": head, "lag": head - r["position"]}
+            )
         return out
 
     def positions(self, names: Sequence[str]) -> dict[str, int]:
         """The live positions of several projections, in one query."""
-        union = " UNION ALL ".join(
-            f"SELECT '{n}' AS name, position FROM {live_schema(n)}.tracking" for n in names
-        )
+        return {name: r["position"] for name, r in self._positions(names).items()}
+
+    def _positions(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each projection's ``EventSource.positions_sql`` row (its position, the head)."""
+        names = list(names)
         with self.pool.connection() as conn:
-            return {r["name"]: r["position"] for r in conn.execute(union).fetchall()}
+            rows = {r["schema"]: r for r in conn.execute(self._positions_sql(names)).fetchall()}
+        return {name: rows[live_schema(name)] for name in names}
+
+    def _positions_sql(self, names: Iterable[str]) -> str:
+        """``EventSource.positions_sql`` of these projections' live schemas."""
+        return self.source.positions_sql([live_schema(n) for n in names])
 
     def head_if_behind(self, curs: Cursor[Any], names: Sequence[str]) -> int | None:
         """The log's head if any of these read models is behind it, else ``None``; one query."""
         if not names:
             return None
-        rows = curs.execute(self.source.positions_sql([live_schema(n) for n in names])).fetchall()
-        return head_if_behind(rows)
+        return head_if_behind(curs.execute(self._positions_sql(names)).fetchall())
 
     async def head_if_behind_async(
         self, curs: AsyncCursor[Any], names: Sequence[str]
@@ -86,7 +90,7 @@ class Worker:
         """``head_if_behind`` on the event loop."""
         if not names:
             return None
-        await curs.execute(self.source.positions_sql([live_schema(n) for n in names]))
+        await curs.execute(self._positions_sql(names))
         return head_if_behind(await curs.fetchall())
 
     def wait_for(self, names: Sequence[str], target: int, timeout: float) -> bool:
@@ -139,7 +143,7 @@ class Worker:
                 return True
             if poll:
                 async with apool.connection() as conn, conn.cursor() as curs:
-                    await curs.execute(self.source.positions_sql(schemas))
+                    await curs.execute(self._positions_sql(names))
                     if all(r["position"] >= target for r in await curs.fetchall()):
                         return True
             remaining = deadline - loop.time()
