@@ -133,19 +133,17 @@ class BaseService(Application[UUID]):
         return self._principal(key, token, ip, now)
 
     def authenticate_cached(
-        self, token: str, ip: str | None, stored_version: int | None
+        self, token: str, key_id: UUID | None, ip: str | None, stored_version: int | None
     ) -> Principal | None:
         """``authenticate``, when that needs no read of the event store; else ``None``.
 
-        Only for a token ``knows_without_loading`` answers for, with the key's stored version.
+        Only for a token ``knows_without_loading`` answers for, with its ``key_id_of`` and the
+        key's stored version.
         """
-        if self._is_admin_token(token):
+        if key_id is None:
             return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
-        key_id = key_id_for_token(token)
-        cached = self._keys.get(key_id)
-        if cached is None or stored_version is None or cached.version != stored_version:
-            return None
-        return self._principal(cached, token, ip, None)
+        cached = self._kept_key(key_id, stored_version)
+        return None if cached is None else self._principal(cached, token, ip, None)
 
     def _principal(
         self, key: ApiKey | None, token: str, ip: str | None, now: datetime | None
@@ -163,9 +161,16 @@ class BaseService(Application[UUID]):
             key_id=key.id,
         )
 
+    def _kept_key(self, key_id: UUID, stored_version: int | None) -> ApiKey | None:
+        """The key as kept in memory, if that is its stored version."""
+        kept = self._keys.get(key_id)
+        if kept is None or stored_version is None or kept.version != stored_version:
+            return None
+        return kept
+
     def _key(self, key_id: UUID, stored_version: int | None) -> ApiKey | None:
-        cached = self._keys.get(key_id)
-        if cached is not None and stored_version is not None and cached.version == stored_version:
+        cached = self._kept_key(key_id, stored_version)
+        if cached is not None:
             return cached
         key = self.find(ApiKey, key_id)
         if key is not None:

@@ -80,14 +80,12 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         """
         if not stored_events:
             return None
-        with self.datastore.get_connection() as conn:
+        with self.datastore.get_connection() as conn, conn.cursor() as inserted:
             with conn.pipeline(), conn.transaction():
                 with conn.cursor() as curs:
                     self._insert_events(curs, stored_events, **kwargs)
-                inserted = conn.cursor()
                 self._insert_stored_events(inserted, stored_events, **kwargs)
-            with inserted:
-                return [row["notification_id"] for row in inserted.fetchall()]
+            return [row["notification_id"] for row in inserted.fetchall()]
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

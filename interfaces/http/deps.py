@@ -45,7 +45,7 @@ async def authenticate(request: Request, container: ContainerDep) -> Principal:
         request.app.state.async_pool, subject(key_id), key_id
     )
     ip = client_ip(request)
-    principal = app.authenticate_cached(token, ip, version) if cheap else None
+    principal = app.authenticate_cached(token, key_id, ip, version) if cheap else None
     if principal is None:
         principal = await run_in_threadpool(app.authenticate, token, ip, None, version)
     check_rate(container, retry_after)
