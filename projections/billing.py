@@ -52,21 +52,22 @@ def summary(
         }
     )
     if start < end:
-        rows = usage.totals(
-            curs, tenant_id, ["key", "model", "instance"], start, end, interval="day"
-        )
-        for r in rows:
-            d = days[r["at"]]
-            for target in (
-                d,
-                by_model.setdefault(r["model"], _tokens()),
-                by_key.setdefault(r["key_id"], _tokens()),
-                *([by_instance[r["instance_id"]]] if r["instance_id"] != usage.NO_INSTANCE else []),
-            ):
-                target["requests"] += r["requests"]
-                target["prompt_tokens"] += r["prompt_tokens"]
-                target["completion_tokens"] += r["completion_tokens"]
-                target["token"] += r["cost"]
+        for r in usage.summary_totals(curs, tenant_id, start, end):
+            by = r["by"]
+            if by == "at":
+                target = days[r["at"]]
+            elif by == "model":
+                target = by_model.setdefault(r["model"], _tokens())
+            elif by == "key_id":
+                target = by_key.setdefault(r["key_id"], _tokens())
+            elif r["instance_id"] != usage.NO_INSTANCE:
+                target = by_instance[r["instance_id"]]
+            else:
+                continue
+            target["requests"] += r["requests"]
+            target["prompt_tokens"] += r["prompt_tokens"]
+            target["completion_tokens"] += r["completion_tokens"]
+            target["token"] += r["cost"]
         for g in costs.gpu_rows(curs, tenant_id, start, end, now):
             days[floor_day(g["at"].astimezone(UTC))]["gpu"] += g["cost"]
             inst = by_instance[g["instance_id"]]

@@ -236,6 +236,34 @@ def totals(
     ).fetchall()
 
 
+# One scan for the billing summary: the range's sums per day, per key, per model and per
+# instance. ``by`` names the grouping a row belongs to; the other three columns are NULL in it.
+SUMMARY = """
+SELECT CASE WHEN GROUPING(at) = 0 THEN 'at' WHEN GROUPING(key_id) = 0 THEN 'key_id'
+            WHEN GROUPING(model) = 0 THEN 'model' ELSE 'instance_id' END AS by,
+       at, key_id, model, instance_id, {sums}
+FROM {schema}.{table} WHERE {where}
+GROUP BY GROUPING SETS ((at), (key_id), (model), (instance_id))"""
+
+
+def summary_totals(
+    curs: Cursor[Any], tenant_id: UUID, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Sums of ``[start, end)`` per bucket time, key, model and instance, in one scan.
+
+    Each row's ``by`` is the column it is grouped by ("at", "key_id", "model" or "instance_id").
+    The work left to the caller is one row per day, key, model and instance, however many of
+    their combinations the range holds."""
+    where, params = bucket_where(tenant_id, start, end, None)
+    sql = SUMMARY.format(
+        sums=SUMS.replace("count(*) AS buckets, ", ""),
+        schema=SCHEMA,
+        table=table_for(start, end),
+        where=where,
+    )
+    return curs.execute(sql, params).fetchall()
+
+
 def spent(
     curs: Cursor[Any], tenant_id: UUID, key_id: UUID | None, start: datetime, end: datetime | None
 ) -> Decimal:
