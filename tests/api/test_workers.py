@@ -1,11 +1,15 @@
 """``hostplane serve --workers 2``: two API processes on one port, one database.
 
-The kernel spreads connections over the processes, so each request below opens a connection
-of its own; over many requests both processes answer (which one is not visible to a client).
+The first process accepts each connection and hands it to the process with the fewest open
+connections (counting its own projection worker as one). Which process serves a connection is
+not visible to a client; these tests find it in /proc.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +36,7 @@ class Served:
     def __init__(self, proc: subprocess.Popen[bytes], port: int, env: dict[str, str]) -> None:
         self.proc = proc
         self.env = env
+        self.port = port
         self.url = f"http://127.0.0.1:{port}/api/v1"
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -46,10 +52,46 @@ class Served:
         ]
 
 
-def listening_sockets(port: int) -> int:
-    """How many sockets listen on ``port`` (one per API process, with SO_REUSEPORT)."""
-    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for r in rows if r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A")
+class Connection:
+    """One kept-alive connection to the server, and the API process that serves it."""
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.http = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {**HEADERS, "Content-Type": "application/json"}
+        data = None if body is None else json.dumps(body)
+        self.http.request(method, "/api/v1" + path, body=data, headers=headers)
+        response = self.http.getresponse()
+        return response.status, json.loads(response.read())
+
+    def process(self) -> int:
+        """The pid of the API process holding the server's end of this connection."""
+        assert self.http.sock is not None, "not connected yet"
+        ours = f":{self.http.sock.getsockname()[1]:04X}"
+        theirs = f":{self.served.port:04X}"
+        inode = next(
+            r.split()[9]
+            for r in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if r.split()[1].endswith(theirs) and r.split()[2].endswith(ours)
+        )
+        for pid in [self.served.proc.pid, *self.served.api_processes()]:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        return pid
+        raise AssertionError(f"no API process holds the connection from port {ours}")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def healthy(served: Served) -> bool:
+    try:
+        return served.request("GET", "/health").status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +112,9 @@ def served(database_conninfo: str, tmp_path_factory: pytest.TempPathFactory) -> 
     server = Served(proc, port, env)
     try:
         deadline = time.monotonic() + 60
-        while True:
+        # The first process accepts connections once both processes are ready.
+        while not healthy(server):
             assert proc.poll() is None, "hostplane serve --workers 2 exited"
-            try:
-                if listening_sockets(port) == 2 and all(
-                    server.request("GET", "/health").status_code == 200 for _ in range(10)
-                ):
-                    break
-            except (httpx.HTTPError, OSError):
-                pass
             assert time.monotonic() < deadline, "hostplane serve --workers 2 did not start"
             time.sleep(0.2)
         yield server
@@ -96,15 +132,58 @@ def tenant_id(served: Served) -> str:
     return r.json()["id"]
 
 
-def test_a_key_created_through_either_process_is_read_back_through_either(served, tenant_id):
-    for n in range(30):
-        r = served.request("POST", f"/tenants/{tenant_id}/keys", json={"name": f"k{n}"})
-        assert r.status_code == 201, r.text
-        key_id = r.json()["key"]["id"]
-        # A new connection, perhaps to the other process: never a 404 for a key just made.
-        r = served.request("GET", f"/keys/{key_id}")
-        assert r.status_code == 200, r.text
-        assert r.json()["name"] == f"k{n}"
+@pytest.fixture
+def connections(served: Served) -> Iterator[list[Connection]]:
+    opened: list[Connection] = []
+    yield opened
+    for c in opened:
+        c.close()
+
+
+def connect(served: Served, connections: list[Connection], n: int) -> list[Connection]:
+    """``n`` connections, each opened and used once before the next (as clients arrive)."""
+    for _ in range(n):
+        c = Connection(served)
+        connections.append(c)
+        assert c.request("GET", "/health")[0] == 200
+    return connections[-n:]
+
+
+def settle() -> None:
+    """Let every API process report connections that closed (they report every 0.1 s)."""
+    time.sleep(0.5)
+
+
+def test_kept_alive_connections_are_spread_evenly_over_the_processes(served, connections):
+    settle()
+    first = served.proc.pid
+    (other,) = served.api_processes()
+    opened = connect(served, connections, 5)
+    # The first process runs the projections too: the other one gets the odd connection.
+    assert Counter(c.process() for c in opened) == {other: 3, first: 2}
+    for c in opened[:4]:
+        c.close()  # two on each process
+    settle()
+    # One open connection is left, on one of them: the next two arrivals go one to each.
+    assert Counter(c.process() for c in [*opened[4:], *connect(served, connections, 2)]) == {
+        other: 2,
+        first: 1,
+    }
+
+
+def test_a_key_created_through_either_process_is_read_back_through_the_other(
+    served, tenant_id, connections
+):
+    settle()
+    one, two = connect(served, connections, 2)
+    assert one.process() != two.process()
+    for n in range(20):
+        writer, reader = (one, two) if n % 2 == 0 else (two, one)
+        status, created = writer.request("POST", f"/tenants/{tenant_id}/keys", {"name": f"k{n}"})
+        assert status == 201, created
+        # Read at once through the other process: never a 404 for a key just made.
+        status, key = reader.request("GET", f"/keys/{created['key']['id']}")
+        assert (status, key["name"]) == (200, f"k{n}")
 
 
 def test_names_stay_unique_across_processes(served, tenant_id):
@@ -152,7 +231,7 @@ def test_usage_recorded_by_either_process_crosses_its_budget(served):
 
 
 def test_a_port_another_server_holds_is_refused_even_if_it_could_be_shared(served, tmp_path):
-    # Another `serve --workers` listens with SO_REUSEPORT; joining it would split its traffic.
+    # Another server listens with SO_REUSEPORT; joining it would split its traffic.
     with socket.create_server(("127.0.0.1", 0), reuse_port=True) as other:
         port = other.getsockname()[1]
         env = {**served.env, "HOSTPLANE_DATA_DIR": str(tmp_path)}
@@ -185,7 +264,7 @@ def test_an_api_process_stops_when_the_first_process_is_killed(served, tmp_path)
     proc = subprocess.Popen([*command, "--port", str(port)], env=env)
     server = Served(proc, port, env)
     deadline = time.monotonic() + 60
-    while listening_sockets(port) < 2:
+    while not healthy(server):
         assert proc.poll() is None and time.monotonic() < deadline, "did not start"
         time.sleep(0.2)
     (other,) = server.api_processes()
