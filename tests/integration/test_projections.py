@@ -110,18 +110,23 @@ def test_every_projections_lag_reaches_zero_after_writes(container, admin, histo
 def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, name):
     schema = live_schema(name)
     # The session's server runs its scheduled jobs (status sync, budget checks), which may
-    # write an event while the rebuild runs; then both copies are taken again.
-    for _attempt in range(3):
-        caught_up(container)
-        head = container.runner.max_notification_id()
-        before = snapshot(container, schema)
-        if name in LISTINGS:
-            assert sum(len(rows) for table, rows in before.items() if table != "tracking") > 0
+    # write an event while the rebuild runs: they are paused (one already running may still
+    # write, and then both copies are taken again).
+    container.scheduler.pause()
+    try:
+        for _attempt in range(3):
+            caught_up(container)
+            head = container.runner.max_notification_id()
+            before = snapshot(container, schema)
+            if name in LISTINGS:
+                assert sum(len(rows) for t, rows in before.items() if t != "tracking") > 0
 
-        container.runner.rebuild(name)
-        after = snapshot(container, schema)
-        if container.runner.max_notification_id() == head:
-            break
+            container.runner.rebuild(name)
+            after = snapshot(container, schema)
+            if container.runner.max_notification_id() == head:
+                break
+    finally:
+        container.scheduler.resume()
 
     assert after == before
     assert tables(container, f"{schema}__rebuild") == []
