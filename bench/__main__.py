@@ -25,7 +25,7 @@ DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 class Scale:
     records: int  # usage records stored for the billing figure "small"
     large_records: int | None  # and then for "large" (full scale only)
-    ingest_threads: int
+    ingest_threads: int  # clients posting batches: two per API process of `serve --workers 2`
     samples: int  # sequential samples per latency figure
     clients: int
     load_seconds: float
@@ -36,11 +36,11 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale(100_000, None, 3, 200, 32, 10, 2_000),
+    "small": Scale(100_000, None, 4, 200, 32, 10, 2_000),
     "full": Scale(
         100_000,
         10_000_000,
-        3,
+        4,
         500,
         32,
         30,

@@ -146,6 +146,7 @@ class IngestStats:
     posted_seconds: float  # first POST to last POST answered
     batch_p50_ms: float
     batch_p99_ms: float
+    clients: int
 
     @property
     def rate(self) -> float:
@@ -201,6 +202,7 @@ def ingest_http(
         posted_seconds=posted,
         batch_p50_ms=percentile(latencies, 50) * 1000,
         batch_p99_ms=percentile(latencies, 99) * 1000,
+        clients=threads,
     )
 
 
@@ -247,7 +249,8 @@ def ingestion_figures(stats: IngestStats, copy_seconds: float) -> list[Figure]:
     return [
         Figure(
             "ingest",
-            f"usage ingestion, {stats.records:,} records via HTTP (batches of 1,000) until billed",
+            f"usage ingestion, {stats.records:,} records via HTTP (batches of 1,000,"
+            f" {stats.clients} clients) until billed",
             stats.rate,
             "rec/s",
             target=50_000,
