@@ -220,10 +220,11 @@ class HandedServer(_Server):
                 try:
                     self.channel.send(f"{now[0]} {now[1]}".encode())
                 except (BlockingIOError, InterruptedError):
-                    pass  # the first process is slow to read: the next report says it
+                    pass  # the first process is slow to read: sent again at the next tick
                 except OSError:
                     return
-                last = now
+                else:
+                    last = now
             await asyncio.sleep(REPORT_SECONDS)
 
 
