@@ -14,6 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,10 +26,11 @@ from bench.server import Server
 SAVE = 500  # events per save
 RUNS = 3  # exports of the full tenant, the median is reported
 PEAK_RSS = """
-import resource, sys
+import os, sys
+from bench.server import vm_hwm
 from interfaces.cli import main
 code = main(["export", sys.argv[1], "-o", "/dev/null"])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(vm_hwm(os.getpid()))
 sys.exit(code)
 """
 
@@ -111,6 +113,7 @@ def peak_rss(server: Server, tenant_id: str) -> int:
     done = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, tenant_id],
         env=server.env,
+        cwd=Path(__file__).resolve().parent.parent,  # where ``bench`` imports from
         capture_output=True,
         text=True,
         check=False,

@@ -125,7 +125,7 @@ class Server:
         else psutil's current RSS)."""
         try:
             pids = [self.pid, *self.api_processes()]
-            return sum(_vm_hwm(pid) for pid in pids)
+            return sum(vm_hwm(pid) for pid in pids)
         except OSError:
             pass
         try:
@@ -177,7 +177,9 @@ class Server:
         return seconds, done.stdout
 
 
-def _vm_hwm(pid: int) -> int:
+def vm_hwm(pid: int) -> int:
+    """The peak resident set of this process image (ru_maxrss would also count, after an
+    exec, the memory of the process that forked it)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
