@@ -154,7 +154,7 @@ class IngestStats:
 
 
 def ingest_http(
-    server: Server, data: Dataset, lo: int, hi: int, threads: int = 3, batch: int = BATCH
+    server: Server, data: Dataset, lo: int, hi: int, threads: int = 4, batch: int = BATCH
 ) -> IngestStats:
     """POST records ``lo..hi`` in batches from ``threads`` clients; wait until billing shows them.
 

@@ -197,7 +197,7 @@ class UsageProjection(Projection):
 
 
 GROUPS = {"tenant": "tenant_id", "key": "key_id", "model": "model", "instance": "instance_id"}
-SUMS = """count(*) AS buckets, coalesce(sum(requests), 0)::bigint AS requests,
+SUMS = """coalesce(sum(requests), 0)::bigint AS requests,
     coalesce(sum(successes), 0)::bigint AS successes, coalesce(sum(failures), 0)::bigint AS failures,
     coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
     coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
@@ -229,7 +229,7 @@ def totals(
         columns.insert(0, "at")
     elif interval == "day":
         columns.insert(0, "at")
-    select = ", ".join([*columns, SUMS.replace("count(*) AS buckets, ", "")])
+    select = ", ".join([*columns, SUMS])
     group = f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
     return curs.execute(
         f"SELECT {select} FROM {SCHEMA}.{table} WHERE {where}{group}", params
@@ -256,7 +256,7 @@ def summary_totals(
     their combinations the range holds."""
     where, params = bucket_where(tenant_id, start, end, None)
     sql = SUMMARY.format(
-        sums=SUMS.replace("count(*) AS buckets, ", ""),
+        sums=SUMS,
         schema=SCHEMA,
         table=table_for(start, end),
         where=where,
