@@ -11,6 +11,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, StoredEv
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
@@ -73,18 +74,26 @@ class HostplaneRecorder(PostgresApplicationRecorder):
 
         The library waits for the insert's result before it sends COMMIT, so the table lock that
         orders all writes is held across a round trip to this process, which under load must
-        first get the interpreter lock back: writes queued behind that lock at ~250/s with the
-        CPU half idle. Here BEGIN through COMMIT go out in one pipeline; the lock is held only
-        while the server runs them. A failed statement (a version or request-id conflict) makes
-        the server skip the rest, so the transaction rolls back and the error is raised here.
+        first get the interpreter lock back. Here BEGIN through COMMIT go out in one pipeline
+        and are synced once; the lock is held only while the server runs them. (psycopg's
+        ``transaction()`` can't be used for that: in a pipeline it syncs before COMMIT.) A failed
+        statement (a version or request-id conflict) makes the server skip the rest, COMMIT
+        included; the transaction is rolled back and the error raised here.
         """
         if not stored_events:
             return None
         with self.datastore.get_connection() as conn, conn.cursor() as inserted:
-            with conn.pipeline(), conn.transaction():
-                with conn.cursor() as curs:
-                    self._insert_events(curs, stored_events, **kwargs)
-                self._insert_stored_events(inserted, stored_events, **kwargs)
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    with conn.cursor() as curs:
+                        self._insert_events(curs, stored_events, **kwargs)
+                    self._insert_stored_events(inserted, stored_events, **kwargs)
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.rollback()
+                raise
             return [row["notification_id"] for row in inserted.fetchall()]
 
     def _insert_events(
