@@ -34,8 +34,8 @@ class KeyCommands(TenantCommands):
         expires_at: datetime | None = None,
         ip_allowlist: list[str] | None = None,
         now: datetime | None = None,
-    ) -> tuple[UUID, str]:
-        """Issue a key; returns its id and the plaintext token, which is never stored."""
+    ) -> tuple[ApiKey, str]:
+        """Issue a key; returns it as saved and the plaintext token, which is never stored."""
         tenant = self.get_tenant_for(principal, tenant_id)
         tenant.check_active()
         key, token = ApiKey.issue(
@@ -53,7 +53,7 @@ class KeyCommands(TenantCommands):
             "key", key_name_key(tenant.id, check_key_name(name)), key.id, principal
         )
         self._commit_claim(key, index, f"a key named {name!r} already exists in this tenant")
-        return key.id, token
+        return key, token
 
     def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:
         """A live key of the caller's tenant; a deleted key is gone, as GET /keys/{id} says."""

@@ -91,6 +91,11 @@ def key_as_of(
     if not isinstance(key, ApiKey) or key.deleted:
         raise NotFoundError("key", key_id)
     principal.check_tenant(key.tenant_id, "key", key_id)
+    return key_shown(key)
+
+
+def key_shown(key: ApiKey) -> dict[str, Any]:
+    """A key's fields as ``GET /keys/{id}`` shows them (the keys read model's row)."""
     return {
         **shown_fields(key),
         "id": key.id,

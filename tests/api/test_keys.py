@@ -212,6 +212,22 @@ def test_key_restrictions_round_trip(admin, tenant):
         assert shown["ip_allowlist"] == ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32"]
 
 
+def test_the_key_in_the_creation_response_is_the_key_a_read_returns(admin, tenant):
+    # The response is built from the key as saved, without waiting for the read model.
+    key, _ = admin.new_key(
+        tenant.id,
+        "router",
+        allowed_models=["llama-3-8b"],
+        sovereignty_mode=True,
+        expires_at="2031-05-06T09:08:09+02:00",
+        ip_allowlist=["192.168.1.7", "2001:db8::/32"],
+    )
+    plain, _ = admin.new_key(tenant.id, "management")
+
+    assert admin.get(f"/keys/{key['id']}").json() == key
+    assert admin.get(f"/keys/{plain['id']}").json() == plain
+
+
 def test_an_expiry_with_an_offset_is_shown_in_utc(admin, tenant):
     key, _ = admin.new_key(tenant.id, "router", expires_at="2031-05-06T09:08:09+02:00")
     assert key["expires_at"] == "2031-05-06T07:08:09Z"

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from application.auth import Principal
 from interfaces.bootstrap import Container
-from interfaces.export import key_as_of
+from interfaces.export import key_as_of, key_shown
 from interfaces.http.deps import AsyncPoolDep, Caller, ContainerDep
 from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import (
@@ -63,12 +63,12 @@ async def create_key(
     """Issue a key for a tenant. The response holds the secret: it is shown this once."""
 
     async def create() -> KeyCreated:
-        # The command needs a thread (the event store is sync); waiting for the read model and
-        # reading the new key back don't.
-        key_id, secret = await run_in_threadpool(
+        # The key is shown as saved, not read back: the write doesn't wait for the read models.
+        # The caller's next read does (read-your-writes), in whichever process it lands.
+        key, secret = await run_in_threadpool(
             partial(container.app.issue_key, caller, tenant_id, **body.model_dump())
         )
-        return KeyCreated(key=await read_key_async(container, pool, caller, key_id), secret=secret)
+        return KeyCreated(key=KeyPublic(**key_shown(key)), secret=secret)
 
     return await create_once_async(container, caller, request, response, body, create)
 
