@@ -10,9 +10,6 @@ import orjson
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
-from psycopg import Cursor
-from psycopg.pq import TransactionStatus
-from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 
@@ -25,18 +22,6 @@ class HostplaneRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
-        # The library's statement, with the events sent in binary (%b): in text, psycopg quotes
-        # each event's state (hex of its bytes) into the array literal with a regex, ~2.5 ms
-        # per 1,000 usage records.
-        self.insert_events_statement = SQL(
-            "INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state)"
-            " SELECT originator_id, originator_version, topic, state"
-            " FROM unnest(%b::{schema}.{stored_event_type}[]) RETURNING notification_id"
-        ).format(
-            schema=Identifier(datastore.schema),
-            table=Identifier(events_table_name),
-            stored_event_type=Identifier(self.stored_event_type_name),
-        )
         self.request_ids_table = SQL("{}.{}").format(
             Identifier(datastore.schema), Identifier(f"{events_table_name}_usage_ids")
         )
@@ -47,12 +32,50 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 " PRIMARY KEY (tenant_id, request_id))"
             ).format(self.request_ids_table)
         )
-        # Ids travel as one JSON document {tenant: [request id, ...]}: orjson writes it at C
-        # speed, where psycopg would adapt two arrays element by element in Python.
-        self.insert_ids_statement = SQL(
-            "INSERT INTO {} (tenant_id, request_id) SELECT q.key::uuid, r.value"
-            " FROM jsonb_each(%s::jsonb) q, jsonb_array_elements_text(q.value) r"
-        ).format(self.request_ids_table)
+        # One write is one statement: this function registers the request ids, takes the lock
+        # that orders all writes, NOTIFYs and inserts; its implicit transaction commits as it
+        # returns. The lock is held only while the server runs it, never across a round trip
+        # to this process (where a thread may first wait for the interpreter lock). Request
+        # ids travel as one JSON document {tenant: [request id, ...]}: orjson writes it at C
+        # speed, where psycopg would adapt two arrays element by element in Python. Events go
+        # in binary: in text, psycopg quotes each event's state into the array literal with a
+        # regex, ~2.5 ms per 1,000 usage records.
+        self.insert_function = Identifier(datastore.schema, f"{events_table_name}_insert")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {function}(events {schema}.{event_type}[], ids jsonb)"
+                " RETURNS SETOF bigint LANGUAGE plpgsql AS $$"
+                " BEGIN"
+                "  IF ids IS NOT NULL THEN"
+                "   INSERT INTO {ids_table} (tenant_id, request_id)"
+                "    SELECT q.key::uuid, r.value"
+                "    FROM jsonb_each(ids) q, jsonb_array_elements_text(q.value) r;"
+                "  END IF;"
+                "  SET LOCAL lock_timeout = '{lock_timeout}s';"
+                "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;"
+                "  NOTIFY {channel};"
+                "  RETURN QUERY INSERT INTO {schema}.{table}"
+                "   (originator_id, originator_version, topic, state)"
+                "   SELECT e.originator_id, e.originator_version, e.topic, e.state"
+                "   FROM unnest(events) e RETURNING notification_id;"
+                " END $$"
+            ).format(
+                function=self.insert_function,
+                schema=Identifier(datastore.schema),
+                table=Identifier(events_table_name),
+                event_type=Identifier(self.stored_event_type_name),
+                ids_table=self.request_ids_table,
+                lock_timeout=SQL(str(int(datastore.lock_timeout))),
+                channel=Identifier(self.channel_name),
+            )
+        )
+        self.insert_statement = SQL(
+            "SELECT n AS notification_id FROM {}(%b::{}.{}[], %s::jsonb) n"
+        ).format(
+            self.insert_function,
+            Identifier(datastore.schema),
+            Identifier(self.stored_event_type_name),
+        )
         # One index probe per id (LATERAL ... LIMIT 1): the planner can't estimate rows from
         # jsonb functions and would otherwise hash-join against a scan of the whole table.
         self.seen_ids_statement = SQL(
@@ -70,39 +93,24 @@ class HostplaneRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's write (request ids, table lock, NOTIFY, insert), sent in one round trip.
+        """The library's write (request ids, table lock, NOTIFY, insert) as one statement.
 
-        The library waits for the insert's result before it sends COMMIT, so the table lock that
-        orders all writes is held across a round trip to this process, which under load must
-        first get the interpreter lock back. Here BEGIN through COMMIT go out in one pipeline
-        and are synced once; the lock is held only while the server runs them. (psycopg's
-        ``transaction()`` can't be used for that: in a pipeline it syncs before COMMIT.) A failed
-        statement (a version or request-id conflict) makes the server skip the rest, COMMIT
-        included; the transaction is rolled back and the error raised here.
+        The library sends these statements one by one and waits for the insert's result before
+        it sends COMMIT, so the lock that orders all writes would be held across round trips
+        to this process: under 32 key-creating clients the lock's holder sat idle in its
+        transaction most of the time while the other writers queued. A failing part (a version
+        or request-id conflict) fails the statement, and its transaction stores nothing.
         """
         if not stored_events:
             return None
-        with self.datastore.get_connection() as conn, conn.cursor() as inserted:
-            try:
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    with conn.cursor() as curs:
-                        self._insert_events(curs, stored_events, **kwargs)
-                    self._insert_stored_events(inserted, stored_events, **kwargs)
-                    conn.execute("COMMIT")
-            except BaseException:
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    conn.rollback()
-                raise
-            return [row["notification_id"] for row in inserted.fetchall()]
-
-    def _insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
         ids: Mapping[UUID, Sequence[str]] = kwargs.get("usage_request_ids") or {}
-        if ids:
-            curs.execute(self.insert_ids_statement, (as_json(ids),))
-        super()._insert_events(curs, stored_events, **kwargs)
+        events = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.insert_statement, (events, as_json(ids) if ids else None))
+            return [row["notification_id"] for row in curs.fetchall()]
 
     def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         """The latest stored version of each of these aggregates that exists."""
