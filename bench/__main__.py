@@ -99,10 +99,12 @@ def usage_figures(scale: Scale, only: set[str], server: Server, data: Dataset) -
 def audit_figures(scale: Scale, server: Server, data: Dataset) -> list[Figure]:
     count = scale.audit_entries
     say(f"writing {count:,} events (one-record usage batches, one audit entry each)")
-    written = seed.seed_usage_batches(server, data, count)
-    say(f"  written in {written:.1f} s; waiting for the read models to catch up")
+    seed.wait_caught_up(server)  # the backlog is only these events
+    with seed.workers_held(server):
+        written = seed.seed_usage_batches(server, data, count)
+    say(f"  written in {written:.1f} s; timing the read models' catch-up")
     caught_up = seed.wait_caught_up(server)
-    say(f"  caught up {caught_up:.1f} s after the last save; audit query latencies")
+    say(f"  caught up in {caught_up:.1f} s; audit query latencies")
     return [
         seed.catch_up_figure(count, written, caught_up),
         *queries.audit_figures(server, data, scale.audit_depth, scale.samples),

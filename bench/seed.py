@@ -3,13 +3,18 @@
 A million single-record usage batches through HTTP would take the bench most of an hour (each
 is its own save under the events table's lock), so they are built by the same domain code the
 ingest use case runs (``UsageBatch.record``, rated at the model's price) and saved in groups,
-with their request ids registered as ingestion does. The live server's projections then catch
-up with them, which is the catch-up figure.
+with their request ids registered as ingestion does.
+
+The live server's projection worker is held off meanwhile (``workers_held``), then timed while
+it catches up with the backlog: that is the catch-up figure. Caught up while the saves went on,
+it could only keep pace with this one writer (~8,000 events/s), which it did.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -81,17 +86,32 @@ def usage(request_id: str, key: UUID, at: datetime) -> UsageInput:
     )
 
 
+def live_schemas(conn: Any) -> list[str]:
+    """The schemas of the live read models (not a rebuild's copies)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'rm\\_%' AND nspname NOT LIKE"
+            " '%\\_\\_rebuild' ORDER BY nspname"
+        ).fetchall()
+    ]
+
+
+@contextmanager
+def workers_held(server: Server) -> Iterator[None]:
+    """No projection worker applies a batch meanwhile: this holds the per-read-model locks a
+    worker takes for each batch (``projections.runner.SQL_LOCK_MANY``), so it waits."""
+    with server.connect() as conn, conn.transaction():
+        for schema in live_schemas(conn):
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+        yield
+
+
 def wait_caught_up(server: Server, timeout: float = 3600) -> float:
     """Seconds until every live read model has reached the head of the log."""
     t0 = time.perf_counter()
     with server.connect() as conn:
-        schemas = [
-            r[0]
-            for r in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'rm\\_%' AND nspname NOT LIKE"
-                " '%\\_\\_rebuild'"
-            ).fetchall()
-        ]
+        schemas = live_schemas(conn)
         union = " UNION ALL ".join(f"SELECT position FROM {s}.tracking" for s in schemas)
         query: Any = f"SELECT (SELECT max(notification_id) FROM public.hostplane_events), min(position) FROM ({union}) t"
         while True:
@@ -104,19 +124,18 @@ def wait_caught_up(server: Server, timeout: float = 3600) -> float:
 
 
 def catch_up_figure(count: int, written: float, caught_up: float) -> Figure:
-    """Events/s from the first save until every live read model has applied the last event."""
-    seconds = written + caught_up
+    """Events/s of the running server's worker through a backlog of ``count`` new events."""
     return Figure(
         "audit",
-        f"live projection catch-up of {count:,} new events, events/s",
-        count / seconds,
+        f"live projection catch-up of a backlog of {count:,} new events, events/s",
+        count / caught_up,
         "ev/s",
         target=20_000,
         baseline=count / written,
         baseline_label="the saves themselves",
         notes=(
-            f"{count:,} one-record usage batches saved {PER_SAVE} per save in {written:.1f} s;"
-            f" every read model of the running server had applied them {caught_up:.1f} s after"
-            " the last save (the server's worker catches up while the saves go on)"
+            f"{count:,} one-record usage batches saved {PER_SAVE} per save in {written:.1f} s"
+            " while the server's projection worker was held off; once released, it brought every"
+            f" read model to the head in {caught_up:.1f} s"
         ),
     )
