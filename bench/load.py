@@ -123,7 +123,8 @@ def read_your_writes_figures(server: Server, data: Dataset, samples: int) -> lis
             higher_is_better=False,
             notes=(
                 f"{samples} sequential samples, {misses} reads answered 404 first; the POST"
-                " itself answers from the read model (it waits for the projection)"
+                " answers from the key as saved, so this read is the one that waits for the"
+                " projection"
             ),
         ),
         Figure(
