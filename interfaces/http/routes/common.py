@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-import anyio.from_thread
 from fastapi import Query, Request, Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from application.auth import Principal
 from application.errors import NotFoundError
@@ -70,28 +68,3 @@ def create_once(
     )
     response.status_code = status
     return payload
-
-
-async def create_once_async(
-    container: Container,
-    caller: Principal,
-    request: Request,
-    response: Response,
-    body: BaseModel,
-    create: Callable[[], Awaitable[BaseModel]],
-) -> Any:
-    """``create_once`` for a command that runs on the event loop. Without an Idempotency-Key it
-    is awaited right there; with one, the key's bookkeeping (blocking) runs in a thread, which
-    calls back into the loop for the command."""
-    if idempotency_key(request) is None:
-        response.status_code = 201
-        return (await create()).model_dump(mode="json")
-    return await run_in_threadpool(
-        create_once,
-        container,
-        caller,
-        request,
-        response,
-        body,
-        lambda: anyio.from_thread.run(create),
-    )

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
 
-from application.auth import Principal
-from interfaces.bootstrap import Container
 from interfaces.export import key_as_of, key_shown
 from interfaces.http.deps import AsyncPoolDep, Caller, ContainerDep
 from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
-    create_once_async,
+    create_once,
     found,
     scoped_listing,
 )
@@ -42,35 +37,26 @@ def read_key(container: ContainerDep, caller: Caller, key_id: UUID) -> KeyPublic
     return KeyPublic(**found(row, "key", key_id))
 
 
-async def read_key_async(
-    container: Container, pool: AsyncConnectionPool[Any], caller: Principal, key_id: UUID
-) -> KeyPublic:
-    async with container.reading_async(pool, "keys") as curs:
-        row = await keys.get_key_async(curs, key_id, caller.tenant_filter())
-    return KeyPublic(**found(row, "key", key_id))
-
-
 @router.post("/tenants/{tenant_id}/keys", status_code=201, response_model=KeyCreated)
 async def create_key(
     tenant_id: UUID,
     body: KeyCreate,
     caller: Caller,
     container: ContainerDep,
-    pool: AsyncPoolDep,
     request: Request,
     response: Response,
 ) -> dict:
     """Issue a key for a tenant. The response holds the secret: it is shown this once."""
 
-    async def create() -> KeyCreated:
+    def create() -> KeyCreated:
         # The key is shown as saved, not read back: the write doesn't wait for the read models.
         # The caller's next read does (read-your-writes), in whichever process it lands.
-        key, secret = await run_in_threadpool(
-            partial(container.app.issue_key, caller, tenant_id, **body.model_dump())
-        )
+        key, secret = container.app.issue_key(caller, tenant_id, **body.model_dump())
         return KeyCreated(key=KeyPublic(**key_shown(key)), secret=secret)
 
-    return await create_once_async(container, caller, request, response, body, create)
+    # One thread hop for the command (and any Idempotency-Key bookkeeping). An async route:
+    # FastAPI would validate a plain route's response in a second hop.
+    return await run_in_threadpool(create_once, container, caller, request, response, body, create)
 
 
 @router.get("/keys", response_model=Page[KeyPublic])
@@ -99,7 +85,9 @@ async def get_key(
     if at is not None:
         return KeyPublic(**await run_in_threadpool(key_as_of, container, caller, key_id, at))
     # The hottest read of the API (a gateway checks keys): served on the event loop.
-    return await read_key_async(container, pool, caller, key_id)
+    async with container.reading_async(pool, "keys") as curs:
+        row = await keys.get_key_async(curs, key_id, caller.tenant_filter())
+    return KeyPublic(**found(row, "key", key_id))
 
 
 @router.delete("/keys/{key_id}", response_model=Deleted)
