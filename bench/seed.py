@@ -29,6 +29,7 @@ from domain.base import Actor
 from domain.pricing import Model
 from domain.usage import UsageBatch, UsageInput
 from interfaces.database import Database
+from projections.runner import SQL_LOCK_MANY
 
 PER_SAVE = 500
 MODEL = "llama-3.1-8b"
@@ -99,11 +100,10 @@ def live_schemas(conn: Any) -> list[str]:
 
 @contextmanager
 def workers_held(server: Server) -> Iterator[None]:
-    """No projection worker applies a batch meanwhile: this holds the per-read-model locks a
-    worker takes for each batch (``projections.runner.SQL_LOCK_MANY``), so it waits."""
+    """No projection worker applies a batch meanwhile: this takes the per-read-model locks a
+    worker takes for each batch, with the worker's own statement, so the worker waits."""
     with server.connect() as conn, conn.transaction():
-        for schema in live_schemas(conn):
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+        conn.execute(SQL_LOCK_MANY, (live_schemas(conn),))
         yield
 
 
