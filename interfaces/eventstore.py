@@ -40,7 +40,7 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         # speed, where psycopg would adapt two arrays element by element in Python. Events go
         # in binary: in text, psycopg quotes each event's state into the array literal with a
         # regex, ~2.5 ms per 1,000 usage records.
-        self.insert_function = Identifier(datastore.schema, f"{events_table_name}_insert")
+        function = Identifier(datastore.schema, f"{events_table_name}_insert")
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {function}(events {schema}.{event_type}[], ids jsonb)"
@@ -60,7 +60,7 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 "   FROM unnest(events) e RETURNING notification_id;"
                 " END $$"
             ).format(
-                function=self.insert_function,
+                function=function,
                 schema=Identifier(datastore.schema),
                 table=Identifier(events_table_name),
                 event_type=Identifier(self.stored_event_type_name),
@@ -72,7 +72,7 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         self.insert_statement = SQL(
             "SELECT n AS notification_id FROM {}(%b::{}.{}[], %s::jsonb) n"
         ).format(
-            self.insert_function,
+            function,
             Identifier(datastore.schema),
             Identifier(self.stored_event_type_name),
         )
