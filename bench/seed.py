@@ -120,7 +120,7 @@ def wait_caught_up(server: Server, timeout: float = 3600) -> float:
                 return time.perf_counter() - t0
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"read models at {lowest}, head {head}, after {timeout}s")
-            time.sleep(0.1)
+            time.sleep(0.01)  # the figure at small scale is a fraction of a second
 
 
 def catch_up_figure(count: int, written: float, caught_up: float) -> Figure:
