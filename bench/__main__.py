@@ -122,7 +122,7 @@ def run(scale: Scale, only: set[str], server: Server) -> list[Figure]:
         say("read-your-writes")
         guarded("ryw", figures, lambda: load.read_your_writes_figures(server, data, scale.samples))
     if "load" in only:
-        say(f"management API load: {scale.clients} clients, 3 × {scale.load_seconds:g} s")
+        say(f"management API load: {scale.clients} clients, 6 × {scale.load_seconds:g} s")
         guarded(
             "load",
             figures,

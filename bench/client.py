@@ -3,11 +3,23 @@
 A thread per client with httpx costs about half a millisecond of CPU per request, which on a
 2-core machine takes a core away from the server it measures; this client costs a tenth of
 that, so the figures are the server's, not the load generator's.
+
+Two ways to load the server:
+
+- closed loop (``rate=None``): each client sends its next request as soon as the previous one
+  is answered. This finds the most the server can do, and its latency is mostly queueing: with
+  32 clients the mean latency is 32 ÷ the throughput, whatever a request costs.
+- paced (``rate=R``): requests are due at a fixed rate of R per second, shared by the clients,
+  and each latency is measured from when its request was due, not from when it was sent. A
+  request due while every client is still waiting for an answer waits for one, and that wait
+  counts, so a server that falls behind the rate shows it in every percentile (no coordinated
+  omission).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +38,7 @@ class LoadStats:
     seconds: float
     p50_ms: float
     p99_ms: float
+    offered: float | None = None  # the paced rate, req/s; None for a closed loop
 
     @property
     def rate(self) -> float:
@@ -64,14 +77,19 @@ def run(
     expected: int,
     clients: int,
     seconds: float,
+    rate: float | None = None,
 ) -> LoadStats:
-    """``clients`` connections, client ``c`` with ``tokens[c % len(tokens)]``, for ``seconds``."""
+    """``clients`` connections, client ``c`` with ``tokens[c % len(tokens)]``, for ``seconds``;
+    in a closed loop, or paced at ``rate`` requests per second (see the module's docstring).
+    """
     url = urlsplit(base_url)
     host, port, prefix = url.hostname or "127.0.0.1", url.port or 80, url.path.rstrip("/")
     latencies: list[float] = []
     errors = 0
 
-    async def client(c: int, ready: asyncio.Barrier, window: list[float]) -> None:
+    async def client(
+        c: int, ready: asyncio.Barrier, go: asyncio.Event, window: list[float]
+    ) -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection(host, port)
         token = tokens[c % len(tokens)]
@@ -82,24 +100,37 @@ def run(
 
         await exchange(reader, writer, raw())  # connect and warm up outside the timed window
         await ready.wait()
-        while time.perf_counter() < window[0]:
+        await go.wait()
+        start, end = window
+        while True:
+            if rate is None:
+                if time.perf_counter() >= end:
+                    break
+            else:
+                due = start + next(slots) / rate
+                if due >= end:
+                    break
+                if (wait := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
             message = raw()
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() if rate is None else due
             status = await exchange(reader, writer, message)
             latencies.append(time.perf_counter() - t0)
             errors += status != expected
         writer.close()
 
     async def main() -> float:
-        ready = asyncio.Barrier(clients + 1)
-        window = [float("inf")]
-        tasks = [asyncio.create_task(client(c, ready, window)) for c in range(clients)]
-        await ready.wait()
+        ready, go = asyncio.Barrier(clients + 1), asyncio.Event()
+        window: list[float] = []
+        tasks = [asyncio.create_task(client(c, ready, go, window)) for c in range(clients)]
+        await ready.wait()  # every client is connected and warmed up
         t0 = time.perf_counter()
-        window[0] = t0 + seconds
+        window[:] = [t0, t0 + seconds]
+        go.set()
         await asyncio.gather(*tasks)
         return time.perf_counter() - t0
 
+    slots = itertools.count()
     elapsed = asyncio.run(main())
     ms = [x * 1000 for x in latencies]
-    return LoadStats(len(ms), errors, elapsed, percentile(ms, 50), percentile(ms, 99))
+    return LoadStats(len(ms), errors, elapsed, percentile(ms, 50), percentile(ms, 99), rate)
