@@ -23,7 +23,8 @@ EMBEDDED_DBNAME = "hostplane"
 #   for a checkpoint every 8–18 s, PostgreSQL's own log asking for a larger max_wal_size. Each
 #   checkpoint ends by syncing the data files; while it did, the commit holding the lock that
 #   orders event-store writes waited ~200 ms on its WAL sync, and every writer queued behind it.
-#   A checkpoint now comes after ~2 GB of WAL or 15 minutes; crash recovery replays at most that.
+#   A checkpoint now comes after ~2 GB of WAL or 15 minutes, and crash recovery replays
+#   about as much.
 EMBEDDED_SETTINGS = {
     "max_connections": "300",
     "max_wal_size": "4GB",
