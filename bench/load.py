@@ -72,79 +72,51 @@ def load_figures(server: Server, data: Dataset, clients: int, seconds: float) ->
             f" p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms"
         )
 
-    closed = f"{clients} clients, closed loop, {seconds:g} s"
-    base_label = "GET /health"
-    paced_label = f"GET /health at {READS_PER_SECOND:,}/s"
-    saturated = (
-        f"no target: {clients} clients in a closed loop wait {clients} ÷ throughput on average"
-    )
+    def figures(route: str, per_second: str, closed: LoadStats, paced: LoadStats) -> list[Figure]:
+        """Throughput in the closed loop, p99 paced at the target rate, p99 in the closed loop."""
+        rate = paced.offered or 0
+        return [
+            Figure(
+                "load",
+                f"{route} {per_second} ({clients} clients, closed loop, {seconds:g} s)",
+                closed.rate,
+                "req/s",
+                target=rate,
+                baseline=base.rate,
+                baseline_label="GET /health",
+                notes=f"{note(closed)}; /health: {note(base)}",
+                extra={"closed": closed.__dict__, "health": base.__dict__},
+            ),
+            Figure(
+                "load",
+                f"{route} p99 at {rate:,.0f} req/s ({clients} clients, paced)",
+                paced.p99_ms,
+                "ms",
+                target=P99_MS,
+                higher_is_better=False,
+                baseline=paced_base.p99_ms,
+                baseline_label=f"GET /health at {paced_base.offered:,.0f}/s",
+                notes=f"{note(paced)}; /health: {note(paced_base)}",
+                extra={"paced": paced.__dict__, "health": paced_base.__dict__},
+            ),
+            Figure(
+                "load",
+                f"{route} p99, closed loop (saturated)",
+                closed.p99_ms,
+                "ms",
+                higher_is_better=False,
+                baseline=base.p99_ms,
+                baseline_label="GET /health",
+                notes=(
+                    f"no target: {clients} clients in a closed loop wait {clients} ÷ throughput"
+                    " on average"
+                ),
+            ),
+        ]
+
     return [
-        Figure(
-            "load",
-            f"GET /keys/{{id}} reads/s ({closed})",
-            reads.rate,
-            "req/s",
-            target=READS_PER_SECOND,
-            baseline=base.rate,
-            baseline_label=base_label,
-            notes=note(reads) + f"; /health: {note(base)}",
-            extra={"reads": reads.__dict__, "health": base.__dict__},
-        ),
-        Figure(
-            "load",
-            f"GET /keys/{{id}} p99 at {READS_PER_SECOND:,} req/s ({clients} clients, paced)",
-            paced_reads.p99_ms,
-            "ms",
-            target=P99_MS,
-            higher_is_better=False,
-            baseline=paced_base.p99_ms,
-            baseline_label=paced_label,
-            notes=note(paced_reads) + f"; /health: {note(paced_base)}",
-            extra={"reads": paced_reads.__dict__, "health": paced_base.__dict__},
-        ),
-        Figure(
-            "load",
-            "GET /keys/{id} p99, closed loop (saturated)",
-            reads.p99_ms,
-            "ms",
-            higher_is_better=False,
-            baseline=base.p99_ms,
-            baseline_label=base_label,
-            notes=saturated,
-        ),
-        Figure(
-            "load",
-            f"POST /tenants/{{id}}/keys writes/s ({closed})",
-            writes.rate,
-            "req/s",
-            target=WRITES_PER_SECOND,
-            baseline=base.rate,
-            baseline_label=base_label,
-            notes=note(writes),
-            extra={"writes": writes.__dict__},
-        ),
-        Figure(
-            "load",
-            f"POST /tenants/{{id}}/keys p99 at {WRITES_PER_SECOND} req/s ({clients} clients, paced)",
-            paced_writes.p99_ms,
-            "ms",
-            target=P99_MS,
-            higher_is_better=False,
-            baseline=paced_base.p99_ms,
-            baseline_label=paced_label,
-            notes=note(paced_writes),
-            extra={"writes": paced_writes.__dict__},
-        ),
-        Figure(
-            "load",
-            "POST /tenants/{id}/keys p99, closed loop (saturated)",
-            writes.p99_ms,
-            "ms",
-            higher_is_better=False,
-            baseline=base.p99_ms,
-            baseline_label=base_label,
-            notes=saturated,
-        ),
+        *figures("GET /keys/{id}", "reads/s", reads, paced_reads),
+        *figures("POST /tenants/{id}/keys", "writes/s", writes, paced_writes),
     ]
 
 
