@@ -80,14 +80,19 @@ def start_embedded(data_dir: Path) -> Database:
 
 
 def configure(conf: Path, settings: dict[str, str]) -> None:
-    """Set these in a server's configuration (from its next start on), each line once.
+    """Set these in a server's configuration (from its next start on), each setting once.
 
-    A line is appended, so it overrides what initdb wrote above it (``max_connections = 100``).
+    A line is appended, tagged ``# hostplane``, so it overrides what initdb wrote above it
+    (``max_connections = 100``). A setting that already has a tagged line is left as that line
+    says: an operator may edit it, and the next start keeps the edit.
     """
     text = conf.read_text()
-    present = {line.partition("#")[0].strip() for line in text.splitlines()}
-    lines = (f"{name} = {value}" for name, value in settings.items())
-    missing = [line for line in lines if line not in present]
+    ours = {
+        line.partition("=")[0].strip()
+        for line in text.splitlines()
+        if line.partition("#")[2].strip() == "hostplane"
+    }
+    missing = [f"{name} = {value}" for name, value in settings.items() if name not in ours]
     if missing:
         conf.write_text(
             text.rstrip("\n") + "".join(f"\n{line}  # hostplane" for line in missing) + "\n"

@@ -157,6 +157,21 @@ def test_the_embedded_database_takes_the_connections_of_several_serve_processes(
     assert conf.count("max_wal_size = 4GB") == 1
 
 
+def test_an_operators_edit_of_the_embedded_settings_survives_a_restart(embedded_settings):
+    start_embedded(embedded_settings.data_dir).close()  # the first start writes the settings
+    conf = embedded_settings.data_dir / "pg" / "postgresql.conf"
+    conf.write_text(conf.read_text().replace("max_wal_size = 4GB", "max_wal_size = 6GB"))
+
+    database = start_embedded(embedded_settings.data_dir)
+    try:
+        with psycopg.connect(database.conninfo) as conn:
+            assert conn.execute("SHOW max_wal_size").fetchone()[0] == "6GB"
+            assert int(conn.execute("SHOW max_connections").fetchone()[0]) >= 300
+    finally:
+        database.close()
+    assert "max_wal_size = 4GB" not in conf.read_text()
+
+
 def test_the_embedded_database_is_created_in_the_data_dir(embedded_settings):
     container = open_embedded(embedded_settings)
     try:
