@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from interfaces.bootstrap import Container
-from interfaces.http import errors
+from interfaces.http import errors, openapi
 from interfaces.http.routes import (
     audit,
     billing,
@@ -26,7 +26,6 @@ from interfaces.http.routes import (
     usage,
     webhooks,
 )
-from interfaces.http.usage_body import UsageBatchIn
 
 
 class OrjsonResponse(JSONResponse):
@@ -81,57 +80,5 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(byok.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
-    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app
-
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "code": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-            },
-            "required": ["message", "type", "code"],
-        }
-    },
-    "required": ["error"],
-}
-
-
-BODIES_READ_BY_ROUTES = [UsageBatchIn]
-
-
-def openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents 422 validation errors; this API answers them as 400 (OpenAI shape)."""
-    if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                responses = operation.get("responses", {})
-                responses.pop("422", None)
-                responses.setdefault(
-                    "400",
-                    {
-                        "description": "Bad request (OpenAI error shape)",
-                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
-                    },
-                )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name in ("HTTPValidationError", "ValidationError"):
-            components.pop(name, None)
-        # Bodies that a route reads itself (no pydantic parameter) are documented here.
-        for model in BODIES_READ_BY_ROUTES:
-            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(body.pop("$defs", {}))
-            components[model.__name__] = body
-        app.openapi_schema = schema
-    return app.openapi_schema

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +33,18 @@ async def get_async_pool(request: Request) -> AsyncConnectionPool[Any]:
 AsyncPoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_async_pool)]
 
 
-async def authenticate(request: Request, container: ContainerDep) -> Principal:
+# Puts the bearer scheme in the OpenAPI document, on every operation that authenticates (which
+# is how the document knows those answer 401, 403, 429 and 503). The token is read by
+# bearer_token, which answers 401 in the OpenAI shape.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="The admin token (HOSTPLANE_ADMIN_TOKEN) or a tenant's management key.",
+    auto_error=False,
+)
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+async def authenticate(request: Request, container: ContainerDep, _: BearerDoc) -> Principal:
     token = bearer_token(request)
     app = container.app
     # Usually all of this runs on the event loop: one query counts the request, reads the key's

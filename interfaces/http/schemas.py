@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 T = TypeVar("T")
 
 
+# Required with the admin token only, so the schema can't mark it required: it says so here.
+OWNING_TENANT = (
+    "The tenant it belongs to. Required with the admin token (without it: 400 naming "
+    "tenant_id); with a tenant's key it may be left out, and another tenant's id is a 404."
+)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,7 +102,7 @@ class KeyDisabledUpdate(Strict):
 
 
 class InstanceCreate(Strict):
-    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    tenant_id: UUID | None = Field(None, description=OWNING_TENANT)
     model_id: str
     region: str = "EU"
     provider: str = "simulated"
@@ -159,7 +166,7 @@ class InstanceLogs(BaseModel):
 
 
 class ByokCreate(Strict):
-    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    tenant_id: UUID | None = Field(None, description=OWNING_TENANT)
     name: str = Field(description="A label, e.g. 'OpenAI prod'.")
     upstream: Literal[
         "openai", "anthropic", "google", "mistral", "deepseek", "qwen", "moonshot", "minimax"
@@ -193,7 +200,7 @@ def _default_thresholds() -> list[Decimal]:
 
 
 class BudgetCreate(Strict):
-    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    tenant_id: UUID | None = Field(None, description=OWNING_TENANT)
     key_id: UUID | None = Field(None, description="With a key, the budget covers that key only.")
     limit_eur: Decimal
     period: Literal["daily", "weekly", "monthly", "total"] = "monthly"

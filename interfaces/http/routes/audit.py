@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from domain.base import InvalidValueError, utc
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.routes.common import CursorQuery, LimitQuery, listing
 from interfaces.http.schemas import Page
 from projections import audit
@@ -51,8 +52,12 @@ def list_audit(
     action: str | None = Query(None, description="Only this action, e.g. key.issued."),
     target_type: str | None = Query(None, description="Only this kind of target, e.g. key."),
     target_id: UUID | None = Query(None, description="Only entries about this resource."),
-    since: str | None = Query(None, description="Entries at or after this time."),
-    until: str | None = Query(None, description="Entries before this time."),
+    since: str | None = Query(
+        None, description="Entries at or after this time.", json_schema_extra=DATE_OR_TIME
+    ),
+    until: str | None = Query(
+        None, description="Entries before this time.", json_schema_extra=DATE_OR_TIME
+    ),
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from application.errors import NotFoundError
 from domain.timewindow import day_range
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.openapi import DATE
 from interfaces.http.schemas import Strict
 from projections import billing, tenants
 
 router = APIRouter(tags=["billing"])
+
+Day = Annotated[
+    str, Path(description="A date, YYYY-MM-DD (its midnight UTC).", json_schema_extra=DATE)
+]
 
 
 class CreditsIn(Strict):
@@ -29,7 +35,7 @@ def check_tenant(container: ContainerDep, caller: Caller, tenant_id: UUID) -> No
 
 @router.get("/team-billing/summary/{tenant_id}/{start}/{end}")
 def billing_summary(
-    tenant_id: UUID, start: str, end: str, caller: Caller, container: ContainerDep
+    tenant_id: UUID, start: Day, end: Day, caller: Caller, container: ContainerDep
 ) -> dict:
     """Billing for ``[start 00:00Z, end 00:00Z)``; the same date twice is an empty range."""
     lo, hi = day_range(start, end)

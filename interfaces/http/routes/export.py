@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from interfaces.export import ExportNotReadyError, ndjson_chunks, open_export
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.routes.audit import instant
 
 router = APIRouter(tags=["export"])
@@ -16,6 +17,7 @@ router = APIRouter(tags=["export"])
 AsOfQuery = Query(
     None,
     description="Replay only the events up to this ISO 8601 time: the state as it was then.",
+    json_schema_extra=DATE_OR_TIME,
 )
 NDJSON = "application/x-ndjson"
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from psycopg import Cursor
 
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.openapi import also_answers
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
@@ -89,20 +90,26 @@ def get_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> 
     return read_instance(container, caller, instance_id)
 
 
-@router.delete("/instances/{instance_id}", response_model=InstancePublic)
+@router.delete(
+    "/instances/{instance_id}", response_model=InstancePublic, responses=also_answers(502)
+)
 def destroy_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
     """Destroy an instance and release its GPU. Irreversible; it stays in history and billing."""
     container.app.destroy_instance(caller, instance_id)
     return read_instance(container, caller, instance_id)
 
 
-@router.get("/instances/{instance_id}/api-key", response_model=InstanceApiKey)
+@router.get(
+    "/instances/{instance_id}/api-key", response_model=InstanceApiKey, responses=also_answers(409)
+)
 def instance_api_key(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstanceApiKey:
     """The instance's own inference key (seed 000 returns it on demand)."""
     return InstanceApiKey(api_key=container.app.reveal_instance_key(caller, instance_id))
 
 
-@router.post("/instances/{instance_id}/refresh", response_model=InstancePublic)
+@router.post(
+    "/instances/{instance_id}/refresh", response_model=InstancePublic, responses=also_answers(502)
+)
 def refresh_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
     """Re-sync the instance's status from its provider now."""
     container.app.refresh_instance(caller, instance_id)
@@ -116,14 +123,18 @@ def retry_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -
     return read_instance(container, caller, instance_id)
 
 
-@router.post("/instances/{instance_id}/test", response_model=InstanceTestResult)
+@router.post(
+    "/instances/{instance_id}/test", response_model=InstanceTestResult, responses=also_answers(502)
+)
 def test_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> dict:
     """Send a health-check chat completion to the running instance; the result is recorded."""
     check = container.app.test_instance(caller, instance_id)
     return {"instance_id": instance_id, **asdict(check)}
 
 
-@router.get("/instances/{instance_id}/logs", response_model=InstanceLogs)
+@router.get(
+    "/instances/{instance_id}/logs", response_model=InstanceLogs, responses=also_answers(409, 502)
+)
 def instance_logs(
     instance_id: UUID,
     caller: Caller,

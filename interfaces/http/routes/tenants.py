@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from interfaces.export import tenant_as_of
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.openapi import also_answers
 from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
 from interfaces.http.routes.export import AsOfQuery
@@ -70,7 +71,7 @@ def get_tenant(
     return read_tenant(container, caller, tenant_id)
 
 
-@router.delete("/tenants/{tenant_id}", response_model=TenantPublic)
+@router.delete("/tenants/{tenant_id}", response_model=TenantPublic, responses=also_answers(502))
 def offboard_tenant(tenant_id: UUID, caller: Caller, container: ContainerDep) -> TenantPublic:
     """Offboard a tenant: destroy its instances, delete its keys and budgets. History stays."""
     container.app.offboard_tenant(caller, tenant_id)

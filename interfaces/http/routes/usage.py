@@ -14,6 +14,7 @@ from application.auth import Principal
 from domain.base import InvalidValueError, utc
 from interfaces.bootstrap import Container
 from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.usage_body import parse_usage_batch
 from projections import billing, usage
 
@@ -85,8 +86,18 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-FromQuery = Query(None, alias="from", description="Start (date or ISO time), inclusive.")
-ToQuery = Query(None, alias="to", description="End (date or ISO time), exclusive.")
+FromQuery = Query(
+    None,
+    alias="from",
+    description="Start (date or ISO time), inclusive.",
+    json_schema_extra=DATE_OR_TIME,
+)
+ToQuery = Query(
+    None,
+    alias="to",
+    description="End (date or ISO time), exclusive.",
+    json_schema_extra=DATE_OR_TIME,
+)
 
 
 def _totals(

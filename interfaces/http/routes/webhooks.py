@@ -18,14 +18,14 @@ from interfaces.http.routes.common import (
     listing,
     scoped_listing,
 )
-from interfaces.http.schemas import Deleted, Page, Strict
+from interfaces.http.schemas import OWNING_TENANT, Deleted, Page, Strict
 from projections import webhook_outbox, webhooks
 
 router = APIRouter(tags=["webhooks"])
 
 
 class WebhookCreate(Strict):
-    tenant_id: UUID | None = Field(None, description="Required with the admin token.")
+    tenant_id: UUID | None = Field(None, description=OWNING_TENANT)
     url: str = Field(description="An http:// or https:// URL that receives signed POSTs.")
     events: list[str] = Field(description="Event types to receive, e.g. key.revoked.")
     description: str | None = None
