@@ -118,9 +118,23 @@ def document(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: a repeated request with the same key gets the first answer; "
+        "the same key with another request is a 409."
+    ),
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
 def describe(method: str, operation: dict[str, Any], models: dict[str, Any]) -> None:
     """Document every error status of one operation with the error schema."""
     responses = operation.setdefault("responses", {})
+    if "201" in responses:  # a creating POST (routes.common.create_once) takes Idempotency-Key
+        operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
     responses.pop("422", None)  # FastAPI's validation errors; answered here as 400
     for status in sorted(statuses(method, operation, models)):
         responses.setdefault(str(status), {})
