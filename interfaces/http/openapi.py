@@ -6,6 +6,8 @@ listed per operation (a list of 60 would drift): an authenticated route can answ
 or the body names something that may not exist, or be another tenant's (404); a write can
 conflict (409: an Idempotency-Key in use, a concurrent change, a state that forbids it). What
 only some routes do (a provider's failure, 502) they declare with ``responses=also_answers(...)``.
+405 is no operation's answer (it is what a path answers for a method it has no operation for),
+so the document says it once, in its description.
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ ERROR_REF = "#/components/schemas/Error"
 DATE = {"type": "string", "format": "date"}
 DATE_OR_TIME = {"anyOf": [DATE, {"type": "string", "format": "date-time"}]}
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: a repeated request with the same key gets the first answer; "
+        "the same key with another request is a 409."
+    ),
+    "schema": {"type": "string", "minLength": 1},
+}
+
 # Bodies that a route reads itself (no pydantic parameter); documented by ``document``.
 BODIES_READ_BY_ROUTES: list[type[BaseModel]] = [UsageBatchIn]
 
@@ -87,6 +100,13 @@ BODIES_READ_BY_ROUTES: list[type[BaseModel]] = [UsageBatchIn]
 def also_answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route that can answer more than its shape implies."""
     return {status: {"description": WHY[status]} for status in statuses}
+
+
+def error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": ERROR_REF}}},
+    }
 
 
 def document(app: FastAPI) -> dict[str, Any]:
@@ -118,18 +138,6 @@ def document(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": (
-        "Makes a retry safe: a repeated request with the same key gets the first answer; "
-        "the same key with another request is a 409."
-    ),
-    "schema": {"type": "string", "minLength": 1},
-}
-
-
 def describe(method: str, operation: dict[str, Any], models: dict[str, Any]) -> None:
     """Document every error status of one operation with the error schema."""
     responses = operation.setdefault("responses", {})
@@ -144,13 +152,6 @@ def describe(method: str, operation: dict[str, Any], models: dict[str, Any]) -> 
             response["content"] = error_response("")["content"]
             if int(status) in (429, 503):
                 response["headers"] = {"Retry-After": RETRY_AFTER}
-
-
-def error_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": ERROR_REF}}},
-    }
 
 
 def statuses(method: str, operation: dict[str, Any], models: dict[str, Any]) -> set[int]:
