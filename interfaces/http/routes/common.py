@@ -62,7 +62,9 @@ def create_once(
     def run() -> tuple[int, Any]:
         return 201, create().model_dump(mode="json")
 
-    request_fingerprint = {"path": request.url.path, "body": body.model_dump(mode="json")}
+    # The body as pydantic writes it: a number too large for orjson (beyond 64 bits) must reach
+    # the command, which refuses it as a 400, rather than fail the fingerprint as a 500.
+    request_fingerprint = {"path": request.url.path, "body": body.model_dump_json()}
     status, payload = run_idempotent(
         container, caller, idempotency_key(request), request_fingerprint, run
     )
