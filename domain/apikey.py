@@ -127,7 +127,7 @@ class ApiKey(Aggregate):
         """Issue a new key; returns the key and its plaintext token (to be shown once)."""
         if kind not in KINDS:
             raise InvalidValueError("kind", f"kind must be one of {', '.join(KINDS)}")
-        if expires_at is not None and utc(expires_at) <= now:
+        if expires_at is not None and utc(expires_at, "expires_at") <= now:
             raise InvalidValueError("expires_at", "expires_at must be in the future")
         token = generate_token(kind)
         key = cls._create(

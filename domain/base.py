@@ -64,11 +64,20 @@ def check_amount(
     return value
 
 
-def utc(dt: datetime) -> datetime:
-    """Return ``dt`` as an aware UTC datetime; naive datetimes are taken to be UTC."""
+def utc(dt: datetime, field: str = "time") -> datetime:
+    """Return ``dt`` as an aware UTC datetime; naive datetimes are taken to be UTC.
+
+    A time whose UTC falls outside the years 1-9999 (``9999-12-31T23:59:59-01:00``) cannot be
+    represented; it is refused as a bad ``field`` rather than left to fail as an overflow.
+    """
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise InvalidValueError(
+            field, f"{field} must lie between the years 1 and 9999 in UTC"
+        ) from None
 
 
 def sha256_hex(secret: str) -> str:

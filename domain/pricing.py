@@ -158,7 +158,7 @@ class Model(Aggregate):
         self._price_changed(
             input_eur_per_mtok=check_price("input_eur_per_mtok", input_eur_per_mtok),
             output_eur_per_mtok=check_price("output_eur_per_mtok", output_eur_per_mtok),
-            effective_from=utc(effective_from),
+            effective_from=utc(effective_from, "effective_from"),
             actor=actor,
         )
 

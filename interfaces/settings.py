@@ -27,6 +27,12 @@ class Settings:
     webhook_retry_base_seconds: float = 10.0
     webhook_max_age_seconds: float = 86400.0
     webhook_timeout_seconds: float = 5.0
+    # Bounded work per request: the longest per-day and per-hour breakdowns, the largest body.
+    max_range_days: int = 400
+    max_hourly_range_days: int = 31
+    # A 10,000-record usage batch is ~4 MB; at the longest request ids and model names (200
+    # characters) ~8 MB, and ~30 MB if every one of their characters is \u-escaped.
+    max_body_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,4 +57,7 @@ class Settings:
             webhook_retry_base_seconds=float(env.get("HOSTPLANE_WEBHOOK_RETRY_BASE_SECONDS", "10")),
             webhook_max_age_seconds=float(env.get("HOSTPLANE_WEBHOOK_MAX_AGE_SECONDS", "86400")),
             webhook_timeout_seconds=float(env.get("HOSTPLANE_WEBHOOK_TIMEOUT_SECONDS", "5")),
+            max_range_days=int(env.get("HOSTPLANE_MAX_RANGE_DAYS", "400")),
+            max_hourly_range_days=int(env.get("HOSTPLANE_MAX_HOURLY_RANGE_DAYS", "31")),
+            max_body_bytes=int(env.get("HOSTPLANE_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
         )

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from interfaces.bootstrap import Container
 from interfaces.http import errors
+from interfaces.http.body_limit import BodyLimit
 from interfaces.http.routes import (
     audit,
     billing,
@@ -81,6 +82,8 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(byok.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
+    app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
+    app.add_middleware(errors.UnexpectedErrorsAs500)  # the outermost of ours
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

@@ -49,6 +49,7 @@ HTTP_CODES = {
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
     409: ("conflict_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     503: ("service_unavailable", "not_ready"),
 }
@@ -111,10 +112,40 @@ def install(app: FastAPI) -> None:
     for exc_type, status, type_, code in ERROR_TABLE:
         app.add_exception_handler(exc_type, _handler(status, type_, code))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal server error", "api_error", "internal_error")
+
+class UnexpectedErrorsAs500:
+    """Answer any other exception with a 500 in the OpenAI shape, and keep the connection open.
+
+    An ``Exception`` handler runs in Starlette's ServerErrorMiddleware, which sends its 500 and
+    then re-raises; uvicorn closes the connection of an app that raised, so the client's next
+    request on it failed (ECONNRESET). This middleware sits inside that one and ends the
+    request with the 500 sent. The answer names no internals; the log has the traceback. A
+    response already under way (a streamed export) cannot become a 500: that error is raised
+    on, and the connection closes, so the client sees the answer cut short.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            response = error_response(500, "internal server error", "api_error", "internal_error")
+            await response(scope, receive, send)
 
 
 def _handler(status: int, type_: str, code: str) -> Any:

@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
+# The most items a list in a request may hold: each is stored in an event and checked on use.
+MAX_ALLOWED_MODELS = 1000
+MAX_IP_ALLOWLIST = 100
+MAX_THRESHOLDS = 20
+MAX_WEBHOOK_EVENTS = 50
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,10 +67,10 @@ class GroupUpdate(Strict):
 class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=63)
     kind: Literal["management", "router"] = "router"
-    allowed_models: list[str] | None = None
+    allowed_models: list[str] | None = Field(None, max_length=MAX_ALLOWED_MODELS)
     sovereignty_mode: bool = False
     expires_at: datetime | None = None
-    ip_allowlist: list[str] = Field(default_factory=list)
+    ip_allowlist: list[str] = Field(default_factory=list, max_length=MAX_IP_ALLOWLIST)
 
 
 class KeyPublic(BaseModel):
@@ -197,13 +203,17 @@ class BudgetCreate(Strict):
     key_id: UUID | None = Field(None, description="With a key, the budget covers that key only.")
     limit_eur: Decimal
     period: Literal["daily", "weekly", "monthly", "total"] = "monthly"
-    thresholds: list[Decimal] = Field(default_factory=_default_thresholds)
+    thresholds: list[Decimal] = Field(
+        default_factory=_default_thresholds, max_length=MAX_THRESHOLDS
+    )
 
 
 class BudgetUpdate(Strict):
     limit_eur: Decimal
     period: Literal["daily", "weekly", "monthly", "total"]
-    thresholds: list[Decimal] = Field(default_factory=_default_thresholds)
+    thresholds: list[Decimal] = Field(
+        default_factory=_default_thresholds, max_length=MAX_THRESHOLDS
+    )
 
 
 class BudgetPublic(BaseModel):

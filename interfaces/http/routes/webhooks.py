@@ -18,7 +18,7 @@ from interfaces.http.routes.common import (
     listing,
     scoped_listing,
 )
-from interfaces.http.schemas import Deleted, Page, Strict
+from interfaces.http.schemas import MAX_WEBHOOK_EVENTS, Deleted, Page, Strict
 from projections import webhook_outbox, webhooks
 
 router = APIRouter(tags=["webhooks"])
@@ -27,7 +27,9 @@ router = APIRouter(tags=["webhooks"])
 class WebhookCreate(Strict):
     tenant_id: UUID | None = Field(None, description="Required with the admin token.")
     url: str = Field(description="An http:// or https:// URL that receives signed POSTs.")
-    events: list[str] = Field(description="Event types to receive, e.g. key.revoked.")
+    events: list[str] = Field(
+        description="Event types to receive, e.g. key.revoked.", max_length=MAX_WEBHOOK_EVENTS
+    )
     description: str | None = None
 
 
