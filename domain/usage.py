@@ -77,7 +77,7 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
         and r.latency_ms >= 0
         and r.status in STATUSES
         and at.tzinfo is not None
-        and at <= now + FUTURE_TOLERANCE
+        and EPOCH <= at <= now + FUTURE_TOLERANCE
     ):
         return []  # the common case, checked in one expression
     problems = []
@@ -98,6 +98,8 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
         bad("occurred_at", "occurred_at must carry a timezone (use Z for UTC)")
     elif at > now + FUTURE_TOLERANCE:
         bad("occurred_at", "occurred_at is in the future")
+    elif at < EPOCH:  # times are counted from the epoch; year 0 in UTC cannot even be billed
+        bad("occurred_at", "occurred_at must not be before 1970-01-01T00:00:00Z")
     return problems
 
 

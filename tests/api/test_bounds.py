@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -343,3 +344,22 @@ def test_the_request_after_a_500_is_answered_on_the_same_connection(failing_serv
         assert failed.status_code == 500
         assert after.status_code == 200
         assert client_address(after) == failed_on
+
+
+# -- usage times -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("occurred_at", [UNDERFLOWING_TO, "1969-12-31T23:59:59Z"])
+def test_usage_from_before_1970_is_refused_and_the_tenant_stays_exportable(
+    admin, tenant, occurred_at
+):
+    model = new_model(admin)
+    record = usage_record(tenant.key["id"], model, occurred_at)
+
+    refused = tenant.api.post("/usage/events", json={"records": [record]})
+    export = tenant.api.get(f"/tenants/{tenant.id}/export")
+
+    error = error_of(refused, 400)
+    assert [p["field"] for p in error["records"]] == ["occurred_at"]
+    assert export.status_code == 200
+    assert json.loads(export.text.splitlines()[-1])["kind"] == "end"

@@ -87,7 +87,9 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # Documented as what the API accepts: a date (its midnight UTC) or an RFC 3339 time.
-DATE_OR_TIME = {"anyOf": [{"format": "date"}, {"format": "date-time"}]}
+DATE_OR_TIME = {
+    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+}
 FromQuery = Query(
     None,
     alias="from",
