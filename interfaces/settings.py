@@ -27,6 +27,9 @@ class Settings:
     webhook_retry_base_seconds: float = 10.0
     webhook_max_age_seconds: float = 86400.0
     webhook_timeout_seconds: float = 5.0
+    # How long an Idempotency-Key claim with nothing saved holds off a retry (a crashed first
+    # request's key is free again after it); see interfaces/stores.py IdempotencyStore.
+    idempotency_lease_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,4 +54,5 @@ class Settings:
             webhook_retry_base_seconds=float(env.get("HOSTPLANE_WEBHOOK_RETRY_BASE_SECONDS", "10")),
             webhook_max_age_seconds=float(env.get("HOSTPLANE_WEBHOOK_MAX_AGE_SECONDS", "86400")),
             webhook_timeout_seconds=float(env.get("HOSTPLANE_WEBHOOK_TIMEOUT_SECONDS", "5")),
+            idempotency_lease_seconds=float(env.get("HOSTPLANE_IDEMPOTENCY_LEASE_SECONDS", "30")),
         )
