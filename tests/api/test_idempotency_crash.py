@@ -232,3 +232,22 @@ def test_a_tenant_whose_server_died_before_saving_it_is_created_once_by_a_retry(
     assert answers[-1] == 201, answers
     names = [t["name"] for t in retried.get("/tenants?limit=500").json()["data"]]
     assert names.count(body["name"]) == 1
+
+
+def test_a_webhook_whose_server_died_before_answering_is_returned_with_its_secret_on_retry(
+    database,
+):
+    api = server(database)
+    tenant = api.post("/tenants", {"name": f"crash-{uuid.uuid4().hex[:8]}"}, uuid.uuid4().hex)
+    tenant_id, key = tenant.json()["id"], uuid.uuid4().hex
+    body = {"tenant_id": tenant_id, "url": "http://127.0.0.1:9/hook", "events": ["key.revoked"]}
+
+    with database.killed_while_waiting("hostplane_idempotency", "NEW.status IS NOT NULL"):
+        sent = in_background(lambda: api.post("/webhooks", body, key))
+    sent.join(30)
+
+    retry = database.serve().post("/webhooks", body, key)
+    assert retry.status_code == 201, retry.text
+    listed = database.server.get(f"/webhooks?tenant_id={tenant_id}").json()["data"]
+    assert [w["id"] for w in listed] == [retry.json()["id"]]
+    assert retry.json()["secret"].startswith("whsec_")
