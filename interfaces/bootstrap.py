@@ -113,7 +113,9 @@ class Container:
                 source.table,
                 source.current_head_sql([live_schema(n) for n in runner.projections]),
             ),
-            idempotency=stores.IdempotencyStore(pool, secret_box),
+            idempotency=stores.IdempotencyStore(
+                pool, secret_box, timedelta(seconds=settings.idempotency_lease_seconds)
+            ),
         )
         container.webhooks = WebhookDispatcher(pool, app, settings)
         container.provider = SimulatedProvider(

@@ -33,6 +33,9 @@ class Settings:
     # A 10,000-record usage batch is ~4 MB; at the longest request ids and model names (200
     # characters) ~8 MB, and ~30 MB if every one of their characters is \u-escaped.
     max_body_bytes: int = 32 * 1024 * 1024
+    # How long an Idempotency-Key claim with nothing saved holds off a retry (a crashed first
+    # request's key is free again after it); see interfaces/stores.py IdempotencyStore.
+    idempotency_lease_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -60,4 +63,5 @@ class Settings:
             max_range_days=int(env.get("HOSTPLANE_MAX_RANGE_DAYS", "400")),
             max_hourly_range_days=int(env.get("HOSTPLANE_MAX_HOURLY_RANGE_DAYS", "31")),
             max_body_bytes=int(env.get("HOSTPLANE_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
+            idempotency_lease_seconds=float(env.get("HOSTPLANE_IDEMPOTENCY_LEASE_SECONDS", "30")),
         )

@@ -18,6 +18,7 @@ from application.errors import (
     NotFoundError,
     ProviderError,
 )
+from application.idempotency import ClaimLostError
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
@@ -36,6 +37,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (NotFoundError, 404, "invalid_request_error", "not_found"),
     (ConcurrentModificationError, 409, "conflict_error", "concurrent_modification"),
     (IdempotencyConflictError, 409, "conflict_error", "idempotency_conflict"),
+    (ClaimLostError, 409, "conflict_error", "idempotency_conflict"),
     (NotDeployedError, 409, "conflict_error", "not_deployed"),
     (ConflictError, 409, "conflict_error", "conflict"),
     (ProviderError, 502, "upstream_error", "provider_error"),
@@ -155,6 +157,9 @@ def _handler(status: int, type_: str, code: str) -> Any:
         if param and param not in message:
             message = f"{param}: {message}"
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        retry_after = getattr(exc, "retry_after", None)  # e.g. an idempotent request running
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
         return error_response(status, message, type_, code, param, headers)
 
     return handle

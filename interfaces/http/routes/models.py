@@ -99,7 +99,16 @@ def register_model(
         container.app.register_model(caller, slug=fields.pop("id"), **fields)
         return read_model(container, body.id)
 
-    return create_once(container, caller, request, response, body, create)
+    # The model's id is its slug, which the request names.
+    return create_once(
+        container,
+        caller,
+        request,
+        response,
+        body,
+        create,
+        lambda done: read_model(container, body.id),
+    )
 
 
 @router.get("/models/{model_id}", response_model=ModelPublic)

@@ -9,14 +9,18 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from application.idempotency import Created
+from domain.webhook import Webhook
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
     create_once,
+    created_id,
     found,
     listing,
     scoped_listing,
+    shown_once,
 )
 from interfaces.http.schemas import MAX_WEBHOOK_EVENTS, Deleted, Page, Strict
 from projections import webhook_outbox, webhooks
@@ -91,7 +95,11 @@ def create_webhook(
         public = read_webhook(container, caller, webhook_id)
         return WebhookCreated(**public.model_dump(), secret=secret)
 
-    return create_once(container, caller, request, response, body, create)
+    def recover(done: Created) -> WebhookCreated:
+        public = read_webhook(container, caller, created_id(container, done, Webhook))
+        return WebhookCreated(**public.model_dump(), secret=shown_once(done))
+
+    return create_once(container, caller, request, response, body, create, recover)
 
 
 @router.get("/webhooks", response_model=Page[WebhookPublic])
