@@ -86,8 +86,8 @@ def checked_master_key(conninfo: str, configured: str | None, data_dir: Path) ->
         elif not hmac.compare_digest(stored, check):
             source = "HOSTPLANE_MASTER_KEY" if configured else f"the key in {data_dir / KEY_FILE}"
             raise MasterKeyError(
-                f"this database was initialised with another master key than {source}: "
-                + SET_THE_KEY
+                f"{source} is not the master key this database was initialised with (every"
+                f" node on one database must use the same one): {SET_THE_KEY}"
             )
     return key
 
