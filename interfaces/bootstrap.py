@@ -19,8 +19,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.hostplane import Hostplane
 from interfaces import stores
-from interfaces.crypto import AesGcmSecretBox, load_master_key
+from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.database import Database, open_database
+from interfaces.leadership import Leadership
 from interfaces.providers import ProviderRegistry
 from interfaces.providers.probe import HttpProber
 from interfaces.providers.simulated import SimulatedProvider
@@ -52,6 +53,7 @@ class Container:
     rate_limiter: stores.RateLimiter
     idempotency: stores.IdempotencyStore
     scheduler: Any = None
+    leadership: Leadership | None = None  # in the first process of ``hostplane serve``
     provider: SimulatedProvider | None = None
     webhooks: WebhookDispatcher | None = None
     first_admin_token: str | None = None
@@ -72,7 +74,8 @@ class Container:
 
     @classmethod
     def _assemble(cls, settings: Settings, database: Database) -> Container:
-        secret_box = AesGcmSecretBox(load_master_key(settings.master_key, settings.data_dir))
+        master_key = checked_master_key(database.conninfo, settings.master_key, settings.data_dir)
+        secret_box = AesGcmSecretBox(master_key)
         app = Hostplane(
             env=database.eventsourcing_env(settings.pool_size),
             secret_box=secret_box,
@@ -135,13 +138,23 @@ class Container:
         return container
 
     def start_background(self) -> None:
-        """Projection workers and the scheduler (``hostplane serve`` runs both)."""
+        """Projection workers and the scheduler (``hostplane serve`` runs both).
+
+        Of several nodes on one database, one leads (``interfaces.leadership``): it runs the
+        projection worker and the cluster-wide jobs; the others stand by, follow its commits
+        for read-your-writes, and take over when it dies.
+        """
         from interfaces.scheduler import start_scheduler
 
-        self.runner.start()
+        self.runner.follow()
         if self.provider is not None:
             self.provider.start()
-        self.scheduler = start_scheduler(self)
+        leadership = Leadership(
+            self.database.conninfo, on_lead=self.runner.start, on_standby=self.runner.stand_by
+        )
+        self.leadership = leadership
+        leadership.start()
+        self.scheduler = start_scheduler(self, leading=lambda: leadership.leading)
 
     def start_api_process(self) -> None:
         """What an extra API process of ``hostplane serve --workers`` runs in the background:
@@ -264,6 +277,8 @@ class Container:
         self._closed = True
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.leadership is not None:
+            self.leadership.stop()  # the worker stops first, then another node may lead
         if self.provider is not None:
             self.provider.stop()
         self.runner.stop()

@@ -202,8 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from interfaces.crypto import MasterKeyError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except MasterKeyError as e:  # a configuration to fix, not a crash: no traceback
+        print(f"hostplane: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

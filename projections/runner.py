@@ -64,7 +64,9 @@ class ProjectionRunner(Worker):
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._stop = threading.Event()
+        self._unfollow = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._working: list[threading.Thread] = []
         # Positions this process has committed: lower bounds of the stored ones, so a reader
         # waiting for this process's own worker needn't ask the database again.
         self._committed: dict[str, int] = {}

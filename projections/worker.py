@@ -36,8 +36,10 @@ class Worker:
     last_error: BaseException | None
     _wake: threading.Event
     _advanced: threading.Condition
-    _stop: threading.Event
+    _stop: threading.Event  # stops the worker's threads
+    _unfollow: threading.Event  # stops the follower's
     _threads: list[threading.Thread]
+    _working: list[threading.Thread]  # the worker's threads, among ``_threads``
     _committed: dict[str, int]
     _loop_events: dict[asyncio.AbstractEventLoop, asyncio.Event]
 
@@ -178,17 +180,32 @@ class Worker:
     # -- background threads ---------------------------------------------------------------
 
     def start(self) -> None:
+        """Run the worker in this process (the leader's); see ``stand_by``."""
+        for thread in self._working:  # a worker told to stand by may still finish a batch
+            thread.join(timeout=30)
         self._stop.clear()
+        self._working = []
         for target in (self._listen, self._work):
             thread = threading.Thread(
                 target=target, name=f"projections-{target.__name__}", daemon=True
             )
             thread.start()
+            self._working.append(thread)
             self._threads.append(thread)
         self._wake.set()
 
+    def stand_by(self) -> None:
+        """Stop this process's worker (another node's runs now); a follower goes on."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._working:
+            thread.join(timeout=5)
+            if thread in self._threads:
+                self._threads.remove(thread)
+
     def stop(self) -> None:
         self._stop.set()
+        self._unfollow.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -196,21 +213,24 @@ class Worker:
 
     def follow(self) -> None:
         """Wake read-your-writes waits when a worker in another process commits (API processes
-        of ``hostplane serve --workers``, which run no worker of their own)."""
-        self._stop.clear()
+        of ``hostplane serve --workers``, which run no worker of their own, and the first
+        process of a node on standby)."""
+        self._unfollow.clear()
         thread = threading.Thread(target=self._follow, name="projections-follow", daemon=True)
         thread.start()
         self._threads.append(thread)
 
     def _follow(self) -> None:
         names = list(self.projections)
-        while not self._stop.is_set():
+        while not self._unfollow.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
                     conn.execute(f'LISTEN "{POSITIONS_CHANNEL}"')
-                    while not self._stop.is_set():
+                    while not self._unfollow.is_set():
                         if not any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
                             continue
+                        if self._working and not self._stop.is_set():
+                            continue  # this process's worker committed it, and woke the waits
                         for name, position in self.positions(names).items():
                             schema = live_schema(name)
                             if position > self._committed.get(schema, -1):
@@ -218,7 +238,7 @@ class Worker:
                         self._advance()
             except Exception as e:  # the database went away: retry, waits still poll
                 log.warning("projection follower reconnecting: %s", type(e).__name__)
-                self._stop.wait(1.0)
+                self._unfollow.wait(1.0)
 
     def _listen(self) -> None:
         """Wake the worker whenever the event store NOTIFYs a write (from any process)."""
