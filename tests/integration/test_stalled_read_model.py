@@ -140,6 +140,10 @@ def test_a_read_model_that_cannot_apply_an_event_is_reported_and_answers_503_unt
     assert admin.get(f"/keys/{good['id']}").status_code == 200
 
     position = store_key_with_a_nul(container, UUID(t["id"]))
+    # A read at once: it waits for the worker, which finds that it cannot apply the event.
+    r = admin.get(f"/keys/{good['id']}")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "read_model_stalled"
     row = stall_of(container, "keys")
 
     # The failure is reported: the exact event, its type and the error, to every process.
