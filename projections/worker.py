@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from projections.base import Projection, live_schema
 from projections.batch import ProjectionFailedError
 from projections.source import EventSource
-from projections.stalls import ReadModelStalledError, Stall, check_not_stalled, with_stalls
+from projections.stalls import Stall, check_not_stalled, with_stalls
 
 log = logging.getLogger("projections.runner")
 
@@ -129,9 +129,12 @@ class Worker:
         schemas = [live_schema(n) for n in names]
 
         def done_here() -> bool:
-            if fail_if_stalled:
-                self._check_stalled_here(names, target)
             return all(self._committed.get(s, -1) >= target for s in schemas)
+
+        dismissed: set[tuple[str, int]] = set()
+
+        def stalled_here() -> bool:
+            return fail_if_stalled and self._stalled_here(schemas, target, dismissed)
 
         # The database is asked at most every POLL_SECONDS (for workers in other processes);
         # with a worker in this process, only after it had a first chance: when it commits,
@@ -142,11 +145,9 @@ class Worker:
             if done_here():
                 return True
             now = time.monotonic()
-            if now >= next_poll:
+            if now >= next_poll or stalled_here():  # the database confirms a stall found here
                 rows = list(self._positions(names).values())
-                if fail_if_stalled:
-                    check_not_stalled(rows, target)
-                if all(r["position"] >= target for r in rows):
+                if self._reached(rows, target, fail_if_stalled, dismissed):
                     return True
                 next_poll = now + POLL_SECONDS
             remaining = deadline - now
@@ -156,6 +157,8 @@ class Worker:
             with self._advanced:
                 if done_here():  # under the lock: a commit can't slip in before the wait
                     return True
+                if stalled_here():
+                    continue
                 self._advanced.wait(timeout=min(remaining, next_poll - now))
 
     async def wait_for_async(
@@ -173,20 +176,17 @@ class Worker:
         deadline = loop.time() + timeout
         schemas = [live_schema(n) for n in names]
         poll = not self._threads  # nothing in this process will wake the wait: ask at once
+        dismissed: set[tuple[str, int]] = set()
         while True:
             advanced = self._loop_event(loop)  # taken before the check: no wake-up is missed
-            if fail_if_stalled:
-                self._check_stalled_here(names, target)
             if all(self._committed.get(s, -1) >= target for s in schemas):
                 return True
-            if poll:
+            if poll or (fail_if_stalled and self._stalled_here(schemas, target, dismissed)):
                 async with apool.connection() as conn, conn.cursor() as curs:
                     await curs.execute(self._positions_sql(names))
                     rows = await curs.fetchall()
-                    if fail_if_stalled:
-                        check_not_stalled(rows, target)
-                    if all(r["position"] >= target for r in rows):
-                        return True
+                if self._reached(rows, target, fail_if_stalled, dismissed):
+                    return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -197,12 +197,36 @@ class Worker:
             except TimeoutError:
                 poll = True
 
-    def _check_stalled_here(self, names: Sequence[str], target: int) -> None:
-        """Raise if this process's worker found one of these read models stalled before
-        ``target`` (the database says so to the other processes' waits, when they poll)."""
-        stalled = [n for n in names if self._stalled.get(live_schema(n), target + 1) <= target]
-        if stalled:
-            raise ReadModelStalledError(stalled)
+    def _stalled_here(
+        self, schemas: Sequence[str], target: int, dismissed: set[tuple[str, int]]
+    ) -> bool:
+        """Whether this process's worker found one of these schemas stalled at or before
+        ``target``, and no poll of the database has shown otherwise since (``dismissed``: a
+        rebuild in another process, say). The database has the last word: a wait that sees
+        this asks it at once, instead of at its next poll."""
+        for schema in schemas:
+            position = self._stalled.get(schema)
+            if position is not None and position <= target and (schema, position) not in dismissed:
+                return True
+        return False
+
+    def _reached(
+        self,
+        rows: Sequence[dict[str, Any]],
+        target: int,
+        fail_if_stalled: bool,
+        dismissed: set[tuple[str, int]],
+    ) -> bool:
+        """Of a wait's poll (``_positions_sql`` rows): whether every position reached
+        ``target``; with ``fail_if_stalled``, ``ReadModelStalledError`` if one is stalled
+        before it, and this process's findings the database no longer has are ``dismissed``."""
+        if fail_if_stalled:
+            check_not_stalled(rows, target)
+            for r in rows:
+                position = self._stalled.get(r["schema"])
+                if position is not None and r["stalled_at"] is None:
+                    dismissed.add((r["schema"], position))
+        return all(r["position"] >= target for r in rows)
 
     def _loop_event(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         """The event the next advance sets for tasks of ``loop`` (called on that loop)."""

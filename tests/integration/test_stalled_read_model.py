@@ -18,8 +18,12 @@ from domain.apikey import ApiKey
 from domain.base import Actor
 from interfaces.bootstrap import Container
 from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from projections import stalls
+from projections.keys import KeysProjection
+from projections.runner import ProjectionFailedError, ProjectionRunner
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings
 from tests.integration.test_cli import hostplane
+from tests.integration.test_projections import crash_on
 
 PLACEHOLDER = "placeholder-model-" + uuid.uuid4().hex
 ISSUED_TOPIC = "domain.apikey:ApiKey.Issued"
@@ -192,3 +196,72 @@ def test_a_read_model_that_cannot_apply_an_event_is_reported_and_answers_503_unt
     container.runner.rebuild("keys")
     assert admin.get(f"/keys/{good['id']}").status_code == 200
     assert {r["name"]: r for r in container.runner.status()}["keys"]["stalled"] is None
+
+
+class ScratchKeys(KeysProjection):
+    name = "scratch_keys_stall"
+
+
+@pytest.fixture
+def scratch_keys(container: Any) -> Iterator[ProjectionRunner]:
+    """A runner (no worker thread) of a keys read model in a scratch schema of the shared
+    database, which no other test reads."""
+    schema = ScratchKeys.schema()
+
+    def drop() -> None:
+        with container.pool.connection() as conn:
+            for s in (schema, f"{schema}__rebuild"):
+                conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+            conn.execute(f"DELETE FROM {stalls.TABLE} WHERE schema = %s", (schema,))
+
+    drop()
+    runner = ProjectionRunner(
+        container.pool, container.runner.source, [ScratchKeys()], container.runner.conninfo
+    )
+    runner.create_all()
+    runner.catch_up(ScratchKeys.name)
+    yield runner
+    drop()
+
+
+def key_ids(runner: ProjectionRunner) -> set[UUID]:
+    with runner.pool.connection() as conn:
+        rows = conn.execute(f"SELECT id FROM {ScratchKeys.schema()}.keys").fetchall()
+    return {r["id"] for r in rows}
+
+
+def test_a_failing_batch_keeps_the_events_before_the_one_the_read_model_cannot_apply(
+    scratch_keys, admin
+):
+    runner, name = scratch_keys, ScratchKeys.name
+    t = admin.new_tenant()
+    first, second, third = (UUID(admin.new_key(t["id"], "router")[0]["id"]) for _ in range(3))
+    with runner.pool.connection() as conn:
+        position = conn.execute(
+            f"SELECT notification_id FROM {runner.source.table}"
+            " WHERE originator_id = %s AND originator_version = 1",
+            (second,),
+        ).fetchone()["notification_id"]
+    remove_fault = crash_on(runner.projections[name], second)
+
+    with pytest.raises(RuntimeError):  # the batch of all three keys rolls back
+        runner.catch_up(name)
+    assert key_ids(runner) & {first, second, third} == set()
+
+    stall = runner.apply_alone(name)
+    assert stall is not None and stall.position == position
+    assert "simulated crash" in stall.error
+    row = {r["name"]: r for r in runner.status()}[name]
+    assert row["position"] == position - 1
+    assert row["stalled"]["position"] == position
+    assert row["stalled"]["topic"] == ISSUED_TOPIC
+    assert key_ids(runner) & {first, second, third} == {first}
+    with pytest.raises(ProjectionFailedError) as failed:
+        runner.rebuild(name)
+    assert failed.value.stall is not None and failed.value.stall.position == position
+
+    remove_fault()
+    assert runner.apply_alone(name) is None
+    runner.catch_up(name)
+    assert key_ids(runner) >= {first, second, third}
+    assert {r["name"]: r for r in runner.status()}[name]["stalled"] is None
