@@ -366,9 +366,13 @@ class Worker:
             return True
         if stall is None:
             if cause is not None:
-                log.warning("projection %s: a batch failed, its events one by one did not", name)
+                log.warning(
+                    "projection %s: a batch failed, its events one by one did not",
+                    name,
+                    exc_info=cause,
+                )
             elif known is not None:
-                log.warning("read model %s got past event %s: it is no longer stalled", name, known)
+                log.info("read model %s got past event %s: it is no longer stalled", name, known)
             return False
         self.last_error = stall.cause
         if stall.position != known:  # reported once; retried every second, quietly
