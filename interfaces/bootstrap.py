@@ -170,6 +170,8 @@ class Container:
         """A cursor on read models that already reflect every write committed before this call.
 
         This gives read-your-writes: a client's next read waits (bounded) for its last write.
+        A read model stalled by an event it cannot apply raises ``ReadModelStalledError`` at
+        once (HTTP 503); only a read that finds the read models behind pays for that check.
         """
         current = request_head.get()
         if current is not None:
@@ -233,14 +235,18 @@ class Container:
         return head is not None and self.app.last_written <= head
 
     def _wait_for(self, names: Sequence[str], target: int) -> None:
-        if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
+        # A read model stalled by an event it cannot apply answers at once: waiting is in vain.
+        timeout = self.settings.read_your_writes_timeout
+        if not self.runner.wait_for(names, target, timeout, fail_if_stalled=True):
             log.warning("read models %s lag behind position %s", names, target)
 
     async def _wait_for_async(
         self, apool: AsyncConnectionPool[Any], names: Sequence[str], target: int
     ) -> None:
         timeout = self.settings.read_your_writes_timeout
-        if not await self.runner.wait_for_async(apool, names, target, timeout):
+        if not await self.runner.wait_for_async(
+            apool, names, target, timeout, fail_if_stalled=True
+        ):
             log.warning("read models %s lag behind position %s", names, target)
 
     def watch_budgets(self, tenant_ids: set[UUID]) -> None:

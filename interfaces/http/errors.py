@@ -24,6 +24,7 @@ from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
 from interfaces.stores import IdempotencyConflictError
+from projections.stalls import ReadModelStalledError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (NotDeployedError, 409, "conflict_error", "not_deployed"),
     (ConflictError, 409, "conflict_error", "conflict"),
     (ProviderError, 502, "upstream_error", "provider_error"),
+    (ReadModelStalledError, 503, "service_unavailable", "read_model_stalled"),
     (DomainError, 400, "invalid_request_error", "invalid_request"),
 ]
 
@@ -157,7 +159,7 @@ def _handler(status: int, type_: str, code: str) -> Any:
         if param and param not in message:
             message = f"{param}: {message}"
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        retry_after = getattr(exc, "retry_after", None)  # e.g. an idempotent request running
+        retry_after = getattr(exc, "retry_after", None)  # a 409 in progress, a 503
         if retry_after is not None:
             headers = {"Retry-After": str(retry_after)}
         return error_response(status, message, type_, code, param, headers)
