@@ -115,7 +115,7 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 def cmd_projections(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import Container
 
-    container = Container.open(Settings.from_env())
+    container = Container.open(Settings.from_env().for_operator())
     try:
         runner = container.runner
         if args.action == "status":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +42,17 @@ class Database:
     conninfo: str
     server: Any = field(default=None, repr=False)
 
-    def eventsourcing_env(self, pool_size: int = 10) -> dict[str, str]:
-        """The ``POSTGRES_*`` settings of the eventsourcing library for this database."""
+    def eventsourcing_env(
+        self, pool_size: int = 10, connect_timeout: float = 3.0, statement_timeout: float = 0.0
+    ) -> dict[str, str]:
+        """The ``POSTGRES_*`` settings of the eventsourcing library for this database.
+
+        ``connect_timeout``: how long a command waits for a connection (whole seconds);
+        ``statement_timeout``: the bound on each statement, in seconds (0: none).
+        """
         params = conninfo_to_dict(self.conninfo)
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "interfaces.eventstore:HostplaneFactory",
             "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
             "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
             "POSTGRES_PORT": str(params.get("port", "5432")),
@@ -53,7 +60,8 @@ class Database:
             "POSTGRES_PASSWORD": str(params.get("password", "")),
             "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_MAX_OVERFLOW": str(pool_size),
-            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_CONNECT_TIMEOUT": str(max(1, math.ceil(connect_timeout))),
+            "POSTGRES_STATEMENT_TIMEOUT": f"{statement_timeout:g}",
             "POSTGRES_LOCK_TIMEOUT": "10",
             "APPLICATION_RECORDER_TOPIC": "interfaces.eventstore:HostplaneRecorder",
         }
