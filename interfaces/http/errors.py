@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import eventsourcing.persistence
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +25,7 @@ from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
+from interfaces.pools import DatabaseUnavailableError
 from interfaces.stores import IdempotencyConflictError
 from projections.stalls import ReadModelStalledError
 
@@ -45,6 +48,19 @@ ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (ReadModelStalledError, 503, "service_unavailable", "read_model_stalled"),
     (DomainError, 400, "invalid_request_error", "invalid_request"),
 ]
+
+# The database could not serve: down, restarting, saturated, or too slow (a statement timeout,
+# psycopg.errors.QueryCanceled, is an OperationalError). Answered 503 with Retry-After and a
+# fixed message: a driver's own names hosts, sockets and SQL. The eventsourcing library wraps
+# psycopg's errors in its own.
+DATABASE_ERRORS: list[type[Exception]] = [
+    DatabaseUnavailableError,
+    psycopg.OperationalError,  # PoolTimeout, AdminShutdown, a connection lost mid-query
+    psycopg.InterfaceError,  # a connection already closed
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+]
+DATABASE_RETRY_AFTER = "2"  # seconds
 
 HTTP_CODES = {
     400: ("invalid_request_error", "bad_request"),
@@ -116,6 +132,9 @@ def install(app: FastAPI) -> None:
     for exc_type, status, type_, code in ERROR_TABLE:
         app.add_exception_handler(exc_type, _handler(status, type_, code))
 
+    for exc_type in DATABASE_ERRORS:
+        app.add_exception_handler(exc_type, database_unavailable)
+
 
 class UnexpectedErrorsAs500:
     """Answer any other exception with a 500 in the OpenAI shape, and keep the connection open.
@@ -150,6 +169,23 @@ class UnexpectedErrorsAs500:
             log.error("unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc)
             response = error_response(500, "internal server error", "api_error", "internal_error")
             await response(scope, receive, send)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    return error_response(
+        503,
+        "the database is unavailable or too busy; retry shortly",
+        "service_unavailable",
+        "database_unavailable",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
 
 
 def _handler(status: int, type_: str, code: str) -> Any:
