@@ -1,0 +1,48 @@
+"""Text in JSON bodies: a string that is not Unicode text is refused where it is read.
+
+A JSON string may spell a UTF-16 surrogate alone (``"\\ud800"``). Python's json reads it into
+a ``str`` that no UTF-8 encoder (orjson, PostgreSQL) accepts, so it would fail later as a 500;
+here it is a 400 naming the field. A pair of surrogates is read as one character, as it should.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+UNPAIRED = PydanticCustomError(
+    "unpaired_surrogate", "must be Unicode text: an unpaired surrogate (\\ud800-\\udfff) is not"
+)
+
+
+def unpaired_surrogate_at(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> tuple[str | int, ...] | None:
+    """Where in a parsed JSON value a string holds an unpaired surrogate (``None``: nowhere)."""
+    if type(value) is str:
+        return path if SURROGATE.search(value) else None
+    if type(value) is dict:
+        for k, v in value.items():
+            if SURROGATE.search(k):  # a name: said with the surrogate escaped
+                return (*path, k.encode("utf-8", "backslashreplace").decode())
+            found = unpaired_surrogate_at(v, (*path, k))
+            if found is not None:
+                return found
+    elif type(value) is list:
+        for i, v in enumerate(value):
+            found = unpaired_surrogate_at(v, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def refuse_unpaired_surrogates(title: str, data: Any) -> None:
+    """A validation error naming the first field whose text holds an unpaired surrogate."""
+    at = unpaired_surrogate_at(data)
+    if at is not None:
+        details = InitErrorDetails(type=UNPAIRED, loc=at, input=None)
+        raise ValidationError.from_exception_data(title, [details])
