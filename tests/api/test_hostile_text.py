@@ -3,6 +3,7 @@ refused as a 400 naming the field, and every read model keeps following the even
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -64,9 +65,7 @@ def test_a_nul_in_a_webhook_is_refused_and_webhooks_keep_working(tenant, field, 
     assert_keys_and_audit_follow(tenant.api, tenant.id)
 
 
-def test_a_nul_in_a_models_display_name_is_refused_and_the_price_book_keeps_working(
-    admin, tenant
-):
+def test_a_nul_in_a_models_display_name_is_refused_and_the_price_book_keeps_working(admin, tenant):
     slug = new_model(admin)
     body = {"context_length": 8192, "input_eur_per_mtok": "1", "output_eur_per_mtok": "2"}
 
@@ -170,11 +169,8 @@ def test_a_lone_surrogate_as_an_unknown_field_name_is_a_400(tenant):
 def test_a_lone_surrogate_in_a_usage_request_id_is_a_400(admin, tenant):
     model = new_model(admin)
     key = tenant.key["id"]
-    body = (
-        '{"records": [{"request_id": "\\ud800", "key_id": "%s", "model": "%s",'
-        ' "prompt_tokens": 1, "completion_tokens": 1, "status": "success",'
-        ' "occurred_at": "2025-11-03T09:00:00Z"}]}' % (key, model)
-    ).encode()
+    record = usage_record(key, model, "2025-11-03T09:00:00Z", request_id="REQUEST_ID")
+    body = json.dumps({"records": [record]}).replace('"REQUEST_ID"', '"\\ud800"').encode()
 
     r = raw_json(tenant.api, "POST", "/usage/events", body)
 
@@ -204,7 +200,9 @@ def test_a_one_megabyte_allowed_models_entry_is_refused(tenant):
 def test_ten_thousand_allowed_models_are_refused(tenant):
     models = [f"m{i}" for i in range(10_000)]
 
-    r = tenant.api.post(f"/tenants/{tenant.id}/keys", json={"name": "many", "allowed_models": models})
+    r = tenant.api.post(
+        f"/tenants/{tenant.id}/keys", json={"name": "many", "allowed_models": models}
+    )
 
     assert_refused(r, "allowed_models")
 
