@@ -1,8 +1,9 @@
-"""Text in JSON bodies: a string that is not Unicode text is refused where it is read.
+"""Text in requests: what is not storable text is refused where it is read, naming the field.
 
 A JSON string may spell a UTF-16 surrogate alone (``"\\ud800"``). Python's json reads it into
 a ``str`` that no UTF-8 encoder (orjson, PostgreSQL) accepts, so it would fail later as a 500;
 here it is a 400 naming the field. A pair of surrogates is read as one character, as it should.
+A NUL in a path or query parameter (``%00``) would fail the read model's query the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fastapi import Request
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from domain.base import InvalidValueError
+from domain.values import storable
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 UNPAIRED = PydanticCustomError(
@@ -46,3 +51,10 @@ def refuse_unpaired_surrogates(title: str, data: Any) -> None:
     if at is not None:
         details = InitErrorDetails(type=UNPAIRED, loc=at, input=None)
         raise ValidationError.from_exception_data(title, [details])
+
+
+async def storable_parameters(request: Request) -> None:
+    """Path and query parameters are text a query can hold (an app-wide dependency)."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and not storable(value):
+            raise InvalidValueError(name, f"{name} must not contain NUL (%00)")

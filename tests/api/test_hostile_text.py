@@ -225,3 +225,17 @@ def test_a_far_future_expiry_in_a_negative_offset_is_a_400_not_a_500(tenant):
     )
 
     assert_refused(r, "expires_at")
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/audit?actor=a%00b", "actor"),
+        ("/audit?action=key.issued%00", "action"),
+        ("/audit?target_type=%00", "target_type"),
+        ("/models/a%00b", "model_id"),
+    ],
+)
+def test_a_nul_in_a_query_or_path_parameter_is_a_400_naming_it(tenant, path, param):
+    assert_refused(tenant.api.get(path), param)
+    assert_keys_and_audit_follow(tenant.api, tenant.id)
