@@ -61,10 +61,10 @@ def check_amount(
     ):
         relation = ">=" if allow_minimum else ">"
         raise InvalidValueError(field, f"{field} must be an amount {relation} {minimum} EUR")
-    exponent = value.as_tuple().exponent
-    if exponent < -6:  # type: ignore[operator]
+    exponent = int(value.as_tuple().exponent)  # finite: an int
+    if exponent < -6:
         raise InvalidValueError(field, f"{field} has at most 6 decimal places")
-    if exponent > 9:  # type: ignore[operator]  # 0E+1000000: PostgreSQL's numeric refuses it
+    if exponent > 9:  # only a zero within bounds: 0E+1000000, which numeric can't read
         raise InvalidValueError(field, f"{field} must be written with an exponent of at most 9")
     return value
 

@@ -37,7 +37,7 @@ def check_thresholds(thresholds: list[Decimal]) -> list[Decimal]:
         or not t.is_finite()
         or t <= 0
         or t > 1
-        or not -6 <= t.as_tuple().exponent <= 0  # type: ignore[operator]  # numeric[] holds it
+        or not -6 <= int(t.as_tuple().exponent) <= 0  # what numeric[] holds exactly
         for t in thresholds
     ):
         raise InvalidValueError(

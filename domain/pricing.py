@@ -18,7 +18,9 @@ MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}\Z")
 MODEL_SLUG = Text(
     128, pattern=MODEL_SLUG_RE, message="{field} must be a lowercase slug, e.g. llama-3.1-8b"
 )
-DISPLAY_NAME = Text(200, pattern=re.compile(r"\s*\S"), message="{field} must be 1-200 characters")
+DISPLAY_NAME = Text(  # not blank
+    200, pattern=re.compile(r"\s*\S"), message="{field} must be 1-200 characters"
+)
 CONTEXT_LENGTH = BoundedInt(1, 100_000_000, "{field} must be a positive number of tokens")
 MODALITIES = ("text", "chat", "embedding", "image", "audio", "multimodal")
 MTOK = Decimal(1_000_000)

@@ -24,24 +24,24 @@ UNPAIRED = PydanticCustomError(
 )
 
 
-def unpaired_surrogate_at(
-    value: Any, path: tuple[str | int, ...] = ()
-) -> tuple[str | int, ...] | None:
-    """Where in a parsed JSON value a string holds an unpaired surrogate (``None``: nowhere)."""
-    if type(value) is str:
-        return path if SURROGATE.search(value) else None
-    if type(value) is dict:
-        for k, v in value.items():
-            if SURROGATE.search(k):  # a name: said with the surrogate escaped
-                return (*path, k.encode("utf-8", "backslashreplace").decode())
-            found = unpaired_surrogate_at(v, (*path, k))
-            if found is not None:
-                return found
-    elif type(value) is list:
-        for i, v in enumerate(value):
-            found = unpaired_surrogate_at(v, (*path, i))
-            if found is not None:
-                return found
+def unpaired_surrogate_at(value: Any) -> tuple[str | int, ...] | None:
+    """Where in a parsed JSON value a string holds an unpaired surrogate (``None``: nowhere).
+
+    Depth first, in document order, without recursion: a deeply nested body is no 500.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if type(item) is str:
+            if SURROGATE.search(item):
+                return path
+        elif type(item) is dict:
+            for k in item:
+                if SURROGATE.search(k):  # a name: said with the surrogate escaped
+                    return (*path, k.encode("utf-8", "backslashreplace").decode())
+            stack.extend(((*path, k), v) for k, v in reversed(item.items()))
+        elif type(item) is list:
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(item))))
     return None
 
 
