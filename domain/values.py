@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from domain.base import InvalidValueError, utc
 
-INT32_MAX = 2**31 - 1  # PostgreSQL integer
 # Usage counts are summed into bigint buckets (2**63 - 1 ≈ 9.2e18) per tenant, key, model,
 # instance and day. At 10**9 tokens in every record, a day bucket overflows only after 9.2e9
 # records: more than ingestion at its measured 75,000 records/s for the whole day (6.5e9).
