@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
 from interfaces.bootstrap import Container
 from interfaces.http import errors
 from interfaces.http.body_limit import BodyLimit
+from interfaces.http.jsontext import storable_parameters
 from interfaces.http.routes import (
     audit,
     billing,
@@ -73,6 +74,7 @@ def create_app(container: Container) -> FastAPI:
         default_response_class=OrjsonResponse,
         # No OpenTelemetry provider is configured; skip its per-request checks (~5% of CPU).
         telemetry={"tracing": False, "metrics": False},
+        dependencies=[Depends(storable_parameters)],
     )
     app.state.container = container
     errors.install(app)

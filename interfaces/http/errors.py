@@ -85,11 +85,29 @@ def error_response(
 ) -> Response:
     body: dict[str, Any] = {"message": message, "type": type_, "code": code, "param": param}
     return Response(
-        orjson.dumps({"error": body}),
+        dumps({"error": body}),
         status_code=status,
         media_type="application/json",
         headers=headers,
     )
+
+
+def dumps(content: Any) -> bytes:
+    """JSON of an error, even one that repeats text which is not Unicode (a lone surrogate)."""
+    try:
+        return orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_escaped(content))
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -125,9 +143,7 @@ def install(app: FastAPI) -> None:
             "param": "records",
             "records": [p.__dict__ for p in exc.problems],
         }
-        return Response(
-            orjson.dumps({"error": body}), status_code=400, media_type="application/json"
-        )
+        return Response(dumps({"error": body}), status_code=400, media_type="application/json")
 
     for exc_type, status, type_, code in ERROR_TABLE:
         app.add_exception_handler(exc_type, _handler(status, type_, code))

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
+
+from interfaces.http.jsontext import refuse_unpaired_surrogates
 
 T = TypeVar("T")
 
@@ -19,7 +28,18 @@ MAX_WEBHOOK_EVENTS = 50
 
 
 class Strict(BaseModel):
+    """A request body: no unknown fields, and every string Unicode text (a 400 otherwise).
+
+    Numbers are ``StrictInt`` and flags ``StrictBool``: ``"12"`` and ``true`` are no count.
+    """
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        refuse_unpaired_surrogates(cls.__name__, data)
+        return data
 
 
 class Page(BaseModel, Generic[T]):
@@ -33,8 +53,8 @@ class Page(BaseModel, Generic[T]):
 
 class TenantCreate(Strict):
     name: str = Field(min_length=1, max_length=63)
-    weight: int = 100
-    tokens_per_minute: int | None = None
+    weight: StrictInt = 100
+    tokens_per_minute: StrictInt | None = None
     group: str | None = None
 
 
@@ -50,11 +70,11 @@ class TenantPublic(BaseModel):
 
 
 class WeightUpdate(Strict):
-    weight: int
+    weight: StrictInt
 
 
 class QuotaUpdate(Strict):
-    tokens_per_minute: int | None
+    tokens_per_minute: StrictInt | None
 
 
 class GroupUpdate(Strict):
@@ -68,7 +88,7 @@ class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=63)
     kind: Literal["management", "router"] = "router"
     allowed_models: list[str] | None = Field(None, max_length=MAX_ALLOWED_MODELS)
-    sovereignty_mode: bool = False
+    sovereignty_mode: StrictBool = False
     expires_at: datetime | None = None
     ip_allowlist: list[str] = Field(default_factory=list, max_length=MAX_IP_ALLOWLIST)
 
@@ -94,7 +114,7 @@ class KeyCreated(BaseModel):
 
 
 class KeyDisabledUpdate(Strict):
-    disabled: bool
+    disabled: StrictBool
 
 
 # -- instances -----------------------------------------------------------------------------
