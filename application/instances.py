@@ -10,7 +10,7 @@ from application.errors import ProviderError
 from application.keys import KeyCommands
 from application.ports import Providers
 from domain.base import Actor, InvalidValueError
-from domain.instance import INSTANCE_KEY_PREFIX, Instance, check_external_key
+from domain.instance import INSTANCE_KEY_PREFIX, Instance, check_external_key, check_slug
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
 
@@ -30,6 +30,15 @@ class InstanceCommands(KeyCommands):
         """Ask for a model to be deployed; the instance starts ``pending``."""
         tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
         tenant.check_active()
+        # Checked before they are looked up, so that a refusal never repeats a huge value.
+        model_id, region, instance_type = (
+            check_slug(field, value)
+            for field, value in (
+                ("model_id", model_id),
+                ("region", region),
+                ("instance_type", instance_type),
+            )
+        )
         model = self.find(Model, Model.create_id(model_id))
         if model is None or model.deleted:
             raise InvalidValueError("model_id", f"model {model_id!r} is not in the catalog")

@@ -52,7 +52,9 @@ class KeyCommands(TenantCommands):
         index = self._claim_name(
             "key", key_name_key(tenant.id, check_key_name(name)), key.id, principal
         )
-        self._commit_claim(key, index, f"a key named {name!r} already exists in this tenant")
+        self._commit_claim(
+            key, index, f"a key named {name!r} already exists in this tenant", shown_once=token
+        )
         return key, token
 
     def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:

@@ -11,7 +11,7 @@ from application.budgets import BudgetCommands
 from application.catalog import DEFAULT_GPU_RATES, DEFAULT_MODELS
 from application.errors import ConcurrentModificationError, NotFoundError
 from domain.base import Actor, NameTakenError
-from domain.pricing import GpuRate, Model, check_price
+from domain.pricing import GpuRate, Model, check_model_slug
 
 
 class PricingCommands(BudgetCommands):
@@ -27,7 +27,7 @@ class PricingCommands(BudgetCommands):
         serveable: bool,
     ) -> UUID:
         principal.check_admin()
-        existing = self.find(Model, Model.create_id(slug))
+        existing = self.find(Model, Model.create_id(check_model_slug(slug)))
         if existing is not None:
             raise NameTakenError(f"model {slug!r} is already registered")
         model = Model.register(
@@ -87,12 +87,7 @@ class PricingCommands(BudgetCommands):
         principal.check_admin()
         rate = self.find(GpuRate, GpuRate.create_id(instance_type, region))
         if rate is None:
-            rate = GpuRate(
-                instance_type=instance_type,
-                region=region,
-                eur_per_hour=check_price("eur_per_hour", eur_per_hour),
-                actor=principal.actor,
-            )
+            rate = GpuRate.set(instance_type, region, eur_per_hour, actor=principal.actor)
         else:
             rate.change(eur_per_hour, actor=principal.actor)
         self.commit(rate)

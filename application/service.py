@@ -14,6 +14,7 @@ from eventsourcing.persistence import RecordConflictError, Transcoder
 
 from application.auth import Principal
 from application.errors import AuthenticationError, ConcurrentModificationError, NotFoundError
+from application.idempotency import ClaimWrite, current_claim
 from application.ports import SecretBox, TenantDirectory
 from application.transcoder import OrjsonTranscoder
 from domain.apikey import ApiKey, KeyUnusableError, key_id_for_token
@@ -90,8 +91,18 @@ class BaseService(Application[UUID]):
             return None
         return aggregate if isinstance(aggregate, cls) else None
 
-    def commit(self, *aggregates: Aggregate | None, **kwargs: Any) -> int | None:
-        """Save aggregates atomically; returns the last notification id written."""
+    def commit(
+        self, *aggregates: Aggregate | None, shown_once: str | None = None, **kwargs: Any
+    ) -> int | None:
+        """Save aggregates atomically; returns the last notification id written.
+
+        Within a request that holds an Idempotency-Key claim (``current_claim``), the save also
+        marks the claim committed, in the same statement, with ``shown_once`` (a secret the
+        response shows this once) sealed: a retry after a crash can then still answer.
+        """
+        claim = current_claim.get()
+        if claim is not None:
+            kwargs["idempotency_claim"] = ClaimWrite(claim, self._seal(shown_once))
         try:
             recordings = self.save(*aggregates, **kwargs)
         except RecordConflictError:
@@ -103,6 +114,12 @@ class BaseService(Application[UUID]):
             with self._written_lock:
                 self.last_written = max(self.last_written, written)
         return written
+
+    def _seal(self, secret: str | None) -> tuple[bytes, bytes] | None:
+        if secret is None:
+            return None
+        wrapped = self.secret_box.new_wrapped_data_key()
+        return wrapped, self.secret_box.encrypt(wrapped, secret)
 
     # -- authentication ---------------------------------------------------------------
 

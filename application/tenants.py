@@ -45,9 +45,11 @@ class TenantCommands(BaseService):
         index.claim(owner_id, actor=principal.actor)
         return index
 
-    def _commit_claim(self, aggregate: object, index: NameIndex, taken: str) -> None:
+    def _commit_claim(
+        self, aggregate: object, index: NameIndex, taken: str, shown_once: str | None = None
+    ) -> None:
         try:
-            self.commit(aggregate, index)  # type: ignore[arg-type]
+            self.commit(aggregate, index, shown_once=shown_once)  # type: ignore[arg-type]
         except ConcurrentModificationError:
             # Two requests raced for one name: the index aggregate let exactly one win.
             raise NameTakenError(taken) from None

@@ -28,6 +28,7 @@ from domain.usage import (
     UsageInput,
     check_record,
 )
+from domain.values import storable
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class UsageCommands(PricingCommands):
         key_tenant: dict[UUID, UUID | None] = {}
         instance_tenant: dict[UUID, UUID | None] = {}
         tenants: list[UUID] = []
-        models = self._current_models({r.model for r in records})
+        # A model id that is no storable text names no model (and can't make an id).
+        models = self._current_models({r.model for r in records if storable(r.model)})
         own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
@@ -88,7 +90,7 @@ class UsageCommands(PricingCommands):
             tenant = key_tenant[r.key_id]
             if tenant is None or (own is not None and tenant != own):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
-            if models[r.model] is None:
+            if models.get(r.model) is None:
                 problems.append(
                     RecordProblem(i, r.request_id, "model", f"unknown model {r.model!r}")
                 )

@@ -41,7 +41,7 @@ class WebhookCommands(TenantCommands):
             secret_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, secret),
             actor=principal.actor,
         )
-        self.commit(webhook)
+        self.commit(webhook, shown_once=secret)
         return webhook.id, secret
 
     def get_webhook_for(self, principal: Principal, webhook_id: UUID) -> Webhook:

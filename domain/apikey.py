@@ -17,13 +17,23 @@ from domain.base import (
     InvalidValueError,
     name_id,
     sha256_hex,
-    utc,
 )
+from domain.values import Text, TextList, check_flag, check_instant
 
 KINDS = ("management", "router")
 TOKEN_PREFIX = {"management": "hp_mk_", "router": "hp_rk_"}
 PREFIX_LEN = 16
 KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}\Z")
+KEY_NAME = Text(
+    63,
+    pattern=KEY_NAME_RE,
+    message="{field} must be 1-63 characters: letters, digits, space, '.', '_' or '-'",
+)
+# Model ids a key may use: catalog slugs or upstream model names, each a jsonb string.
+ALLOWED_MODELS = TextList(
+    Text(200, message="{field} must be a model id of {min}-{max} characters"), 1000
+)
+IP_ALLOWLIST = TextList(Text(64, min_length=0), 1000)  # ip_network says what is wrong
 
 
 class KeyUnusableError(DomainError):
@@ -49,7 +59,7 @@ def generate_token(kind: str) -> str:
 
 def check_ip_allowlist(cidrs: list[str]) -> list[str]:
     normalised = []
-    for cidr in cidrs:
+    for cidr in IP_ALLOWLIST.check("ip_allowlist", cidrs):
         try:
             normalised.append(str(ipaddress.ip_network(cidr, strict=False)))
         except ValueError:
@@ -60,11 +70,11 @@ def check_ip_allowlist(cidrs: list[str]) -> list[str]:
 
 
 def check_key_name(name: str) -> str:
-    if not KEY_NAME_RE.match(name):
-        raise InvalidValueError(
-            "name", "name must be 1-63 characters: letters, digits, space, '.', '_' or '-'"
-        )
-    return name
+    return KEY_NAME.check("name", name)
+
+
+def check_allowed_models(models: list[str] | None) -> list[str] | None:
+    return None if models is None else ALLOWED_MODELS.check("allowed_models", models)
 
 
 class ApiKey(Aggregate):
@@ -127,8 +137,10 @@ class ApiKey(Aggregate):
         """Issue a new key; returns the key and its plaintext token (to be shown once)."""
         if kind not in KINDS:
             raise InvalidValueError("kind", f"kind must be one of {', '.join(KINDS)}")
-        if expires_at is not None and utc(expires_at) <= now:
-            raise InvalidValueError("expires_at", "expires_at must be in the future")
+        if expires_at is not None:
+            expires_at = check_instant("expires_at", expires_at)
+            if expires_at <= now:
+                raise InvalidValueError("expires_at", "expires_at must be in the future")
         token = generate_token(kind)
         key = cls._create(
             cls.Issued,
@@ -138,9 +150,9 @@ class ApiKey(Aggregate):
             kind=kind,
             token_hash=sha256_hex(token),
             key_prefix=token[:PREFIX_LEN],
-            allowed_models=list(allowed_models) if allowed_models is not None else None,
-            sovereignty_mode=sovereignty_mode,
-            expires_at=utc(expires_at) if expires_at else None,
+            allowed_models=check_allowed_models(allowed_models),
+            sovereignty_mode=check_flag("sovereignty_mode", sovereignty_mode),
+            expires_at=expires_at,
             ip_allowlist=check_ip_allowlist(ip_allowlist or []),
             actor=actor,
         )
@@ -176,6 +188,7 @@ class ApiKey(Aggregate):
 
     def set_disabled(self, disabled: bool, actor: Actor) -> None:
         self.check_not_deleted()
+        check_flag("disabled", disabled)
         if disabled and not self.disabled:
             self._disabled(actor=actor)
         elif not disabled and self.disabled:

@@ -52,6 +52,8 @@ def check_amount(
     allow_minimum: bool = False,
 ) -> Decimal:
     """An EUR amount: finite, within bounds, at most 6 decimal places (micro-euros)."""
+    if type(value) is not Decimal:  # a float or a bool is no amount
+        raise InvalidValueError(field, f'{field} must be an amount in EUR, e.g. "12.50"')
     if (
         not value.is_finite()
         or value > maximum
@@ -59,16 +61,28 @@ def check_amount(
     ):
         relation = ">=" if allow_minimum else ">"
         raise InvalidValueError(field, f"{field} must be an amount {relation} {minimum} EUR")
-    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+    exponent = int(value.as_tuple().exponent)  # finite: an int
+    if exponent < -6:
         raise InvalidValueError(field, f"{field} has at most 6 decimal places")
+    if exponent > 9:  # only a zero within bounds: 0E+1000000, which numeric can't read
+        raise InvalidValueError(field, f"{field} must be written with an exponent of at most 9")
     return value
 
 
-def utc(dt: datetime) -> datetime:
-    """Return ``dt`` as an aware UTC datetime; naive datetimes are taken to be UTC."""
+def utc(dt: datetime, field: str = "time") -> datetime:
+    """Return ``dt`` as an aware UTC datetime; naive datetimes are taken to be UTC.
+
+    A time whose UTC falls outside the years 1-9999 (``9999-12-31T23:59:59-01:00``) cannot be
+    represented; it is refused as a bad ``field`` rather than left to fail as an overflow.
+    """
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidValueError(
+            field, f"{field} must lie between the years 1 and 9999 in UTC"
+        ) from None
 
 
 def sha256_hex(secret: str) -> str:

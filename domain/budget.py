@@ -12,6 +12,7 @@ from domain.base import Actor, ConflictError, InvalidValueError, check_amount
 
 PERIODS = ("daily", "weekly", "monthly", "total")
 MAX_LIMIT = Decimal("1000000000")
+MAX_THRESHOLDS = 20
 
 
 class BudgetDeletedError(ConflictError):
@@ -29,9 +30,19 @@ def check_period(period: str) -> str:
 
 
 def check_thresholds(thresholds: list[Decimal]) -> list[Decimal]:
-    if any(not t.is_finite() or t <= 0 or t > 1 for t in thresholds):
+    if not isinstance(thresholds, list) or len(thresholds) > MAX_THRESHOLDS:
+        raise InvalidValueError("thresholds", f"thresholds is a list of at most {MAX_THRESHOLDS}")
+    if any(
+        type(t) is not Decimal
+        or not t.is_finite()
+        or t <= 0
+        or t > 1
+        or not -6 <= int(t.as_tuple().exponent) <= 0  # what numeric[] holds exactly
+        for t in thresholds
+    ):
         raise InvalidValueError(
-            "thresholds", "thresholds are fractions in (0, 1], e.g. 0.5, 0.8, 1"
+            "thresholds",
+            "thresholds are fractions in (0, 1] with at most 6 decimals, e.g. 0.5, 0.8, 1",
         )
     if len(set(thresholds)) != len(thresholds):
         raise InvalidValueError("thresholds", "thresholds must not repeat")

@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import Actor, ConflictError, InvalidValueError
+from domain.values import Text, clean_text
 
 STATUSES = ("pending", "deploying", "running", "stopped", "failed", "destroyed")
 
@@ -23,6 +24,19 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
+SLUG = Text(
+    128, pattern=SLUG_RE, message="{field} must be 1-128 characters: letters, digits, . _ : / -"
+)
+LABEL = Text(100, strip=True)
+# The message never repeats the key: it is a secret even when it is malformed. Its last four
+# characters are stored in clear (key_last4), so the whole key must be storable text.
+EXTERNAL_KEY = Text(
+    500,
+    min_length=8,
+    pattern=re.compile(r"\S+\Z"),
+    message="{field} must be {min}-{max} characters without whitespace",
+)
+MAX_REASON = 1000  # a provider's failure reason or a health check's error, as stored
 INSTANCE_KEY_PREFIX = "hp_ik_"
 
 # BYOK upstreams (seed 003's vendors plus seed 000's Mistral) and where their APIs live.
@@ -53,27 +67,15 @@ def check_upstream(upstream: str) -> str:
 
 
 def check_label(name: str) -> str:
-    name = name.strip()
-    if not 1 <= len(name) <= 100:
-        raise InvalidValueError("name", "name must be 1-100 characters")
-    return name
+    return LABEL.check("name", name)
 
 
 def check_external_key(key: str) -> str:
-    # The message never repeats the key: it is a secret even when it is malformed.
-    if not 8 <= len(key) <= 500 or any(c.isspace() for c in key):
-        raise InvalidValueError(
-            "external_key", "external_key must be 8-500 characters without whitespace"
-        )
-    return key
+    return EXTERNAL_KEY.check("external_key", key)
 
 
 def check_slug(field: str, value: str) -> str:
-    if not SLUG_RE.match(value):
-        raise InvalidValueError(
-            field, f"{field} must be 1-128 characters: letters, digits, . _ : / -"
-        )
-    return value
+    return SLUG.check(field, value)
 
 
 class Instance(Aggregate):
@@ -225,7 +227,7 @@ class Instance(Aggregate):
             ok=ok,
             status_code=status_code,
             latency_ms=latency_ms,
-            error=error,
+            error=None if error is None else clean_text(error, MAX_REASON),
             actor=actor,
         )
 
@@ -256,6 +258,8 @@ class Instance(Aggregate):
     ) -> None:
         """Move to ``status`` if the lifecycle allows it."""
         self.check_transition(status)
+        if reason is not None:  # often a provider's words: stored as text, never refused
+            reason = clean_text(reason, MAX_REASON)
         self._status_changed(status=status, reason=reason, endpoint_url=endpoint_url, actor=actor)
 
     @event("StatusChanged")

@@ -10,9 +10,18 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, ConflictError, InvalidValueError, check_amount, name_id, utc
+from domain.base import Actor, ConflictError, InvalidValueError, check_amount, name_id
+from domain.instance import check_slug
+from domain.values import BoundedInt, Text, check_flag, check_instant
 
 MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}\Z")
+MODEL_SLUG = Text(
+    128, pattern=MODEL_SLUG_RE, message="{field} must be a lowercase slug, e.g. llama-3.1-8b"
+)
+DISPLAY_NAME = Text(  # not blank
+    200, pattern=re.compile(r"\s*\S"), message="{field} must be 1-200 characters"
+)
+CONTEXT_LENGTH = BoundedInt(1, 100_000_000, "{field} must be a positive number of tokens")
 MODALITIES = ("text", "chat", "embedding", "image", "audio", "multimodal")
 MTOK = Decimal(1_000_000)
 HOUR_US = Decimal(3_600_000_000)
@@ -86,16 +95,14 @@ class Model(Aggregate):
         serveable: bool,
         actor: Actor,
     ) -> Model:
-        if not MODEL_SLUG_RE.match(slug):
-            raise InvalidValueError("id", "id must be a lowercase slug, e.g. llama-3.1-8b")
         return cls(
-            slug=slug,
+            slug=check_model_slug(slug),
             display_name=check_display_name(display_name),
             modality=check_modality(modality),
             context_length=check_context_length(context_length),
             input_eur_per_mtok=check_price("input_eur_per_mtok", input_eur_per_mtok),
             output_eur_per_mtok=check_price("output_eur_per_mtok", output_eur_per_mtok),
-            serveable=serveable,
+            serveable=check_flag("serveable", serveable),
             actor=actor,
         )
 
@@ -134,7 +141,7 @@ class Model(Aggregate):
             display_name=check_display_name(display_name),
             modality=check_modality(modality),
             context_length=check_context_length(context_length),
-            serveable=serveable,
+            serveable=check_flag("serveable", serveable),
             actor=actor,
         )
 
@@ -158,7 +165,7 @@ class Model(Aggregate):
         self._price_changed(
             input_eur_per_mtok=check_price("input_eur_per_mtok", input_eur_per_mtok),
             output_eur_per_mtok=check_price("output_eur_per_mtok", output_eur_per_mtok),
-            effective_from=utc(effective_from),
+            effective_from=check_instant("effective_from", effective_from),
             actor=actor,
         )
 
@@ -181,10 +188,12 @@ class Model(Aggregate):
         self.deleted = True
 
 
+def check_model_slug(slug: str) -> str:
+    return MODEL_SLUG.check("id", slug)
+
+
 def check_display_name(value: str) -> str:
-    if not 1 <= len(value) <= 200 or not value.strip():
-        raise InvalidValueError("display_name", "display_name must be 1-200 characters")
-    return value
+    return DISPLAY_NAME.check("display_name", value)
 
 
 def check_modality(value: str) -> str:
@@ -194,11 +203,7 @@ def check_modality(value: str) -> str:
 
 
 def check_context_length(value: int) -> int:
-    if not 0 < value <= 100_000_000:
-        raise InvalidValueError(
-            "context_length", "context_length must be a positive number of tokens"
-        )
-    return value
+    return CONTEXT_LENGTH.check("context_length", value)
 
 
 class GpuRate(Aggregate):
@@ -215,6 +220,16 @@ class GpuRate(Aggregate):
         self.instance_type = instance_type
         self.region = region
         self.eur_per_hour = eur_per_hour
+
+    @classmethod
+    def set(cls, instance_type: str, region: str, eur_per_hour: Decimal, actor: Actor) -> GpuRate:
+        """The first rate of an instance type in a region (both as deploys name them)."""
+        return cls(
+            instance_type=check_slug("instance_type", instance_type),
+            region=check_slug("region", region),
+            eur_per_hour=check_price("eur_per_hour", eur_per_hour),
+            actor=actor,
+        )
 
     def change(self, eur_per_hour: Decimal, actor: Actor) -> None:
         self._changed(eur_per_hour=check_price("eur_per_hour", eur_per_hour), actor=actor)

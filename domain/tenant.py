@@ -7,9 +7,16 @@ from decimal import Decimal
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, ConflictError, InvalidValueError, check_amount
+from domain.base import Actor, ConflictError, check_amount
+from domain.values import MAX_TOKENS_PER_MINUTE, BoundedInt, Text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+NAME = Text(
+    63, pattern=NAME_RE, message="{field} must be 1-63 characters: letters, digits, '.', '_' or '-'"
+)
+GROUP = Text(63, pattern=NAME_RE, message="{field} must be 1-63 characters: letters, digits, . _ -")
+WEIGHT = BoundedInt(1, 10_000)  # integer column
+QUOTA = BoundedInt(0, MAX_TOKENS_PER_MINUTE, "{field} must be >= 0 and at most {maximum}")
 
 
 class TenantOffboardedError(ConflictError):
@@ -17,29 +24,21 @@ class TenantOffboardedError(ConflictError):
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise InvalidValueError(
-            "name", "name must be 1-63 characters: letters, digits, '.', '_' or '-'"
-        )
-    return name
+    return NAME.check("name", name)
 
 
 def check_weight(weight: int) -> int:
-    if not 1 <= weight <= 10_000:
-        raise InvalidValueError("weight", "weight must be between 1 and 10000")
-    return weight
+    return WEIGHT.check("weight", weight)
 
 
 def check_quota(tokens_per_minute: int | None) -> int | None:
-    if tokens_per_minute is not None and tokens_per_minute < 0:
-        raise InvalidValueError("tokens_per_minute", "tokens_per_minute must be >= 0")
-    return tokens_per_minute
+    if tokens_per_minute is None:
+        return None
+    return QUOTA.check("tokens_per_minute", tokens_per_minute)
 
 
 def check_group(group: str | None) -> str | None:
-    if group is not None and not NAME_RE.match(group):
-        raise InvalidValueError("group", "group must be 1-63 characters: letters, digits, . _ -")
-    return group
+    return None if group is None else GROUP.check("group", group)
 
 
 class Tenant(Aggregate):

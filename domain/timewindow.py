@@ -33,6 +33,29 @@ def day_range(start: str, end: str) -> tuple[datetime, datetime]:
     return lo, hi
 
 
+def check_span(start: datetime, end: datetime, days: int, start_field: str, end_field: str) -> None:
+    """Refuse a range of more than ``days`` days: a breakdown costs work for every day in it.
+
+    ``0001-01-01`` to ``9999-12-31`` by day is 3.6 million days of answer for an empty tenant.
+    """
+    if end - start > timedelta(days=days):
+        raise InvalidValueError(
+            end_field, f"{end_field} must be at most {days} days after {start_field}"
+        )
+
+
+FIRST = datetime(1, 1, 1, tzinfo=UTC)
+LAST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def shifted(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, held at the first or last representable midnight instead of overflowing."""
+    try:
+        return t + delta
+    except OverflowError:
+        return FIRST if delta < timedelta(0) else max(t, LAST)
+
+
 def floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 

@@ -11,8 +11,15 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, DomainError
+from domain.base import Actor, DomainError, InvalidValueError
 from domain.pricing import token_cost
+from domain.values import (
+    MAX_LATENCY_MS,
+    MAX_TOKENS,
+    UNSTORABLE,
+    BoundedInt,
+    Text,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_BATCH = 10_000
@@ -65,32 +72,54 @@ class UsageBatchInvalidError(DomainError):
 
 
 STATUSES = frozenset(("success", "error"))
+MAX_REQUEST_ID = 200
+REQUEST_ID = Text(MAX_REQUEST_ID)
+TOKENS = BoundedInt(0, MAX_TOKENS)
+LATENCY_MS = BoundedInt(0, MAX_LATENCY_MS)
+COUNTS: tuple[tuple[str, BoundedInt], ...] = (
+    ("prompt_tokens", TOKENS),
+    ("completion_tokens", TOKENS),
+    ("cached_tokens", TOKENS),
+    ("latency_ms", LATENCY_MS),
+)
 
 
 def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem]:
     """The problems of one record that need no lookup (tokens, status, time)."""
     at = r.occurred_at
+    prompt, completion, cached, latency = (
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.latency_ms,
+    )
     if (
-        1 <= len(r.request_id) <= 200
-        and r.prompt_tokens >= r.cached_tokens >= 0
-        and r.completion_tokens >= 0
-        and r.latency_ms >= 0
+        type(r.request_id) is str
+        and 1 <= len(r.request_id) <= MAX_REQUEST_ID
+        and UNSTORABLE.search(r.request_id) is None
+        and type(prompt) is int
+        and type(completion) is int
+        and type(cached) is int
+        and type(latency) is int
+        and MAX_TOKENS >= prompt >= cached >= 0
+        and MAX_TOKENS >= completion >= 0
+        and MAX_LATENCY_MS >= latency >= 0
         and r.status in STATUSES
         and at.tzinfo is not None
-        and at <= now + FUTURE_TOLERANCE
+        and EPOCH <= at <= now + FUTURE_TOLERANCE
     ):
-        return []  # the common case, checked in one expression
+        return []  # the common case, checked in one expression; the value types word the rest
     problems = []
 
     def bad(field: str, message: str) -> None:
         problems.append(RecordProblem(index, r.request_id, field, message))
 
-    if not 1 <= len(r.request_id) <= 200:
-        bad("request_id", "request_id must be 1-200 characters")
-    for field in ("prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms"):
-        if getattr(r, field) < 0:
-            bad(field, f"{field} must be >= 0")
-    if 0 <= r.prompt_tokens < r.cached_tokens:
+    for field, value_type in (("request_id", REQUEST_ID), *COUNTS):
+        try:
+            value_type.check(field, getattr(r, field))
+        except InvalidValueError as e:
+            bad(field, str(e))
+    if type(prompt) is int and type(cached) is int and 0 <= prompt < cached:
         bad("cached_tokens", "cached_tokens can't exceed prompt_tokens")
     if r.status not in STATUSES:
         bad("status", "status must be 'success' or 'error'")
@@ -98,6 +127,8 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
         bad("occurred_at", "occurred_at must carry a timezone (use Z for UTC)")
     elif at > now + FUTURE_TOLERANCE:
         bad("occurred_at", "occurred_at is in the future")
+    elif at < EPOCH:  # times are counted from the epoch; year 0 in UTC cannot even be billed
+        bad("occurred_at", "occurred_at must not be before 1970-01-01T00:00:00Z")
     return problems
 
 

@@ -11,6 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import Actor, ConflictError, InvalidValueError
+from domain.values import Text, Url
 
 # The event types a webhook may subscribe to, and what each one reports.
 EVENT_TYPES = (
@@ -25,6 +26,10 @@ SECRET_PREFIX = "whsec_"
 MAX_URL = 2048
 MAX_DESCRIPTION = 500
 SIGNATURE_HEADER = "Hostplane-Signature"
+URL = Url(MAX_URL)
+DESCRIPTION = Text(
+    MAX_DESCRIPTION, min_length=0, message="{field} must be at most {max} characters"
+)
 
 
 class WebhookDeletedError(ConflictError):
@@ -33,11 +38,7 @@ class WebhookDeletedError(ConflictError):
 
 def check_url(url: str) -> str:
     """An absolute http(s) URL without credentials (they would end up in an event)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidValueError("url", "url must be an absolute http:// or https:// URL")
-    if len(url) > MAX_URL or any(c.isspace() for c in url):
-        raise InvalidValueError("url", f"url must be at most {MAX_URL} characters, no spaces")
+    parts = urlsplit(URL.check("url", url))
     if parts.username is not None or parts.password is not None:
         raise InvalidValueError("url", "url must not contain credentials")
     return url
@@ -54,11 +55,7 @@ def check_events(events: list[str]) -> list[str]:
 
 
 def check_description(description: str | None) -> str | None:
-    if description is not None and len(description) > MAX_DESCRIPTION:
-        raise InvalidValueError(
-            "description", f"description must be at most {MAX_DESCRIPTION} characters"
-        )
-    return description
+    return None if description is None else DESCRIPTION.check("description", description)
 
 
 class Webhook(Aggregate):

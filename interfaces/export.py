@@ -49,7 +49,7 @@ def open_export(
     check_exportable(container, principal, tenant_id)
     target = container.runner.max_notification_id()
     timeout = container.settings.read_your_writes_timeout
-    if not container.runner.wait_for(["audit"], target, timeout):
+    if not container.runner.wait_for(["audit"], target, timeout, fail_if_stalled=True):
         raise ExportNotReadyError("the audit log is catching up; retry the export shortly")
     return _lines(container, tenant_id, as_of and utc(as_of), now or datetime.now(UTC))
 

@@ -49,7 +49,7 @@ class Progress:
 
 @contextmanager
 def opened() -> Iterator[Container]:
-    container = Container.open(Settings.from_env())
+    container = Container.open(Settings.from_env().for_operator())
     try:
         yield container
     finally:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -13,10 +14,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def start_scheduler(container: Container, budgets_only: bool = False) -> BackgroundScheduler:
+def start_scheduler(
+    container: Container, budgets_only: bool = False, leading: Callable[[], bool] = lambda: True
+) -> BackgroundScheduler:
     """Every job; with ``budgets_only``, only the evaluation of budgets whose usage this process
-    recorded (the other API processes of ``hostplane serve --workers``)."""
+    recorded (the other API processes of ``hostplane serve --workers``).
+
+    The budgets of this process's usage are its own to evaluate, on every node; the other jobs
+    work on what the nodes share, and run only while ``leading()`` (this node is the leader):
+    once across all nodes.
+    """
     scheduler = BackgroundScheduler(timezone="UTC")
+
+    def cluster_wide(job: Callable[..., Any]) -> Callable[..., None]:
+        def run(*args: Any) -> None:
+            if leading():
+                job(*args)
+
+        return run
 
     def budgets() -> None:
         container.evaluate_watched_budgets()
@@ -31,7 +46,9 @@ def start_scheduler(container: Container, budgets_only: bool = False) -> Backgro
         container.idempotency.prune()
 
     # Past rate-limit windows and day-old idempotency records serve no one.
-    scheduler.add_job(prune, "interval", minutes=1, id="prune", coalesce=True, max_instances=1)
+    scheduler.add_job(
+        cluster_wide(prune), "interval", minutes=1, id="prune", coalesce=True, max_instances=1
+    )
 
     def all_budgets() -> None:
         # GPU time accrues without usage events: look at every tenant with budgets now and then.
@@ -39,7 +56,12 @@ def start_scheduler(container: Container, budgets_only: bool = False) -> Backgro
         container.evaluate_watched_budgets()
 
     scheduler.add_job(
-        all_budgets, "interval", minutes=1, id="all-budgets", coalesce=True, max_instances=1
+        cluster_wide(all_budgets),
+        "interval",
+        minutes=1,
+        id="all-budgets",
+        coalesce=True,
+        max_instances=1,
     )
 
     def deliver_webhooks() -> None:
@@ -47,13 +69,18 @@ def start_scheduler(container: Container, budgets_only: bool = False) -> Backgro
 
     # Deliveries are due when their event is projected, or when a retry's backoff runs out.
     scheduler.add_job(
-        deliver_webhooks, "interval", seconds=1, id="webhooks", coalesce=True, max_instances=1
+        cluster_wide(deliver_webhooks),
+        "interval",
+        seconds=1,
+        id="webhooks",
+        coalesce=True,
+        max_instances=1,
     )
     if container.settings.provision_interval_seconds > 0:
         # Instances on their way up move on every tick (a restart resumes them from the event
         # store); running ones are checked against their provider less often.
         scheduler.add_job(
-            container.provision,
+            cluster_wide(container.provision),
             "interval",
             seconds=container.settings.provision_interval_seconds,
             id="provision",
@@ -61,7 +88,7 @@ def start_scheduler(container: Container, budgets_only: bool = False) -> Backgro
             max_instances=1,
         )
         scheduler.add_job(
-            container.provision,
+            cluster_wide(container.provision),
             "interval",
             args=[("running",)],
             seconds=container.settings.status_sync_seconds,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -16,6 +16,12 @@ class Settings:
     rate_limit_per_minute: int = 60
     read_your_writes_timeout: float = 5.0
     pool_size: int = 10
+    # Database outages: how long a request waits for a connection before answering 503, the
+    # statement timeout of what requests run (0: none), and how far behind the log a read
+    # model may be while /health/ready still answers 200.
+    db_connect_timeout: float = 3.0
+    statement_timeout_seconds: float = 30.0
+    ready_max_lag: int = 10_000
     # Provisioning: the jobs' pace, the deploy deadline and the simulated provider's behaviour.
     provision_interval_seconds: float = 1.0  # 0 turns the provisioning jobs off
     status_sync_seconds: float = 30.0
@@ -27,6 +33,15 @@ class Settings:
     webhook_retry_base_seconds: float = 10.0
     webhook_max_age_seconds: float = 86400.0
     webhook_timeout_seconds: float = 5.0
+    # Bounded work per request: the longest per-day and per-hour breakdowns, the largest body.
+    max_range_days: int = 400
+    max_hourly_range_days: int = 31
+    # A 10,000-record usage batch is ~4 MB; at the longest request ids and model names (200
+    # characters) ~8 MB, and ~30 MB if every one of their characters is \u-escaped.
+    max_body_bytes: int = 32 * 1024 * 1024
+    # How long an Idempotency-Key claim with nothing saved holds off a retry (a crashed first
+    # request's key is free again after it); see interfaces/stores.py IdempotencyStore.
+    idempotency_lease_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -39,6 +54,9 @@ class Settings:
             rate_limit_per_minute=int(env.get("HOSTPLANE_RATE_LIMIT_PER_MINUTE", "60")),
             read_your_writes_timeout=float(env.get("HOSTPLANE_READ_YOUR_WRITES_TIMEOUT", "5")),
             pool_size=int(env.get("HOSTPLANE_POOL_SIZE", "10")),
+            db_connect_timeout=float(env.get("HOSTPLANE_DB_CONNECT_TIMEOUT", "3")),
+            statement_timeout_seconds=float(env.get("HOSTPLANE_STATEMENT_TIMEOUT_SECONDS", "30")),
+            ready_max_lag=int(env.get("HOSTPLANE_READY_MAX_LAG", "10000")),
             provision_interval_seconds=float(env.get("HOSTPLANE_PROVISION_INTERVAL_SECONDS", "1")),
             status_sync_seconds=float(env.get("HOSTPLANE_STATUS_SYNC_SECONDS", "30")),
             deploy_timeout_seconds=float(env.get("HOSTPLANE_DEPLOY_TIMEOUT_SECONDS", "900")),
@@ -51,4 +69,14 @@ class Settings:
             webhook_retry_base_seconds=float(env.get("HOSTPLANE_WEBHOOK_RETRY_BASE_SECONDS", "10")),
             webhook_max_age_seconds=float(env.get("HOSTPLANE_WEBHOOK_MAX_AGE_SECONDS", "86400")),
             webhook_timeout_seconds=float(env.get("HOSTPLANE_WEBHOOK_TIMEOUT_SECONDS", "5")),
+            max_range_days=int(env.get("HOSTPLANE_MAX_RANGE_DAYS", "400")),
+            max_hourly_range_days=int(env.get("HOSTPLANE_MAX_HOURLY_RANGE_DAYS", "31")),
+            max_body_bytes=int(env.get("HOSTPLANE_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
+            idempotency_lease_seconds=float(env.get("HOSTPLANE_IDEMPOTENCY_LEASE_SECONDS", "30")),
         )
+
+    def for_operator(self) -> Settings:
+        """For the operator's commands (``projections rebuild``, ``export``, ``reconcile``):
+        no statement timeout, since a rebuild's index builds or a whole store's reconciliation
+        may rightly take longer than any request."""
+        return replace(self, statement_timeout_seconds=0.0)

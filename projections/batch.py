@@ -6,7 +6,7 @@ from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import StoredEvent
 from psycopg import Cursor
@@ -14,14 +14,24 @@ from psycopg.rows import tuple_row
 
 from projections.source import EventSource
 
+if TYPE_CHECKING:
+    from projections.stalls import Stall
+
 
 class ProjectionFailedError(Exception):
-    """A projection's handler failed; its batch rolled back (the cause is chained)."""
+    """A projection's handler failed; its batch rolled back (the cause is chained).
 
-    def __init__(self, name: str, schema: str) -> None:
-        super().__init__(f"projection {name} failed in schema {schema}")
+    ``stall`` names the event it cannot apply, where that event was found.
+    """
+
+    def __init__(self, name: str, schema: str, stall: Stall | None = None) -> None:
+        if stall is None:
+            super().__init__(f"projection {name} failed in schema {schema}")
+        else:
+            super().__init__(f"projection {name} {stall.describe()}")
         self.name = name
         self.schema = schema
+        self.stall = stall
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import Cursor
 
+from projections import stalls
 from projections.base import Projection
 from projections.batch import (
     Batch,
@@ -20,6 +21,7 @@ from projections.batch import (
 from projections.bulk import bulk_catch_up
 from projections.gcpause import gc_paused
 from projections.source import EventSource
+from projections.stalls import SQL_CREATE_STALLS, Stall, with_stalls
 from projections.worker import POSITIONS_CHANNEL, Target, Worker
 
 __all__ = ["EventSource", "ProjectionFailedError", "ProjectionRunner", "Target"]
@@ -34,6 +36,7 @@ SQL_INIT_TRACKING = "INSERT INTO {s}.tracking (position) VALUES (0) ON CONFLICT 
 SQL_LOCK_MANY = "SELECT pg_advisory_xact_lock(hashtext(s)) FROM unnest(%s::text[]) AS s"
 # The rebuild lock is in another key space than SQL_LOCK_MANY (two-argument form).
 SQL_REBUILD_LOCK = "SELECT pg_advisory_lock(hashtext(%s), 0)"
+SQL_LOCK_SHARED_TABLES = "SELECT pg_advisory_xact_lock(hashtext('hostplane-schema'))"
 
 
 class ProjectionRunner(Worker):
@@ -64,11 +67,15 @@ class ProjectionRunner(Worker):
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._stop = threading.Event()
+        self._unfollow = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._working: list[threading.Thread] = []
         # Positions this process has committed: lower bounds of the stored ones, so a reader
         # waiting for this process's own worker needn't ask the database again.
         self._committed: dict[str, int] = {}
         self._loop_events: dict[Any, Any] = {}  # see Worker.wait_for_async
+        # Schemas this process's worker found stalled, and the event each one cannot apply.
+        self._stalled: dict[str, int] = {}
         self.last_error: BaseException | None = None
 
     # -- schema ---------------------------------------------------------------------------
@@ -81,6 +88,8 @@ class ProjectionRunner(Worker):
         """Create several projections' schemas in one transaction (DDL commits are slow)."""
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute(SQL_LOCK_MANY, (sorted(schema for _, schema in targets),))
+            curs.execute(SQL_LOCK_SHARED_TABLES)  # two processes starting at once: one creates
+            curs.execute(SQL_CREATE_STALLS)
             for projection, schema in targets:
                 self._committed.pop(schema, None)
                 statements = [SQL_CREATE_SCHEMA, SQL_CREATE_TRACKING, *projection.tables]
@@ -121,8 +130,9 @@ class ProjectionRunner(Worker):
         """
         schemas = sorted(schema for _, schema in targets)
         curs.execute(SQL_LOCK_MANY, (schemas,))  # one worker at a time per schema, any process
-        rows = curs.execute(self.source.positions_sql(schemas)).fetchall()
+        rows = curs.execute(with_stalls(self.source.positions_sql(schemas))).fetchall()
         positions = {r["schema"]: r["position"] for r in rows}
+        stalled_at = {r["schema"]: r["stalled_at"] for r in rows}
         max_id = rows[0]["head"] or 0
         behind = [(p, s) for p, s in targets if positions[s] < max_id]
         if not behind:
@@ -145,6 +155,9 @@ class ProjectionRunner(Worker):
                 raise ProjectionFailedError(projection.name, schema) from e
         updates = [(s, max(positions[s], reached)) for _, s in behind]
         set_positions(curs, updates)
+        past = [s for s, p in updates if stalled_at[s] is not None and p >= stalled_at[s]]
+        if past:  # a stalled read model got past its event (fixed, say): it is stalled no more
+            stalls.clear(curs, past)
         return {s: (applied[s], position) for s, position in updates}
 
     def _apply_to(
@@ -182,6 +195,8 @@ class ProjectionRunner(Worker):
                 for schema, (n, position) in applied.items():
                     totals[schema] += n
                     self._committed[schema] = position
+                    if self._stalled.get(schema, position + 1) <= position:
+                        del self._stalled[schema]
                 self._advance()
         finally:
             prefetcher.close()
@@ -197,6 +212,27 @@ class ProjectionRunner(Worker):
 
     def catch_up_all(self) -> None:
         self.catch_up_many([(p, p.schema()) for p in self.projections.values()])
+
+    # -- an event a read model cannot apply -----------------------------------------------
+
+    def apply_alone(self, name: str) -> Stall | None:
+        """Apply a projection's next batch alone, one event at a time: the events before the
+        first it cannot apply are kept, and that event is recorded (``projections.stalls``)
+        for every process to see. Returns it, or ``None`` if the projection got past it."""
+        schema = self.projections[name].schema()
+        with gc_paused(), self.pool.connection() as conn, conn.transaction():
+            conn.execute(SQL_LOCK_MANY, ([schema],))
+            position, stall = stalls.apply_alone(
+                conn, self.source, self.projections[name], schema, self._limit(False)
+            )
+            conn.execute(f'NOTIFY "{POSITIONS_CHANNEL}"')
+        self._committed[schema] = position
+        if stall is None:
+            self._stalled.pop(schema, None)
+        else:
+            self._stalled[schema] = stall.position
+        self._advance()  # waits for it go on, or (``fail_if_stalled``) give up at once
+        return stall
 
     def rebuild(self, name: str) -> int:
         """Rebuild a projection from position 0 beside the live copy, then swap it in."""
@@ -216,16 +252,33 @@ class ProjectionRunner(Worker):
                 for _, schema in fresh:
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             self.create_schemas(fresh, indexes=False)
-            # The bulk load commits without waiting for the disk: its schemas are fresh and
-            # unread, a crash leaves them to be dropped by the next rebuild, and the swap's own
-            # (synchronous) commit makes every earlier one durable, the log being sequential.
-            applied = bulk_catch_up(self, fresh)
-            self.create_indexes(fresh)
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
-                curs.execute(SQL_LOCK_MANY, (sorted(p.schema() for p in projections),))
-                while self._apply_batch(curs, fresh):
-                    pass
-                for projection, schema in fresh:
-                    curs.execute(f"DROP SCHEMA IF EXISTS {projection.schema()} CASCADE")
-                    curs.execute(f"ALTER SCHEMA {schema} RENAME TO {projection.schema()}")
+            try:
+                applied = self._load_and_swap(projections, fresh)
+            except ProjectionFailedError as e:  # the live copies stay as they were
+                with self.pool.connection() as conn, conn.transaction():
+                    stall = stalls.first_failure(
+                        conn, self.source, self.projections[e.name], e.schema, self._limit(True)
+                    )
+                raise ProjectionFailedError(e.name, e.schema, stall) from e.__cause__
+        for projection in projections:
+            self._stalled.pop(projection.schema(), None)
         return {p.name: applied[schema] for p, schema in fresh}
+
+    def _load_and_swap(
+        self, projections: Sequence[Projection], fresh: Sequence[Target]
+    ) -> dict[str, int]:
+        # The bulk load commits without waiting for the disk: its schemas are fresh and
+        # unread, a crash leaves them to be dropped by the next rebuild, and the swap's own
+        # (synchronous) commit makes every earlier one durable, the log being sequential.
+        applied = bulk_catch_up(self, fresh)
+        self.create_indexes(fresh)
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
+            live = sorted(p.schema() for p in projections)
+            curs.execute(SQL_LOCK_MANY, (live,))
+            while self._apply_batch(curs, fresh):
+                pass
+            for projection, schema in fresh:
+                curs.execute(f"DROP SCHEMA IF EXISTS {projection.schema()} CASCADE")
+                curs.execute(f"ALTER SCHEMA {schema} RENAME TO {projection.schema()}")
+            stalls.clear(curs, live)  # each has reached the head: none is stalled
+        return applied

@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
 from interfaces.bootstrap import Container
 from interfaces.http import errors, openapi
+from interfaces.http.body_limit import BodyLimit
+from interfaces.http.jsontext import storable_parameters
 from interfaces.http.routes import (
     audit,
     billing,
@@ -71,6 +73,7 @@ def create_app(container: Container) -> FastAPI:
         default_response_class=OrjsonResponse,
         # No OpenTelemetry provider is configured; skip its per-request checks (~5% of CPU).
         telemetry={"tracing": False, "metrics": False},
+        dependencies=[Depends(storable_parameters)],
     )
     app.state.container = container
     errors.install(app)
@@ -80,5 +83,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(webhooks.router, prefix="/api/v1")
     app.include_router(byok.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
+    app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
+    app.add_middleware(errors.UnexpectedErrorsAs500)  # the outermost of ours
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app

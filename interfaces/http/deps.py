@@ -108,8 +108,13 @@ def run_idempotent(
     key: str | None,
     request_body: Any,
     create: Any,
+    recover: Any,
 ) -> tuple[int, Any]:
-    """Run a creating command once per Idempotency-Key; a retry gets the first response."""
+    """Run a creating command once per Idempotency-Key; a retry gets the first response.
+
+    ``recover`` answers a retry whose first request saved its events but died before its
+    response was stored (``IdempotencyStore``): from the ``Created`` record, as GET would.
+    """
     if key is None:
         return create()
-    return container.idempotency.run(principal.actor.id, key, request_body, create)
+    return container.idempotency.run(principal.actor.id, key, request_body, create, recover)

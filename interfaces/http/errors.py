@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import eventsourcing.persistence
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,11 +20,14 @@ from application.errors import (
     NotFoundError,
     ProviderError,
 )
+from application.idempotency import ClaimLostError
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
+from interfaces.pools import DatabaseUnavailableError
 from interfaces.stores import IdempotencyConflictError
+from projections.stalls import ReadModelStalledError
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +41,26 @@ ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (NotFoundError, 404, "invalid_request_error", "not_found"),
     (ConcurrentModificationError, 409, "conflict_error", "concurrent_modification"),
     (IdempotencyConflictError, 409, "conflict_error", "idempotency_conflict"),
+    (ClaimLostError, 409, "conflict_error", "idempotency_conflict"),
     (NotDeployedError, 409, "conflict_error", "not_deployed"),
     (ConflictError, 409, "conflict_error", "conflict"),
     (ProviderError, 502, "upstream_error", "provider_error"),
+    (ReadModelStalledError, 503, "service_unavailable", "read_model_stalled"),
     (DomainError, 400, "invalid_request_error", "invalid_request"),
 ]
+
+# The database could not serve: down, restarting, saturated, or too slow (a statement timeout,
+# psycopg.errors.QueryCanceled, is an OperationalError). Answered 503 with Retry-After and a
+# fixed message: a driver's own names hosts, sockets and SQL. The eventsourcing library wraps
+# psycopg's errors in its own.
+DATABASE_ERRORS: list[type[Exception]] = [
+    DatabaseUnavailableError,
+    psycopg.OperationalError,  # PoolTimeout, AdminShutdown, a connection lost mid-query
+    psycopg.InterfaceError,  # a connection already closed
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+]
+DATABASE_RETRY_AFTER = "2"  # seconds
 
 HTTP_CODES = {
     400: ("invalid_request_error", "bad_request"),
@@ -49,6 +69,7 @@ HTTP_CODES = {
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
     409: ("conflict_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     503: ("service_unavailable", "not_ready"),
 }
@@ -64,11 +85,29 @@ def error_response(
 ) -> Response:
     body: dict[str, Any] = {"message": message, "type": type_, "code": code, "param": param}
     return Response(
-        orjson.dumps({"error": body}),
+        dumps({"error": body}),
         status_code=status,
         media_type="application/json",
         headers=headers,
     )
+
+
+def dumps(content: Any) -> bytes:
+    """JSON of an error, even one that repeats text which is not Unicode (a lone surrogate)."""
+    try:
+        return orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_escaped(content))
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -104,17 +143,65 @@ def install(app: FastAPI) -> None:
             "param": "records",
             "records": [p.__dict__ for p in exc.problems],
         }
-        return Response(
-            orjson.dumps({"error": body}), status_code=400, media_type="application/json"
-        )
+        return Response(dumps({"error": body}), status_code=400, media_type="application/json")
 
     for exc_type, status, type_, code in ERROR_TABLE:
         app.add_exception_handler(exc_type, _handler(status, type_, code))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal server error", "api_error", "internal_error")
+    for exc_type in DATABASE_ERRORS:
+        app.add_exception_handler(exc_type, database_unavailable)
+
+
+class UnexpectedErrorsAs500:
+    """Answer any other exception with a 500 in the OpenAI shape, and keep the connection open.
+
+    An ``Exception`` handler runs in Starlette's ServerErrorMiddleware, which sends its 500 and
+    then re-raises; uvicorn closes the connection of an app that raised, so the client's next
+    request on it failed (ECONNRESET). This middleware sits inside that one and ends the
+    request with the 500 sent. The answer names no internals; the log has the traceback. A
+    response already under way (a streamed export) cannot become a 500: that error is raised
+    on, and the connection closes, so the client sees the answer cut short.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.error("unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            response = error_response(500, "internal server error", "api_error", "internal_error")
+            await response(scope, receive, send)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    return error_response(
+        503,
+        "the database is unavailable or too busy; retry shortly",
+        "service_unavailable",
+        "database_unavailable",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
 
 
 def _handler(status: int, type_: str, code: str) -> Any:
@@ -124,6 +211,9 @@ def _handler(status: int, type_: str, code: str) -> Any:
         if param and param not in message:
             message = f"{param}: {message}"
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        retry_after = getattr(exc, "retry_after", None)  # a 409 in progress, a 503
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
         return error_response(status, message, type_, code, param, headers)
 
     return handle

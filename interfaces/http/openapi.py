@@ -2,7 +2,7 @@
 
 Most statuses follow from what a route is made of, so they are derived here rather than
 listed per operation (a list of 60 would drift): an authenticated route can answer 401, 403,
-429 and 503; any input can be a 400; a body can be too large (413); an ``*_id`` in the path
+429 and 503; any request can be a 400; a body can be too large (413); an ``*_id`` in the path
 or the body names something that may not exist, or be another tenant's (404); a write can
 conflict (409: an Idempotency-Key in use, a concurrent change, a state that forbids it). What
 only some routes do (a provider's failure, 502) they declare with ``responses=also_answers(...)``.
@@ -62,7 +62,7 @@ WHY = {
         "taken, or a state that forbids the change (conflict, concurrent_modification, "
         "idempotency_conflict, not_deployed)."
     ),
-    413: "The request body is too large.",
+    413: "The request body is larger than HOSTPLANE_MAX_BODY_BYTES (request_too_large).",
     429: "Rate limited: too many requests for this token this minute (rate_limit_exceeded).",
     502: "The GPU provider or the upstream failed (provider_error).",
     503: (
@@ -163,8 +163,9 @@ def statuses(method: str, operation: dict[str, Any], models: dict[str, Any]) -> 
         found |= {401, 403, 429, 503}
         if method not in ("get", "head"):
             found.add(409)
-    if parameters or body:
-        found.add(400)
+    # Any operation: a NUL in any query parameter, even one it does not take, is refused
+    # (interfaces.http.jsontext.storable_parameters, an app-wide dependency).
+    found.add(400)
     if body:
         found.add(413)
     named = [p["name"] for p in parameters if p["in"] == "path"]

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
+
+from interfaces.http.jsontext import refuse_unpaired_surrogates
 
 T = TypeVar("T")
+
+# The most items a list in a request may hold: each is stored in an event and checked on use.
+MAX_ALLOWED_MODELS = 1000
+MAX_IP_ALLOWLIST = 100
+MAX_THRESHOLDS = 20
+MAX_WEBHOOK_EVENTS = 50
 
 
 # Required with the admin token only, so the schema can't mark it required: it says so here.
@@ -20,7 +35,18 @@ OWNING_TENANT = (
 
 
 class Strict(BaseModel):
+    """A request body: no unknown fields, and every string Unicode text (a 400 otherwise).
+
+    Numbers are ``StrictInt`` and flags ``StrictBool``: ``"12"`` and ``true`` are no count.
+    """
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        refuse_unpaired_surrogates(cls.__name__, data)
+        return data
 
 
 class Page(BaseModel, Generic[T]):
@@ -34,8 +60,8 @@ class Page(BaseModel, Generic[T]):
 
 class TenantCreate(Strict):
     name: str = Field(min_length=1, max_length=63)
-    weight: int = 100
-    tokens_per_minute: int | None = None
+    weight: StrictInt = 100
+    tokens_per_minute: StrictInt | None = None
     group: str | None = None
 
 
@@ -51,11 +77,11 @@ class TenantPublic(BaseModel):
 
 
 class WeightUpdate(Strict):
-    weight: int
+    weight: StrictInt
 
 
 class QuotaUpdate(Strict):
-    tokens_per_minute: int | None
+    tokens_per_minute: StrictInt | None
 
 
 class GroupUpdate(Strict):
@@ -68,10 +94,10 @@ class GroupUpdate(Strict):
 class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=63)
     kind: Literal["management", "router"] = "router"
-    allowed_models: list[str] | None = None
-    sovereignty_mode: bool = False
+    allowed_models: list[str] | None = Field(None, max_length=MAX_ALLOWED_MODELS)
+    sovereignty_mode: StrictBool = False
     expires_at: datetime | None = None
-    ip_allowlist: list[str] = Field(default_factory=list)
+    ip_allowlist: list[str] = Field(default_factory=list, max_length=MAX_IP_ALLOWLIST)
 
 
 class KeyPublic(BaseModel):
@@ -95,7 +121,7 @@ class KeyCreated(BaseModel):
 
 
 class KeyDisabledUpdate(Strict):
-    disabled: bool
+    disabled: StrictBool
 
 
 # -- instances -----------------------------------------------------------------------------
@@ -204,13 +230,17 @@ class BudgetCreate(Strict):
     key_id: UUID | None = Field(None, description="With a key, the budget covers that key only.")
     limit_eur: Decimal
     period: Literal["daily", "weekly", "monthly", "total"] = "monthly"
-    thresholds: list[Decimal] = Field(default_factory=_default_thresholds)
+    thresholds: list[Decimal] = Field(
+        default_factory=_default_thresholds, max_length=MAX_THRESHOLDS
+    )
 
 
 class BudgetUpdate(Strict):
     limit_eur: Decimal
     period: Literal["daily", "weekly", "monthly", "total"]
-    thresholds: list[Decimal] = Field(default_factory=_default_thresholds)
+    thresholds: list[Decimal] = Field(
+        default_factory=_default_thresholds, max_length=MAX_THRESHOLDS
+    )
 
 
 class BudgetPublic(BaseModel):

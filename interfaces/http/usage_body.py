@@ -10,6 +10,7 @@ the same values.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -18,9 +19,10 @@ from uuid import UUID
 
 import orjson
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictInt, ValidationError
 
 from domain.usage import MAX_BATCH, UsageInput
+from interfaces.http.jsontext import refuse_unpaired_surrogates
 from interfaces.http.schemas import Strict
 
 
@@ -28,13 +30,13 @@ class UsageRecordIn(Strict):
     request_id: str
     key_id: UUID
     model: str
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: StrictInt
+    completion_tokens: StrictInt
     status: Literal["success", "error"]
-    latency_ms: int = 0
+    latency_ms: StrictInt = 0
     occurred_at: datetime
     instance_id: UUID | None = None
-    cached_tokens: int = 0
+    cached_tokens: StrictInt = 0
 
 
 class UsageBatchIn(Strict):
@@ -65,11 +67,27 @@ def parse_usage_batch(body: bytes) -> list[UsageInput]:
     try:
         batch = UsageBatchIn.model_validate_json(body)
     except ValidationError as e:
-        errors = e.errors(include_url=False)
-        raise RequestValidationError(
-            [{**err, "loc": ("body", *err["loc"])} for err in errors]
-        ) from None
+        if e.errors()[0]["type"] == "json_invalid":
+            _name_unpaired_surrogate(body)
+        raise _request_error(e) from None
     return [UsageInput(**r.model_dump()) for r in batch.records]
+
+
+def _request_error(e: ValidationError) -> RequestValidationError:
+    errors = e.errors(include_url=False)
+    return RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in errors])
+
+
+def _name_unpaired_surrogate(body: bytes) -> None:
+    """Name the field of an unpaired surrogate, which pydantic reports as invalid JSON only."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return
+    try:
+        refuse_unpaired_surrogates(UsageBatchIn.__name__, data)
+    except ValidationError as e:
+        raise _request_error(e) from None
 
 
 def _fast(body: bytes) -> list[UsageInput]:

@@ -36,11 +36,12 @@ def instant(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return utc(datetime.fromisoformat(value))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidValueError(
             field, f"{field} must be an ISO 8601 time, e.g. 2025-10-30T00:00:00Z; got {value!r}"
         ) from None
+    return utc(parsed, field)
 
 
 @router.get("/audit", response_model=Page[AuditEntryPublic])

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 
 from application.errors import NotFoundError
-from domain.timewindow import day_range
+from domain.timewindow import check_span, day_range
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import DATE
 from interfaces.http.schemas import Strict
@@ -37,8 +37,12 @@ def check_tenant(container: ContainerDep, caller: Caller, tenant_id: UUID) -> No
 def billing_summary(
     tenant_id: UUID, start: Day, end: Day, caller: Caller, container: ContainerDep
 ) -> dict:
-    """Billing for ``[start 00:00Z, end 00:00Z)``; the same date twice is an empty range."""
+    """Billing for ``[start 00:00Z, end 00:00Z)``; the same date twice is an empty range.
+
+    A range has at most ``HOSTPLANE_MAX_RANGE_DAYS`` days (400): the answer has one row a day.
+    """
     lo, hi = day_range(start, end)
+    check_span(lo, hi, container.settings.max_range_days, "start", "end")
     check_tenant(container, caller, tenant_id)
     with container.reading("usage", "costs") as curs:
         return billing.summary(curs, tenant_id, lo, hi, datetime.now(UTC))

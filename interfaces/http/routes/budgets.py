@@ -8,13 +8,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from domain.budget import budget_state
+from application.idempotency import Created
+from domain.budget import Budget, budget_state
 from domain.timewindow import period_window
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
     create_once,
+    created_id,
     found,
     scoped_listing,
 )
@@ -72,7 +74,10 @@ def create_budget(
         budget_id = container.app.set_budget(caller, **body.model_dump())
         return read_budget(container, caller, budget_id)
 
-    return create_once(container, caller, request, response, body, create)
+    def recover(done: Created) -> BudgetPublic:
+        return read_budget(container, caller, created_id(container, done, Budget))
+
+    return create_once(container, caller, request, response, body, create, recover)
 
 
 @router.get("/budgets/{budget_id}", response_model=BudgetPublic)

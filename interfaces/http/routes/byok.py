@@ -7,11 +7,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from application.idempotency import Created
+from domain.instance import Instance
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
     create_once,
+    created_id,
     found,
     scoped_listing,
 )
@@ -60,7 +63,10 @@ def attach_upstream(
         upstream_id = container.app.attach_upstream(caller, **body.model_dump())
         return read_upstream(container, caller, upstream_id)
 
-    return create_once(container, caller, request, response, body, create)
+    def recover(done: Created) -> ByokPublic:
+        return read_upstream(container, caller, created_id(container, done, Instance))
+
+    return create_once(container, caller, request, response, body, create, recover)
 
 
 @router.get("/byok", response_model=Page[ByokPublic])

@@ -10,12 +10,15 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from psycopg import Cursor
 
+from application.idempotency import Created
+from domain.instance import Instance
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import also_answers
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
     create_once,
+    created_id,
     found,
     scoped_listing,
 )
@@ -81,7 +84,10 @@ def deploy_instance(
         instance_id = container.app.deploy_instance(caller, **body.model_dump())
         return read_instance(container, caller, instance_id)
 
-    return create_once(container, caller, request, response, body, create)
+    def recover(done: Created) -> InstancePublic:
+        return read_instance(container, caller, created_id(container, done, Instance))
+
+    return create_once(container, caller, request, response, body, create, recover)
 
 
 @router.get("/instances/{instance_id}", response_model=InstancePublic)

@@ -7,6 +7,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from application.idempotency import Created
+from domain.apikey import ApiKey
 from interfaces.export import key_as_of, key_shown
 from interfaces.http.deps import AsyncPoolDep, Caller, ContainerDep
 from interfaces.http.routes.audit import instant
@@ -14,8 +16,10 @@ from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
     create_once,
+    created_id,
     found,
     scoped_listing,
+    shown_once,
 )
 from interfaces.http.routes.export import AsOfQuery
 from interfaces.http.schemas import (
@@ -54,9 +58,15 @@ async def create_key(
         key, secret = container.app.issue_key(caller, tenant_id, **body.model_dump())
         return KeyCreated(key=KeyPublic(**key_shown(key)), secret=secret)
 
+    def recover(done: Created) -> KeyCreated:
+        key = container.app.get_key_for(caller, created_id(container, done, ApiKey))
+        return KeyCreated(key=KeyPublic(**key_shown(key)), secret=shown_once(done))
+
     # One thread hop for the command (and any Idempotency-Key bookkeeping). An async route:
     # FastAPI would validate a plain route's response in a second hop.
-    return await run_in_threadpool(create_once, container, caller, request, response, body, create)
+    return await run_in_threadpool(
+        create_once, container, caller, request, response, body, create, recover
+    )
 
 
 @router.get("/keys", response_model=Page[KeyPublic])

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
 
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import create_once, found
@@ -26,19 +26,19 @@ class ModelCreate(Strict):
     id: str = Field(description="Slug, e.g. llama-3.1-8b")
     display_name: str
     modality: str = MODALITY
-    context_length: int
+    context_length: StrictInt
     input_eur_per_mtok: Decimal
     output_eur_per_mtok: Decimal
-    serveable: bool = False
+    serveable: StrictBool = False
 
 
 class ModelUpdate(Strict):
     display_name: str
     modality: str = MODALITY
-    context_length: int
+    context_length: StrictInt
     input_eur_per_mtok: Decimal
     output_eur_per_mtok: Decimal
-    serveable: bool = False
+    serveable: StrictBool = False
     effective_from: datetime | None = Field(
         None,
         description="When a new price takes effect (default now). Past usage is never re-rated.",
@@ -99,7 +99,16 @@ def register_model(
         container.app.register_model(caller, slug=fields.pop("id"), **fields)
         return read_model(container, body.id)
 
-    return create_once(container, caller, request, response, body, create)
+    # The model's id is its slug, which the request names.
+    return create_once(
+        container,
+        caller,
+        request,
+        response,
+        body,
+        create,
+        lambda done: read_model(container, body.id),
+    )
 
 
 @router.get("/models/{model_id}", response_model=ModelPublic)

@@ -6,11 +6,20 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
+from application.idempotency import Created
+from domain.tenant import Tenant
 from interfaces.export import tenant_as_of
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import also_answers
 from interfaces.http.routes.audit import instant
-from interfaces.http.routes.common import CursorQuery, LimitQuery, create_once, found, listing
+from interfaces.http.routes.common import (
+    CursorQuery,
+    LimitQuery,
+    create_once,
+    created_id,
+    found,
+    listing,
+)
 from interfaces.http.routes.export import AsOfQuery
 from interfaces.http.schemas import (
     GroupUpdate,
@@ -57,7 +66,10 @@ def create_tenant(
         tenant_id = container.app.create_tenant(caller, **body.model_dump())
         return read_tenant(container, caller, tenant_id)
 
-    return create_once(container, caller, request, response, body, create)
+    def recover(done: Created) -> TenantPublic:
+        return read_tenant(container, caller, created_id(container, done, Tenant))
+
+    return create_once(container, caller, request, response, body, create, recover)
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantPublic)

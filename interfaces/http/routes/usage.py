@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from application.auth import Principal
 from domain.base import InvalidValueError, utc
+from domain.timewindow import DAY, HOUR, check_span, floor_day, floor_hour, shifted
 from interfaces.bootstrap import Container
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import DATE_OR_TIME
@@ -60,7 +61,7 @@ def parse_time(value: str | None, field: str) -> datetime | None:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidValueError(field, f"{field} must be a date or an ISO 8601 time") from None
-    return utc(t)
+    return utc(t, field)
 
 
 def window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
@@ -100,6 +101,31 @@ ToQuery = Query(
 )
 
 
+def series_window(
+    container: ContainerDep, start: str | None, end: str | None, interval: str
+) -> tuple[datetime, datetime]:
+    """The range of a series: at most ``max_range_days`` by day, ``max_hourly_range_days`` by hour.
+
+    A series answers one row per bucket, so its range is bounded; a longer one is a 400 naming
+    ``to``. A missing end is filled in with the longest range allowed: no ``to`` ends that long
+    after ``from``, no ``from`` starts that long before ``to``, and neither ends with the
+    current bucket. The answer's ``from`` and ``to`` say which range was used.
+    """
+    settings = container.settings
+    days = settings.max_hourly_range_days if interval == "hour" else settings.max_range_days
+    span = timedelta(days=days)
+    lo, hi = window(start, end)
+    if hi is None and lo is not None:
+        hi = shifted(lo, span)
+    elif hi is None:
+        now = datetime.now(UTC)
+        hi = floor_hour(now) + HOUR if interval == "hour" else floor_day(now) + DAY
+    if lo is None:
+        lo = shifted(hi, -span)
+    check_span(lo, hi, days, "from", "to")
+    return lo, hi
+
+
 def _totals(
     container: ContainerDep,
     caller: Caller,
@@ -108,7 +134,10 @@ def _totals(
     end: str | None,
     interval: str | None = None,
 ) -> dict:
-    lo, hi = window(start, end)
+    if interval is None:
+        lo, hi = window(start, end)
+    else:
+        lo, hi = series_window(container, start, end, interval)
     with container.reading("usage") as curs:
         rows = usage.totals(curs, caller.tenant_filter(), group_by, lo, hi, interval=interval)
     return {"currency": "EUR", "from": lo, "to": hi, "data": [shape(r) for r in rows]}

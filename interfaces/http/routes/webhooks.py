@@ -9,16 +9,20 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from application.idempotency import Created
+from domain.webhook import Webhook
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import (
     CursorQuery,
     LimitQuery,
     create_once,
+    created_id,
     found,
     listing,
     scoped_listing,
+    shown_once,
 )
-from interfaces.http.schemas import OWNING_TENANT, Deleted, Page, Strict
+from interfaces.http.schemas import MAX_WEBHOOK_EVENTS, OWNING_TENANT, Deleted, Page, Strict
 from projections import webhook_outbox, webhooks
 
 router = APIRouter(tags=["webhooks"])
@@ -27,7 +31,9 @@ router = APIRouter(tags=["webhooks"])
 class WebhookCreate(Strict):
     tenant_id: UUID | None = Field(None, description=OWNING_TENANT)
     url: str = Field(description="An http:// or https:// URL that receives signed POSTs.")
-    events: list[str] = Field(description="Event types to receive, e.g. key.revoked.")
+    events: list[str] = Field(
+        description="Event types to receive, e.g. key.revoked.", max_length=MAX_WEBHOOK_EVENTS
+    )
     description: str | None = None
 
 
@@ -89,7 +95,11 @@ def create_webhook(
         public = read_webhook(container, caller, webhook_id)
         return WebhookCreated(**public.model_dump(), secret=secret)
 
-    return create_once(container, caller, request, response, body, create)
+    def recover(done: Created) -> WebhookCreated:
+        public = read_webhook(container, caller, created_id(container, done, Webhook))
+        return WebhookCreated(**public.model_dump(), secret=shown_once(done))
+
+    return create_once(container, caller, request, response, body, create, recover)
 
 
 @router.get("/webhooks", response_model=Page[WebhookPublic])

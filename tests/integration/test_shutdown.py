@@ -1,0 +1,120 @@
+"""``hostplane serve`` on its embedded PostgreSQL stops it on SIGTERM as on SIGINT, even after a
+``kill -9`` of an earlier ``serve`` on the same data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, MASTER_KEY, free_port
+
+
+class Serve:
+    """``hostplane serve`` as a subprocess on the embedded PostgreSQL of ``data_dir``."""
+
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTPLANE_")}
+        env.update(
+            HOSTPLANE_DATA_DIR=str(data_dir),
+            HOSTPLANE_ADMIN_TOKEN=ADMIN_TOKEN,
+            HOSTPLANE_MASTER_KEY=MASTER_KEY,
+        )
+        self.data_dir = data_dir
+        self.port = free_port()
+        command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", str(workers)]
+        self.proc = subprocess.Popen([*command, "--port", str(self.port)], env=env)
+        deadline = time.monotonic() + 120
+        while not self.healthy():
+            assert self.proc.poll() is None, "hostplane serve exited"
+            assert time.monotonic() < deadline, "hostplane serve did not start"
+            time.sleep(0.2)
+
+    def healthy(self) -> bool:
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/health", timeout=10)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    def api_processes(self) -> list[int]:
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+    def postmaster(self) -> int:
+        """The embedded PostgreSQL's pid (the first line of its postmaster.pid)."""
+        pid_file = self.data_dir / "pg" / "postmaster.pid"
+        return int(pid_file.read_text().splitlines()[0])
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has exited (waiting a little: a stop may still be finishing)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: see tests/integration/test_restart.py (embedded_settings).
+    path = Path(tempfile.mkdtemp(prefix="hostplane-shutdown-"))
+    yield path
+    postmaster = path / "pg" / "postmaster.pid"
+    if postmaster.exists():  # a failed test must not leave its server behind
+        pid = int(postmaster.read_text().splitlines()[0])
+        if psutil.pid_exists(pid):
+            psutil.Process(pid).terminate()
+            gone(pid)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sigterm_stops_serve_its_api_processes_and_its_embedded_postgresql(data_dir):
+    serve = Serve(data_dir, workers=2)
+    postmaster = serve.postmaster()
+    others = serve.api_processes()
+    assert len(others) == 1
+
+    serve.proc.send_signal(signal.SIGTERM)
+
+    assert serve.proc.wait(timeout=60) == 0
+    assert all(gone(pid) for pid in others)
+    assert gone(postmaster)
+
+
+def test_sigint_stops_serve_and_its_embedded_postgresql(data_dir):
+    serve = Serve(data_dir)
+    postmaster = serve.postmaster()
+
+    serve.proc.send_signal(signal.SIGINT)
+
+    assert serve.proc.wait(timeout=60) == 0
+    assert gone(postmaster)
+
+
+def test_a_serve_started_after_a_kill_9_still_stops_postgresql_on_sigterm(data_dir):
+    killed = Serve(data_dir)
+    killed.proc.kill()  # leaves its pid in the server's list of the processes using it
+    killed.proc.wait()
+
+    serve = Serve(data_dir)
+    postmaster = serve.postmaster()
+    serve.proc.send_signal(signal.SIGTERM)
+
+    assert serve.proc.wait(timeout=60) == 0
+    assert gone(postmaster)
