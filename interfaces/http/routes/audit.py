@@ -13,7 +13,7 @@ from domain.base import InvalidValueError, utc
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import CursorQuery, LimitQuery, listing
 from interfaces.http.schemas import Page
-from projections import audit
+from projections.readmodels import audit
 
 router = APIRouter(tags=["audit"])
 

@@ -16,7 +16,8 @@ from domain.timewindow import DAY, HOUR, check_span, floor_day, floor_hour, shif
 from interfaces.bootstrap import Container
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.usage_body import parse_usage_batch
-from projections import billing, usage
+from projections.readmodels import usage
+from projections.reports import billing
 
 router = APIRouter(tags=["usage"])
 
