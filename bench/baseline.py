@@ -17,7 +17,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.hostplane import Hostplane
 from bench.server import Server
-from interfaces.database import Database
+from interfaces.db.database import Database
 
 
 class EntriesView(PostgresTrackingRecorder):

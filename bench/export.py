@@ -28,7 +28,7 @@ RUNS = 3  # exports of the full tenant, the median is reported
 PEAK_RSS = """
 import os, sys
 from bench.server import vm_hwm
-from interfaces.cli import main
+from interfaces.cli.main import main
 code = main(["export", sys.argv[1], "-o", "/dev/null"])
 print(vm_hwm(os.getpid()))
 sys.exit(code)
@@ -125,7 +125,7 @@ def peak_rss(server: Server, tenant_id: str) -> int:
 
 def read_rate(container: Any, tenant_id: str) -> float:
     """Events/s of reading the tenant's stored events as the export does, without replay or JSON."""
-    from projections.export import snapshot, stream_rows
+    from projections.reports.export import snapshot, stream_rows
 
     with container.pool.connection() as conn, conn.transaction():
         head = snapshot(conn)

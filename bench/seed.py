@@ -28,8 +28,8 @@ from bench.server import Server
 from domain.base import Actor
 from domain.pricing import Model
 from domain.usage import UsageBatch, UsageInput
-from interfaces.database import Database
-from projections.runner import SQL_LOCK_MANY
+from interfaces.db.database import Database
+from projections.engine.runner import SQL_LOCK_MANY
 
 PER_SAVE = 500
 MODEL = "llama-3.1-8b"

@@ -18,20 +18,21 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from application.hostplane import Hostplane
-from interfaces import stores
 from interfaces.crypto import AesGcmSecretBox, checked_master_key
-from interfaces.database import Database, open_database
-from interfaces.leadership import Leadership
-from interfaces.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
+from interfaces.db import stores
+from interfaces.db.database import Database, open_database
+from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
+from interfaces.jobs.leadership import Leadership
+from interfaces.jobs.webhooks import WebhookDispatcher
 from interfaces.providers import ProviderRegistry
 from interfaces.providers.probe import HttpProber
 from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
-from interfaces.webhooks import WebhookDispatcher
-from projections import billing, budgets, instances, keys, webhooks
-from projections.base import live_schema
-from projections.registry import all_projections
-from projections.runner import EventSource, ProjectionRunner
+from projections.engine.base import live_schema
+from projections.engine.runner import EventSource, ProjectionRunner
+from projections.readmodels import budgets, instances, keys, webhooks
+from projections.readmodels.registry import all_projections
+from projections.reports import billing
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,11 @@ class Container:
     def start_background(self) -> None:
         """Projection workers and the scheduler (``hostplane serve`` runs both).
 
-        Of several nodes on one database, one leads (``interfaces.leadership``): it runs the
+        Of several nodes on one database, one leads (``interfaces.jobs.leadership``): it runs the
         projection worker and the cluster-wide jobs; the others stand by, follow its commits
         for read-your-writes, and take over when it dies.
         """
-        from interfaces.scheduler import start_scheduler
+        from interfaces.jobs.scheduler import start_scheduler
 
         self.runner.follow()
         if self.provider is not None:
@@ -178,7 +179,7 @@ class Container:
         """What an extra API process of ``hostplane serve --workers`` runs in the background:
         no projection worker or scheduled job of its own (the first process runs those), only
         wake-ups for read-your-writes and the evaluation of budgets its usage touched."""
-        from interfaces.scheduler import start_scheduler
+        from interfaces.jobs.scheduler import start_scheduler
 
         self.runner.follow()
         self.scheduler = start_scheduler(self, budgets_only=True)

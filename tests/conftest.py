@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def database_conninfo() -> Iterator[str]:
     """A fresh database for this test session, on the given server or an embedded one."""
-    from interfaces.database import create_database_if_missing, drop_database, with_dbname
+    from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 
     dbname = f"hostplane_test_{uuid.uuid4().hex[:12]}"
     external = os.environ.get("HOSTPLANE_TEST_DATABASE_URL")

@@ -25,9 +25,9 @@ from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
-from interfaces.pools import DatabaseUnavailableError
-from interfaces.stores import IdempotencyConflictError
-from projections.stalls import ReadModelStalledError
+from interfaces.db.pools import DatabaseUnavailableError
+from interfaces.db.stores import IdempotencyConflictError
+from projections.engine.stalls import ReadModelStalledError
 
 log = logging.getLogger(__name__)
 

@@ -269,7 +269,7 @@ def test_stored_secrets_appear_only_as_redacted(admin, story):
 
 def test_every_event_of_every_aggregate_but_the_name_index_is_audited():
     import domain
-    from projections.audit import AUDITED, AuditProjection, event_classes
+    from projections.readmodels.audit import AUDITED, AuditProjection, event_classes
 
     aggregates = set()
     for info in pkgutil.iter_modules(domain.__path__):

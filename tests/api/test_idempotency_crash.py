@@ -26,7 +26,7 @@ import httpx
 import psycopg
 import pytest
 
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY, free_port
 
 LEASE_SECONDS = 2
@@ -39,7 +39,7 @@ class Served:
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        command = [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(command, env=env)
         deadline = time.monotonic() + 60
         while not self._healthy():

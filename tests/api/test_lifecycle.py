@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from interfaces.bootstrap import Container
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings
 from tests.helpers import error_of
 

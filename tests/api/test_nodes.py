@@ -21,14 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 from tests.api.test_webhooks import Receiver
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY, free_port
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LEADS = "leader: this node runs the projections and the scheduled jobs"
 STANDS_BY = "standby: another node runs the projections and the scheduled jobs"
-SERVE = [sys.executable, "-m", "interfaces.cli", "serve"]
+SERVE = [sys.executable, "-m", "interfaces.cli.main", "serve"]
 
 
 class Node:

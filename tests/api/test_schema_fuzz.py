@@ -26,7 +26,7 @@ from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 
 from interfaces.bootstrap import Container
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 from interfaces.http.app import create_app
 from interfaces.settings import Settings
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY, free_port
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -107,7 +107,7 @@ def served(database_conninfo: str, tmp_path_factory: pytest.TempPathFactory) -> 
         "HOSTPLANE_MASTER_KEY": MASTER_KEY,
         "HOSTPLANE_RATE_LIMIT_PER_MINUTE": "100000",
     }
-    command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
+    command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--workers", "2"]
     proc = subprocess.Popen([*command, "--port", str(port)], env=env)
     server = Served(proc, port, env)
     try:
@@ -235,7 +235,7 @@ def test_a_port_another_server_holds_is_refused_even_if_it_could_be_shared(serve
     with socket.create_server(("127.0.0.1", 0), reuse_port=True) as other:
         port = other.getsockname()[1]
         env = {**served.env, "HOSTPLANE_DATA_DIR": str(tmp_path)}
-        command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
+        command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--workers", "2"]
         done = subprocess.run(
             [*command, "--port", str(port)], env=env, capture_output=True, timeout=120
         )
@@ -260,7 +260,7 @@ def test_an_api_process_stops_when_the_first_process_is_killed(served, tmp_path)
         "HOSTPLANE_DATA_DIR": str(tmp_path),
     }
     port = free_port()
-    command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", "2"]
+    command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--workers", "2"]
     proc = subprocess.Popen([*command, "--port", str(port)], env=env)
     server = Served(proc, port, env)
     deadline = time.monotonic() + 60

@@ -17,8 +17,8 @@ from psycopg.rows import tuple_row
 
 from domain.base import Actor
 from domain.usage import UsageBatch
-from projections.runner import ProjectionRunner
-from projections.usage import UsageProjection
+from projections.engine.runner import ProjectionRunner
+from projections.readmodels.usage import UsageProjection
 from tests.helpers import new_model as shared_new_model
 from tests.helpers import usage_record as record
 

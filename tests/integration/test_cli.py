@@ -16,8 +16,8 @@ import pytest
 
 from application.errors import AuthenticationError
 from interfaces.bootstrap import Container
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
-from projections.registry import all_projections
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
+from projections.readmodels.registry import all_projections
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY, LiveServer, make_settings
 
 # Every read model hostplane keeps; the listings are among them.

@@ -13,7 +13,7 @@ from freezegun import freeze_time
 
 from application.auth import Principal
 from domain.base import Actor
-from interfaces.export import open_export
+from interfaces.http.shown import open_export
 from tests.helpers import new_model, unique_name
 from tests.integration.test_cli import hostplane
 
@@ -130,7 +130,7 @@ def test_an_export_read_in_small_pages_is_the_same_export(container, billed, mon
     tenant_id = uuid.UUID(billed.id)
     whole = without_time(list(open_export(container, ADMIN, tenant_id)))
 
-    monkeypatch.setattr("projections.export.ITERSIZE", 2)
+    monkeypatch.setattr("projections.reports.export.ITERSIZE", 2)
     paged = without_time(list(open_export(container, ADMIN, tenant_id)))
 
     assert paged == whole
@@ -138,7 +138,7 @@ def test_an_export_read_in_small_pages_is_the_same_export(container, billed, mon
 
 
 def test_exports_abandoned_midway_give_their_connection_back(container, billed, monkeypatch):
-    monkeypatch.setattr("projections.export.ITERSIZE", 2)
+    monkeypatch.setattr("projections.reports.export.ITERSIZE", 2)
     tenant_id = uuid.UUID(billed.id)
     for _ in range(container.pool.max_size + 1):
         lines = open_export(container, ADMIN, tenant_id)

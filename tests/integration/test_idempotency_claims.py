@@ -17,7 +17,7 @@ from application.auth import Principal
 from application.idempotency import ClaimLostError, Created
 from domain.base import Actor
 from domain.index import NameIndex
-from interfaces.stores import IdempotencyConflictError, IdempotencyStore
+from interfaces.db.stores import IdempotencyConflictError, IdempotencyStore
 
 ADMIN = Principal(kind="admin", actor=Actor(id="admin", ip=None))
 

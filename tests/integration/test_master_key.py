@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from interfaces.crypto import MasterKeyError, checked_master_key
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 
 
 @pytest.fixture

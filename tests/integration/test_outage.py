@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from interfaces.bootstrap import Container
-from interfaces.database import Database, start_embedded
+from interfaces.db.database import Database, start_embedded
 from tests.conftest import ADMIN_TOKEN, LiveServer, make_settings
 
 # Long enough for any answer on a loaded machine, short enough that a hang fails the test

@@ -13,12 +13,12 @@ import pytest
 from psycopg.rows import tuple_row
 
 from domain.pricing import token_cost
-from projections.audit import AuditProjection
-from projections.base import live_schema
-from projections.keys import KeysProjection
-from projections.registry import all_projections
-from projections.runner import ProjectionFailedError, ProjectionRunner
-from projections.tenants import TenantsProjection
+from projections.engine.base import live_schema
+from projections.engine.runner import ProjectionFailedError, ProjectionRunner
+from projections.readmodels.audit import AuditProjection
+from projections.readmodels.keys import KeysProjection
+from projections.readmodels.registry import all_projections
+from projections.readmodels.tenants import TenantsProjection
 
 # Every read model hostplane keeps; the listings are among them.
 PROJECTIONS = [p.name for p in all_projections()]
@@ -435,8 +435,8 @@ def test_a_rebuild_that_fails_leaves_the_live_copy_as_it_was_and_names_the_read_
 
 
 def test_usage_buckets_of_one_key_spelled_two_ways_are_merged_into_one_row():
-    from projections.usage import canonical
-    from projections.usage_cost import add_cost, cost_of, rate, zero
+    from projections.readmodels.usage import canonical
+    from projections.readmodels.usage_cost import add_cost, cost_of, rate, zero
 
     def bucket(requests: int, prompt: int, completion: int, price: str) -> list[Any]:
         sums = zero()

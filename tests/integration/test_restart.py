@@ -17,8 +17,8 @@ from application.auth import Principal
 from domain.base import Actor
 from domain.tenant import Tenant
 from interfaces.bootstrap import Container
-from interfaces.database import start_embedded
-from projections import tenants
+from interfaces.db.database import start_embedded
+from projections.readmodels import tenants
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings
 
 ADMIN = Principal(kind="admin", actor=Actor(id="admin", ip=None))
@@ -142,7 +142,7 @@ def test_the_embedded_database_takes_the_connections_of_several_serve_processes(
 ):
     # Each process of `serve --workers` keeps ~4 x pool_size + 2 connections; PostgreSQL's
     # default of 100 ran out with two processes and a CLI command beside them. Checkpoints
-    # every few seconds stalled every write for ~200 ms each (interfaces.database).
+    # every few seconds stalled every write for ~200 ms each (interfaces.db.database).
     for _ in range(2):  # set on the first start, kept (and not repeated) on the next
         database = start_embedded(embedded_settings.data_dir)
         try:

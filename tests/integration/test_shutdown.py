@@ -33,7 +33,7 @@ class Serve:
         )
         self.data_dir = data_dir
         self.port = free_port()
-        command = [sys.executable, "-m", "interfaces.cli", "serve", "--workers", str(workers)]
+        command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--workers", str(workers)]
         self.proc = subprocess.Popen([*command, "--port", str(self.port)], env=env)
         deadline = time.monotonic() + 120
         while not self.healthy():

@@ -17,10 +17,10 @@ from eventsourcing.persistence import StoredEvent
 from domain.apikey import ApiKey
 from domain.base import Actor
 from interfaces.bootstrap import Container
-from interfaces.database import create_database_if_missing, drop_database, with_dbname
-from projections import stalls
-from projections.keys import KeysProjection
-from projections.runner import ProjectionFailedError, ProjectionRunner
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
+from projections.engine import stalls
+from projections.engine.runner import ProjectionFailedError, ProjectionRunner
+from projections.readmodels.keys import KeysProjection
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings
 from tests.integration.test_cli import hostplane
 from tests.integration.test_projections import crash_on

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from application.transcoder import OrjsonTranscoder
 from domain.timewindow import floor_day
 from domain.usage import UsageBatch, UsageInput, iter_lines
-from projections.event_billing import EventBilling
-from projections.replay import event_line, stored_usage_line
+from projections.reports.event_billing import EventBilling
+from projections.reports.replay import event_line, stored_usage_line
 from tests.unit.support import an_actor, through_store
 
 START = datetime(2025, 10, 30, 23, 59, 58, tzinfo=UTC)

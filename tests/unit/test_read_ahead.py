@@ -7,7 +7,7 @@ from collections.abc import Generator
 
 import pytest
 
-from projections.read_ahead import read_ahead
+from projections.engine.read_ahead import read_ahead
 
 
 def pages(n: int, log: list[str]) -> Generator[list[int], None, None]:

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.pricing import token_cost
-from projections.usage import UsageProjection
-from projections.usage_cost import add_cost, cost_of, rate, zero
+from projections.readmodels.usage import UsageProjection
+from projections.readmodels.usage_cost import add_cost, cost_of, rate, zero
 
 # Prices as check_price accepts them (at most 6 decimals), in any spelling Decimal allows,
 # plus a few finer ones, which the fold sums as Decimals.

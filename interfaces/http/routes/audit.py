@@ -14,7 +14,7 @@ from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.routes.common import CursorQuery, LimitQuery, listing
 from interfaces.http.schemas import Page
-from projections import audit
+from projections.readmodels import audit
 
 router = APIRouter(tags=["audit"])
 

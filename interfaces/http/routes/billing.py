@@ -14,7 +14,8 @@ from domain.timewindow import check_span, day_range
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import DATE
 from interfaces.http.schemas import Strict
-from projections import billing, tenants
+from projections.readmodels import tenants
+from projections.reports import billing
 
 router = APIRouter(tags=["billing"])
 

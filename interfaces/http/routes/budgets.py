@@ -21,7 +21,8 @@ from interfaces.http.routes.common import (
     scoped_listing,
 )
 from interfaces.http.schemas import BudgetCreate, BudgetPublic, BudgetUpdate, Deleted, Page
-from projections import billing, budgets
+from projections.readmodels import budgets
+from projections.reports import billing
 
 router = APIRouter(tags=["budgets"])
 

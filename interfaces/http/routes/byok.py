@@ -19,7 +19,7 @@ from interfaces.http.routes.common import (
     scoped_listing,
 )
 from interfaces.http.schemas import ByokCreate, ByokPublic, Page
-from projections import instances
+from projections.readmodels import instances
 
 router = APIRouter(tags=["byok"])
 

@@ -15,8 +15,8 @@ from application.errors import NotFoundError
 from application.idempotency import Created
 from domain.base import InvalidValueError
 from interfaces.bootstrap import Container
+from interfaces.db.stores import IdempotencyConflictError
 from interfaces.http.deps import idempotency_key, run_idempotent
-from interfaces.stores import IdempotencyConflictError
 
 LimitQuery = Query(50, ge=1, le=500, description="Page size.")
 CursorQuery = Query(None, description="Opaque cursor from the previous page's next_cursor.")

@@ -7,10 +7,10 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from interfaces.export import ExportNotReadyError, ndjson_chunks, open_export
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.routes.audit import instant
+from interfaces.http.shown import ExportNotReadyError, ndjson_chunks, open_export
 
 router = APIRouter(tags=["export"])
 

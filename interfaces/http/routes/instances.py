@@ -30,7 +30,8 @@ from interfaces.http.schemas import (
     InstanceTestResult,
     Page,
 )
-from projections import billing, instances
+from projections.readmodels import instances
+from projections.reports import billing
 
 router = APIRouter(tags=["instances"])
 

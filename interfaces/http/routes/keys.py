@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 
 from application.idempotency import Created
 from domain.apikey import ApiKey
-from interfaces.export import key_as_of, key_shown
 from interfaces.http.deps import AsyncPoolDep, Caller, ContainerDep
 from interfaces.http.routes.audit import instant
 from interfaces.http.routes.common import (
@@ -30,7 +29,8 @@ from interfaces.http.schemas import (
     KeyPublic,
     Page,
 )
-from projections import keys
+from interfaces.http.shown import key_as_of, key_shown
+from projections.readmodels import keys
 
 router = APIRouter(tags=["keys"])
 

@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.routes.common import create_once, found
 from interfaces.http.schemas import Strict
-from projections import pricebook
+from projections.readmodels import pricebook
 
 router = APIRouter(tags=["price book"])
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request, Response
 
 from application.idempotency import Created
 from domain.tenant import Tenant
-from interfaces.export import tenant_as_of
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import also_answers
 from interfaces.http.routes.audit import instant
@@ -29,7 +28,8 @@ from interfaces.http.schemas import (
     TenantPublic,
     WeightUpdate,
 )
-from projections import tenants
+from interfaces.http.shown import tenant_as_of
+from projections.readmodels import tenants
 
 router = APIRouter(tags=["tenants"])
 

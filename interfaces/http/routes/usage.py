@@ -17,7 +17,8 @@ from interfaces.bootstrap import Container
 from interfaces.http.deps import Caller, ContainerDep
 from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.usage_body import parse_usage_batch
-from projections import billing, usage
+from projections.readmodels import usage
+from projections.reports import billing
 
 router = APIRouter(tags=["usage"])
 

@@ -23,7 +23,7 @@ from interfaces.http.routes.common import (
     shown_once,
 )
 from interfaces.http.schemas import MAX_WEBHOOK_EVENTS, OWNING_TENANT, Deleted, Page, Strict
-from projections import webhook_outbox, webhooks
+from projections.readmodels import webhook_outbox, webhooks
 
 router = APIRouter(tags=["webhooks"])
 

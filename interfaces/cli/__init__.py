@@ -1,0 +1,1 @@
+"""The `hostplane` command line."""

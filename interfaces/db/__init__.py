@@ -1,0 +1,1 @@
+"""Database adapters: where PostgreSQL lives, the event store recorder, pools, operational tables."""

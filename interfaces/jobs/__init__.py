@@ -1,0 +1,1 @@
+"""Background work inside `hostplane serve`: scheduled jobs, leader election, webhook delivery."""

@@ -1,0 +1,1 @@
+"""The HTTP server of `hostplane serve` (uvicorn; connections spread over `--workers` processes)."""

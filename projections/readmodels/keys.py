@@ -1,0 +1,129 @@
+"""Read model: API keys (never their secrets)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncCursor, Cursor
+from psycopg.types.json import Jsonb
+
+from domain.apikey import ApiKey
+from projections.engine.base import Projection, keyset_page, live_schema
+
+SCHEMA = live_schema("keys")
+
+CREATE_KEYS = """
+CREATE TABLE IF NOT EXISTS {s}.keys (
+    id uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    name text NOT NULL,
+    kind text NOT NULL,
+    key_prefix text NOT NULL,
+    allowed_models jsonb,
+    sovereignty_mode boolean NOT NULL,
+    expires_at timestamptz,
+    ip_allowlist jsonb NOT NULL,
+    disabled boolean NOT NULL DEFAULT false,
+    deleted boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+)"""
+CREATE_KEYS_ORDER = (
+    "CREATE INDEX IF NOT EXISTS keys_tenant_order ON {s}.keys (tenant_id, created_at DESC, id DESC)"
+)
+INSERT_KEY = """
+INSERT INTO {s}.keys (id, tenant_id, name, kind, key_prefix, allowed_models, sovereignty_mode,
+                      expires_at, ip_allowlist, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+UPDATE_FLAG = "UPDATE {s}.keys SET {col} = %s, updated_at = %s WHERE id = %s"
+
+COLUMNS = (
+    "id, tenant_id, name, kind, key_prefix, allowed_models, sovereignty_mode, expires_at,"
+    " ip_allowlist, disabled, created_at, updated_at"
+)
+
+
+class KeysProjection(Projection):
+    name = "keys"
+    tables = [CREATE_KEYS, CREATE_KEYS_ORDER]
+
+    def issued(self, curs: Cursor[Any], e: Any) -> None:
+        allowed = Jsonb(e.allowed_models) if e.allowed_models is not None else None
+        curs.execute(
+            e.sql(INSERT_KEY),
+            (
+                e.originator_id,
+                e.tenant_id,
+                e.name,
+                e.kind,
+                e.key_prefix,
+                allowed,
+                e.sovereignty_mode,
+                e.expires_at,
+                Jsonb(e.ip_allowlist),
+                e.timestamp,
+                e.timestamp,
+            ),
+        )
+
+    def _flag(self, curs: Cursor[Any], e: Any, col: str, value: bool) -> None:
+        curs.execute(UPDATE_FLAG.format(s=e.schema, col=col), (value, e.timestamp, e.originator_id))
+
+    def disabled(self, curs: Cursor[Any], e: Any) -> None:
+        self._flag(curs, e, "disabled", True)
+
+    def enabled(self, curs: Cursor[Any], e: Any) -> None:
+        self._flag(curs, e, "disabled", False)
+
+    def deleted(self, curs: Cursor[Any], e: Any) -> None:
+        self._flag(curs, e, "deleted", True)
+
+    handlers = {
+        ApiKey.Issued: issued,
+        ApiKey.Disabled: disabled,
+        ApiKey.Enabled: enabled,
+        ApiKey.Deleted: deleted,
+    }
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(row)
+
+
+GET_KEY = f"SELECT {COLUMNS} FROM {SCHEMA}.keys WHERE id = %s AND NOT deleted"
+
+
+def get_key(curs: Cursor[Any], key_id: UUID, scope: UUID | None) -> dict[str, Any] | None:
+    """A live (not deleted) key, limited to tenant ``scope`` when given."""
+    return _in_scope(curs.execute(GET_KEY, (key_id,)).fetchone(), scope)
+
+
+async def get_key_async(
+    curs: AsyncCursor[Any], key_id: UUID, scope: UUID | None
+) -> dict[str, Any] | None:
+    """``get_key`` on the event loop."""
+    await curs.execute(GET_KEY, (key_id,))
+    return _in_scope(await curs.fetchone(), scope)
+
+
+def _in_scope(row: dict[str, Any] | None, scope: UUID | None) -> dict[str, Any] | None:
+    if row is None or (scope is not None and row["tenant_id"] != scope):
+        return None
+    return _public(row)
+
+
+def list_keys(
+    curs: Cursor[Any], tenant_id: UUID | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    filters = {"tenant_id": tenant_id} if tenant_id is not None else {}
+    return keyset_page(
+        curs, f"{SCHEMA}.keys", COLUMNS, filters, limit, cursor, _public, "NOT deleted"
+    )
+
+
+def live_key_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
+    rows = curs.execute(
+        f"SELECT id FROM {SCHEMA}.keys WHERE tenant_id = %s AND NOT deleted", (tenant_id,)
+    ).fetchall()
+    return [r["id"] for r in rows]

@@ -1,0 +1,1 @@
+"""Report queries over read models and the event log: billing, reconcile, export, replay."""
