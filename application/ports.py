@@ -29,8 +29,9 @@ class Clock(Protocol):
 class TenantDirectory(Protocol):
     """Finds the aggregates a tenant owns (answered by read models, caught up first)."""
 
-    def owned_ids(self, tenant_id: object) -> dict[str, list[object]]:
-        """``{"keys": [...], "instances": [...], "budgets": [...]}`` of live resources."""
+    def owned_ids(self, tenant_id: UUID) -> dict[str, list[UUID]]:
+        """The ids of its live aggregates by kind name (``domain.owned``): ``{"key": [...], ...}``,
+        with every kind that offboarding ends."""
         ...
 
 

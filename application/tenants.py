@@ -7,13 +7,11 @@ from uuid import UUID
 from application.auth import Principal
 from application.errors import ConcurrentModificationError
 from application.service import BaseService
-from domain.apikey import ApiKey
 from domain.base import NameTakenError
-from domain.budget import Budget
 from domain.index import NameIndex
 from domain.instance import Instance
+from domain.owned import ENDED_AT_OFFBOARDING
 from domain.tenant import Tenant, check_name
-from domain.webhook import Webhook
 
 
 class TenantCommands(BaseService):
@@ -79,7 +77,8 @@ class TenantCommands(BaseService):
         self.commit(tenant)
 
     def offboard_tenant(self, principal: Principal, tenant_id: UUID) -> None:
-        """Destroy the tenant's instances, delete its keys and budgets, mark it offboarded.
+        """Destroy the tenant's instances, delete its keys, budgets and webhooks (every kind
+        that ``domain.owned`` says offboarding ends), mark it offboarded.
 
         Everything is saved in one atomic write: the tenant is never half offboarded.
         Its history stays in the event store, so audit and billing remain readable.
@@ -87,32 +86,17 @@ class TenantCommands(BaseService):
         principal.check_admin()
         tenant = self.load(Tenant, tenant_id, "tenant")
         tenant.offboard(actor=principal.actor)
-        changed: list[object] = [tenant]
         owned = self.directory.owned_ids(tenant_id) if self.directory else {}
-        for budget_id in owned.get("budgets", []):
-            budget = self.find(Budget, budget_id)  # type: ignore[arg-type]
-            if budget and not budget.deleted:
-                budget.delete(actor=principal.actor)
-                changed.append(budget)
-        for key_id in owned.get("keys", []):
-            key = self.find(ApiKey, key_id)  # type: ignore[arg-type]
-            if key and not key.deleted:
-                key.delete(actor=principal.actor)
-                changed.append(key)
-        instances = []
-        for instance_id in owned.get("instances", []):
-            instance = self.find(Instance, instance_id)  # type: ignore[arg-type]
-            if instance and not instance.is_destroyed:
-                instance.destroy(actor=principal.actor)
-                instances.append(instance)
+        ended = []
+        for kind in ENDED_AT_OFFBOARDING:
+            for aggregate_id in owned.get(kind.name, []):
+                aggregate = self.find(kind.aggregate, aggregate_id)
+                if aggregate is not None and kind.end_live(aggregate, principal.actor):
+                    ended.append(aggregate)
         # GPUs go back first: if a provider fails, nothing is recorded and a retry is safe.
-        self.release_gpus(instances)
-        # Webhooks go last in the write: they are still owed the events before their deletion.
-        webhooks = [self.find(Webhook, w) for w in owned.get("webhooks", [])]  # type: ignore[arg-type]
-        webhooks = [w for w in webhooks if w and not w.deleted]
-        for webhook in webhooks:
-            webhook.delete(actor=principal.actor)
-        self.commit(*changed, *instances, *webhooks)  # type: ignore[arg-type]
+        self.release_gpus([a for a in ended if isinstance(a, Instance)])
+        # In the registry's order: webhooks last, they are owed the events before their deletion.
+        self.commit(tenant, *ended)
 
     def release_gpus(self, instances: list[Instance]) -> None:
         """Give destroyed instances' GPUs back to their providers (see InstanceCommands)."""

@@ -209,8 +209,8 @@ class UsageCommands(PricingCommands):
             return 0
         now = now or self.now()
         changed = []
-        for budget_id in self.directory.owned_ids(tenant_id).get("budgets", []):
-            budget = self.find(Budget, budget_id)  # type: ignore[arg-type]
+        for budget_id in self.directory.owned_ids(tenant_id)["budget"]:
+            budget = self.find(Budget, budget_id)
             if budget is None or budget.deleted:
                 continue
             start, end = period_window(budget.period, now)

@@ -30,7 +30,8 @@ from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
 from projections.engine.base import live_schema
 from projections.engine.runner import EventSource, ProjectionRunner
-from projections.readmodels import budgets, instances, keys, webhooks
+from projections.readmodels import budgets, instances
+from projections.readmodels.owned import OwnedListings
 from projections.readmodels.registry import all_projections
 from projections.reports import billing
 
@@ -317,16 +318,11 @@ class ReadModelDirectory:
 
     def __init__(self, container: Container) -> None:
         self.container = container
+        self.listings = OwnedListings(container.runner.projections.values())
 
-    def owned_ids(self, tenant_id: object) -> dict[str, list[object]]:
-        assert isinstance(tenant_id, UUID)
-        with self.container.reading("keys", "instances", "budgets", "webhooks") as curs:
-            return {
-                "keys": list(keys.live_key_ids(curs, tenant_id)),
-                "instances": list(instances.live_instance_ids(curs, tenant_id)),
-                "budgets": list(budgets.live_budget_ids(curs, tenant_id)),
-                "webhooks": list(webhooks.live_webhook_ids(curs, tenant_id)),
-            }
+    def owned_ids(self, tenant_id: UUID) -> dict[str, list[UUID]]:
+        with self.container.reading(*self.listings.read_models) as curs:
+            return self.listings.owned_ids(curs, tenant_id)
 
 
 class ReadModelSpend:

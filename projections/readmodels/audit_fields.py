@@ -11,37 +11,35 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.apikey import ApiKey
 from domain.base import Actor
-from domain.budget import Budget
-from domain.instance import Instance
 from domain.operator import Operator
+from domain.owned import OWNED
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
 from domain.usage import UsageBatch
-from domain.webhook import Webhook
 
-# Every aggregate whose events are audited. NameIndex is left out on purpose: its events are
-# internal bookkeeping of unique names, and each one accompanies an audited event anyway.
+# Every aggregate whose events are audited: the tenants, every kind they own (``domain.owned``)
+# and the operator's. NameIndex is left out on purpose: its events are internal bookkeeping of
+# unique names, and each one accompanies an audited event anyway.
 AUDITED: tuple[type[Aggregate], ...] = (
     Tenant,
-    ApiKey,
-    Instance,
-    Budget,
+    *(k.aggregate for k in OWNED),
     Model,
     GpuRate,
-    UsageBatch,
     Operator,
-    Webhook,
 )
-TARGET_TYPES: dict[type[Aggregate], str] = {ApiKey: "key", UsageBatch: "usage"}
+# The owned kinds' names (``ApiKey`` is ``key``); any other aggregate is its class in snake case.
+TARGET_TYPES: dict[type[Aggregate], str] = {k.aggregate: k.name for k in OWNED}
 
 # Envelope fields every event has; the entry's own columns already say what they mean.
 ENVELOPE = frozenset(
     {"originator_id", "originator_version", "timestamp", "actor", "originator_topic"}
 )
 REDACTED = "[redacted]"
-SECRET_FIELDS = frozenset({"token_hash", "api_key_ciphertext", "wrapped_data_key", "api_key"})
+# The owned kinds' secrets, the tenant's data key, the operator's token hash, any plaintext key.
+SECRET_FIELDS = frozenset({"wrapped_data_key", "token_hash", "api_key"}).union(
+    *(k.secret_fields for k in OWNED)
+)
 SECRET_WORDS = ("secret", "ciphertext", "password")
 
 

@@ -8,7 +8,8 @@ from uuid import UUID
 from psycopg import Cursor
 
 from domain.budget import Budget
-from projections.engine.base import Projection, keyset_page, live_schema
+from projections.engine.base import keyset_page, live_schema
+from projections.readmodels.owned import OwnedListing
 
 SCHEMA = live_schema("budgets")
 
@@ -36,10 +37,13 @@ UPDATE {s}.budgets SET limit_eur = %s, period = %s, thresholds = %s, updated_at 
 DELETE_BUDGET = "UPDATE {s}.budgets SET deleted = true, updated_at = %s WHERE id = %s"
 
 COLUMNS = "id, tenant_id, key_id, limit_eur, period, thresholds, created_at, updated_at"
+SELECT_LIVE_IDS = "SELECT id FROM {s}.budgets WHERE tenant_id = %s AND NOT deleted"
 
 
-class BudgetsProjection(Projection):
+class BudgetsProjection(OwnedListing):
     name = "budgets"
+    lists = Budget
+    live_ids_sql = SELECT_LIVE_IDS
     tables = [CREATE_BUDGETS, CREATE_BUDGETS_ORDER]
 
     def set(self, curs: Cursor[Any], e: Any) -> None:
@@ -91,13 +95,6 @@ def list_budgets(
     return keyset_page(
         curs, f"{SCHEMA}.budgets", COLUMNS, filters, limit, cursor, _public, "NOT deleted"
     )
-
-
-def live_budget_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
-    rows = curs.execute(
-        f"SELECT id FROM {SCHEMA}.budgets WHERE tenant_id = %s AND NOT deleted", (tenant_id,)
-    ).fetchall()
-    return [r["id"] for r in rows]
 
 
 def tenants_with_budgets(curs: Cursor[Any]) -> list[UUID]:

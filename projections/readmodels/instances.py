@@ -9,7 +9,8 @@ from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
 from domain.instance import UPSTREAMS, Instance
-from projections.engine.base import Projection, keyset_page, live_schema
+from projections.engine.base import keyset_page, live_schema
+from projections.readmodels.owned import OwnedListing
 
 SCHEMA = live_schema("instances")
 
@@ -79,10 +80,13 @@ COLUMNS = (
     "id, tenant_id, kind, name, model_id, region, provider, instance_type, status,"
     " status_reason, endpoint_url, key_last4, last_check, created_at, updated_at"
 )
+SELECT_LIVE_IDS = "SELECT id FROM {s}.instances WHERE tenant_id = %s AND status <> 'destroyed'"
 
 
-class InstancesProjection(Projection):
+class InstancesProjection(OwnedListing):
     name = "instances"
+    lists = Instance
+    live_ids_sql = SELECT_LIVE_IDS
     tables = [
         CREATE_INSTANCES,
         *WIDEN_INSTANCES,
@@ -197,13 +201,5 @@ def ids_in_status(curs: Cursor[Any], statuses: tuple[str, ...]) -> list[UUID]:
         f"SELECT id FROM {SCHEMA}.instances WHERE kind = 'gpu' AND status = ANY(%s)"
         " AND status IN ('pending', 'deploying', 'running') ORDER BY created_at",
         (list(statuses),),
-    ).fetchall()
-    return [r["id"] for r in rows]
-
-
-def live_instance_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
-    rows = curs.execute(
-        f"SELECT id FROM {SCHEMA}.instances WHERE tenant_id = %s AND status <> 'destroyed'",
-        (tenant_id,),
     ).fetchall()
     return [r["id"] for r in rows]

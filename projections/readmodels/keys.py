@@ -9,7 +9,8 @@ from psycopg import AsyncCursor, Cursor
 from psycopg.types.json import Jsonb
 
 from domain.apikey import ApiKey
-from projections.engine.base import Projection, keyset_page, live_schema
+from projections.engine.base import keyset_page, live_schema
+from projections.readmodels.owned import OwnedListing
 
 SCHEMA = live_schema("keys")
 
@@ -42,10 +43,13 @@ COLUMNS = (
     "id, tenant_id, name, kind, key_prefix, allowed_models, sovereignty_mode, expires_at,"
     " ip_allowlist, disabled, created_at, updated_at"
 )
+SELECT_LIVE_IDS = "SELECT id FROM {s}.keys WHERE tenant_id = %s AND NOT deleted"
 
 
-class KeysProjection(Projection):
+class KeysProjection(OwnedListing):
     name = "keys"
+    lists = ApiKey
+    live_ids_sql = SELECT_LIVE_IDS
     tables = [CREATE_KEYS, CREATE_KEYS_ORDER]
 
     def issued(self, curs: Cursor[Any], e: Any) -> None:
@@ -120,10 +124,3 @@ def list_keys(
     return keyset_page(
         curs, f"{SCHEMA}.keys", COLUMNS, filters, limit, cursor, _public, "NOT deleted"
     )
-
-
-def live_key_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
-    rows = curs.execute(
-        f"SELECT id FROM {SCHEMA}.keys WHERE tenant_id = %s AND NOT deleted", (tenant_id,)
-    ).fetchall()
-    return [r["id"] for r in rows]

@@ -21,8 +21,9 @@ from domain.budget import Budget
 from domain.instance import Instance
 from domain.tenant import Tenant
 from domain.webhook import Webhook
-from projections.engine.base import Handler, Projection, keyset_page, live_schema
+from projections.engine.base import Handler, keyset_page, live_schema
 from projections.readmodels import webhook_outbox as outbox
+from projections.readmodels.owned import OwnedListing
 
 SCHEMA = live_schema("webhooks")
 
@@ -49,14 +50,17 @@ INSERT INTO {s}.owners (aggregate_id, tenant_id, info) VALUES (%s, %s, %s)
 ON CONFLICT (aggregate_id) DO UPDATE SET info = {s}.owners.info || excluded.info"""
 SELECT_OWNER = "SELECT tenant_id, info FROM {s}.owners WHERE aggregate_id = %s"
 COLUMNS = "id, tenant_id, url, events, description, created_at, updated_at"
+SELECT_LIVE_IDS = "SELECT id FROM {s}.webhooks WHERE tenant_id = %s AND NOT deleted"
 
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-class WebhooksProjection(Projection):
+class WebhooksProjection(OwnedListing):
     name = "webhooks"
+    lists = Webhook
+    live_ids_sql = SELECT_LIVE_IDS
     tables = [
         CREATE_WEBHOOKS,
         CREATE_WEBHOOKS_ORDER,
@@ -200,10 +204,3 @@ def list_webhooks(
     return keyset_page(
         curs, f"{SCHEMA}.webhooks", COLUMNS, filters, limit, cursor, dict, "NOT deleted"
     )
-
-
-def live_webhook_ids(curs: Cursor[Any], tenant_id: UUID) -> list[UUID]:
-    rows = curs.execute(
-        f"SELECT id FROM {SCHEMA}.webhooks WHERE tenant_id = %s AND NOT deleted", (tenant_id,)
-    ).fetchall()
-    return [r["id"] for r in rows]

@@ -1,6 +1,7 @@
 """The tenant-isolation matrix: every management route against every caller that must be refused.
 
-The first tenant ("the owner") holds a key, an instance and a budget. Other callers — nobody,
+The first tenant ("the owner") holds one of every kind that offboarding ends (``domain.owned``):
+a key, an instance, a budget and a webhook. Other callers — nobody,
 a made-up token, the owner's own router key, another tenant's management key — must never read
 or change them, and must not learn that they exist.
 """
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from domain.owned import ENDED_AT_OFFBOARDING
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,25 @@ ROUTES = [
     Route("GET", "/budgets/{budget_id}"),
     Route("PUT", "/budgets/{budget_id}", {"limit_eur": "1", "period": "daily"}),
     Route("DELETE", "/budgets/{budget_id}"),
+    Route("GET", "/webhooks", foreign="list"),
+    Route(
+        "POST",
+        "/webhooks",
+        {"tenant_id": "{tenant_id}", "url": "{hook}", "events": ["key.revoked"]},
+    ),
+    Route("GET", "/webhooks/{webhook_id}"),
+    Route("GET", "/webhooks/{webhook_id}/deliveries"),
+    Route("DELETE", "/webhooks/{webhook_id}"),
 ]
+# The collection of each kind the owner holds one of: every kind that offboarding ends.
+COLLECTIONS = {
+    "key": "/keys",
+    "instance": "/instances",
+    "budget": "/budgets",
+    "webhook": "/webhooks",
+}
+# Deliveries to it are refused at once (nothing listens on the discard port).
+HOOK_URL = "http://127.0.0.1:9/hook"
 WRITES = [r for r in ROUTES if r.method != "GET"]
 LISTS = [r for r in ROUTES if r.foreign == "list"]
 
@@ -64,6 +85,7 @@ class Owner:
     router_secret: str
     instance: dict[str, Any]
     budget: dict[str, Any]
+    webhook: dict[str, Any]
 
     @property
     def ids(self) -> dict[str, str]:
@@ -72,11 +94,12 @@ class Owner:
             "key_id": self.router_key["id"],
             "instance_id": self.instance["id"],
             "budget_id": self.budget["id"],
+            "webhook_id": self.webhook["id"],
         }
 
     def call(self, api: Any, route: Route) -> Any:
         """Send ``route`` about the owner's resources, with fresh names where names must differ."""
-        values = {**self.ids, "unique": uuid.uuid4().hex[:10]}
+        values = {**self.ids, "unique": uuid.uuid4().hex[:10], "hook": HOOK_URL}
         path = route.path.format(**values)
         if route.body is None:
             return api.request(route.method, path)
@@ -88,12 +111,14 @@ class Owner:
         ids = self.ids
         return [
             admin.get(f"/tenants/{ids['tenant_id']}").json(),
-            admin.get(f"/keys/{ids['key_id']}").json(),
-            admin.get(f"/instances/{ids['instance_id']}").json(),
-            admin.get(f"/budgets/{ids['budget_id']}").json(),
-            admin.get("/keys", params={"tenant_id": ids["tenant_id"]}).json(),
-            admin.get("/instances", params={"tenant_id": ids["tenant_id"]}).json(),
-            admin.get("/budgets", params={"tenant_id": ids["tenant_id"]}).json(),
+            *[
+                admin.get(f"{path}/{ids[kind + '_id']}").json()
+                for kind, path in COLLECTIONS.items()
+            ],
+            *[
+                admin.get(path, params={"tenant_id": ids["tenant_id"]}).json()
+                for path in COLLECTIONS.values()
+            ],
         ]
 
 
@@ -102,9 +127,11 @@ def owner(admin, tenant) -> Owner:
     router_key, router_secret = admin.new_key(tenant.id, "router")
     instance = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
     budget = tenant.api.post("/budgets", json={"limit_eur": "50"})
+    webhook = tenant.api.post("/webhooks", json={"url": HOOK_URL, "events": ["key.revoked"]})
     assert instance.status_code == 201, instance.text
     assert budget.status_code == 201, budget.text
-    return Owner(tenant, router_key, router_secret, instance.json(), budget.json())
+    assert webhook.status_code == 201, webhook.text
+    return Owner(tenant, router_key, router_secret, instance.json(), budget.json(), webhook.json())
 
 
 def assert_error(r, status):
@@ -162,7 +189,14 @@ def test_another_tenants_list_never_includes_the_owners_resources(route, owner, 
         assert ident not in r.text
 
 
-@pytest.mark.parametrize("path", ["/keys", "/instances", "/budgets"])
+def test_the_matrix_holds_every_kind_that_offboarding_ends():
+    assert set(COLLECTIONS) == {k.name for k in ENDED_AT_OFFBOARDING}
+    for path in COLLECTIONS.values():
+        assert any(r.path == path and r.foreign == "list" for r in ROUTES), path
+        assert any(r.path.startswith(path + "/{") for r in ROUTES), path
+
+
+@pytest.mark.parametrize("path", list(COLLECTIONS.values()))
 def test_another_tenants_list_filtered_by_the_owners_tenant_id_is_empty(path, owner, other_tenant):
     r = other_tenant.api.get(path, params={"tenant_id": owner.tenant.id})
 
