@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -132,6 +132,22 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
     return problems
 
 
+class StoredRecord(NamedTuple):
+    """One rated record as a ``UsageBatch.Recorded`` event stores it: a JSON list of these
+    fields, in this order (README "Export format"). ``StoredRecord._make(stored)`` names them."""
+
+    request_id: str
+    key_id: str  # the key's UUID, as text
+    rate: int  # index of the batch's rate (model and prices) the record was rated at
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    success: bool
+    latency_ms: int
+    occurred_at_us: int  # µs since the epoch (``to_us``)
+    instance_id: str | None  # the instance's UUID as text, or None
+
+
 @dataclass(frozen=True)
 class UsageLine:
     """One rated record, as read back from a stored batch."""
@@ -166,18 +182,17 @@ class UsageBatch(Aggregate):
         """The batch's rated records, stored compactly.
 
         ``rates`` lists ``[model, input EUR/Mtok, output EUR/Mtok]`` as applied at ingest;
-        each record is ``[request_id, key_id, rate index, prompt, completion, cached,
-        success, latency_ms, occurred_at (µs since epoch), instance_id or None]``.
+        each record is a list of a ``StoredRecord``'s fields, in its order.
         """
 
         tenant_id: UUID
         rates: list[list[str]]
-        records: list[list[object]]
+        records: list[list[Any]]
         actor: Actor
 
     @event(Recorded)
     def __init__(
-        self, tenant_id: UUID, rates: list[list[str]], records: list[list[object]], actor: Actor
+        self, tenant_id: UUID, rates: list[list[str]], records: list[list[Any]], actor: Actor
     ) -> None:
         self.tenant_id = tenant_id
         self.count = len(records)
@@ -188,21 +203,23 @@ class UsageBatch(Aggregate):
     ) -> UsageBatch:
         rate_index: dict[tuple[str, Decimal, Decimal], int] = {}
         ids: dict[UUID | None, str | None] = {None: None}  # few keys and instances, many records
-        records: list[list[object]] = []
+        records: list[list[Any]] = []
         append = records.append
         for r, input_price, output_price in rated:
-            idx = rate_index.setdefault((r.model, input_price, output_price), len(rate_index))
+            rate = rate_index.setdefault((r.model, input_price, output_price), len(rate_index))
             key, instance = r.key_id, r.instance_id
             key_text = ids.get(key)
             if key_text is None:
                 key_text = ids[key] = str(key)
             if instance not in ids:
                 ids[instance] = str(instance)
+            # The stored list, in ``StoredRecord``'s order: making a ``StoredRecord`` (by
+            # keyword) and listing it measured 1.3 ms per 1,000 records against 0.6 ms.
             append(
                 [
                     r.request_id,
                     key_text,
-                    idx,
+                    rate,
                     r.prompt_tokens,
                     r.completion_tokens,
                     r.cached_tokens,
@@ -219,19 +236,19 @@ class UsageBatch(Aggregate):
 def iter_lines(e: UsageBatch.Recorded) -> Iterator[UsageLine]:
     """The rated records of a stored batch event."""
     rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.rates]
-    for rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.records:
-        model, input_price, output_price = rates[idx]  # type: ignore[index]
+    for r in map(StoredRecord._make, e.records):
+        model, input_price, output_price = rates[r.rate]
         yield UsageLine(
-            request_id=rid,  # type: ignore[arg-type]
-            key_id=UUID(key),  # type: ignore[arg-type]
+            request_id=r.request_id,
+            key_id=UUID(r.key_id),
             model=model,
-            prompt_tokens=prompt,  # type: ignore[arg-type]
-            completion_tokens=completion,  # type: ignore[arg-type]
-            cached_tokens=cached,  # type: ignore[arg-type]
-            success=ok,  # type: ignore[arg-type]
-            latency_ms=latency,  # type: ignore[arg-type]
-            occurred_at=from_us(at),  # type: ignore[arg-type]
-            instance_id=UUID(inst) if inst else None,  # type: ignore[arg-type]
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            cached_tokens=r.cached_tokens,
+            success=r.success,
+            latency_ms=r.latency_ms,
+            occurred_at=from_us(r.occurred_at_us),
+            instance_id=UUID(r.instance_id) if r.instance_id else None,
             input_eur_per_mtok=input_price,
             output_eur_per_mtok=output_price,
         )

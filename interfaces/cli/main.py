@@ -134,7 +134,7 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 def cmd_projections(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import Container
-    from projections.engine.batch import ProjectionFailedError
+    from projections.engine.errors import ProjectionFailedError
 
     container = Container.open(Settings.from_env().for_operator())
     try:

@@ -21,7 +21,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, StrictInt, ValidationError
 
-from domain.usage import MAX_BATCH, UsageInput
+from domain.usage import MAX_BATCH, STATUSES, UsageInput
 from interfaces.http.jsontext import refuse_unpaired_surrogates
 from interfaces.http.schemas import Strict
 
@@ -45,7 +45,6 @@ class UsageBatchIn(Strict):
 
 FIELDS = frozenset(UsageRecordIn.model_fields)
 REQUIRED = frozenset(name for name, f in UsageRecordIn.model_fields.items() if f.is_required())
-STATUSES = frozenset(("success", "error"))
 # RFC 3339 times as routers write them; other forms pydantic accepts take the slow path.
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -129,6 +128,8 @@ def _fast(body: bytes) -> list[UsageInput]:
         ):
             raise _NotFast
         instance = r.get("instance_id")
+        # Positional, in ``UsageInput``'s order: by keyword measured 0.63 ms per 1,000
+        # records against 0.36 ms.
         append(
             UsageInput(
                 request_id,

@@ -7,13 +7,10 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
-
-if TYPE_CHECKING:
-    from interfaces.providers.simulated import SimulatedProvider
 
 PATH_RE = re.compile(r"^/instances/([0-9a-fA-F-]{36})/v1/(chat/completions|models)$")
 
@@ -52,10 +49,22 @@ def echo_completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class Instances(Protocol):
+    """What the server asks of the provider whose instances it answers for (``SimulatedProvider``)."""
+
+    def serving(self, instance_id: UUID, api_key: str) -> tuple[int, str | None, str]:
+        """(HTTP status, error, model) for a request to the instance's endpoint."""
+        ...
+
+    def note(self, instance_id: UUID, message: str) -> None:
+        """Add a line to the instance's log."""
+        ...
+
+
 class EchoServer:
     """A threaded HTTP server on 127.0.0.1 answering for every simulated instance."""
 
-    def __init__(self, provider: SimulatedProvider, port: int = 0) -> None:
+    def __init__(self, provider: Instances, port: int = 0) -> None:
         handler = type("Handler", (_Handler,), {"provider": provider})
         try:
             self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
@@ -76,7 +85,7 @@ class EchoServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    provider: SimulatedProvider
+    provider: Instances
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name

@@ -6,32 +6,14 @@ from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from psycopg import Cursor
 from psycopg.rows import tuple_row
 
+from projections.engine.base import Projection
 from projections.engine.source import EventSource
-
-if TYPE_CHECKING:
-    from projections.engine.stalls import Stall
-
-
-class ProjectionFailedError(Exception):
-    """A projection's handler failed; its batch rolled back (the cause is chained).
-
-    ``stall`` names the event it cannot apply, where that event was found.
-    """
-
-    def __init__(self, name: str, schema: str, stall: Stall | None = None) -> None:
-        if stall is None:
-            super().__init__(f"projection {name} failed in schema {schema}")
-        else:
-            super().__init__(f"projection {name} {stall.describe()}")
-        self.name = name
-        self.schema = schema
-        self.stall = stall
 
 
 @dataclass
@@ -105,6 +87,43 @@ def read_batch(
     with curs.connection.cursor(binary=True, row_factory=tuple_row) as reader:
         rows = reader.execute(source.select_sql(), (after, max_id, topics, limit)).fetchall()
     return Batch(source, after, max_id, topics, limit, rows)
+
+
+class BatchSizer:
+    """How many events the next batch reads: a cap, or fewer when the events are big.
+
+    Stored state per batch, roughly: a usage batch of a thousand records is a thousand times
+    bigger than a key's event, and a batch of them must still fit in memory.
+    """
+
+    def __init__(self, batch_bytes: int) -> None:
+        self.batch_bytes = batch_bytes
+        # Stored bytes per event in the last batch read; at first, assume big ones: the
+        # first batch of a rebuild may be all usage batches of a thousand records each.
+        self.event_bytes = batch_bytes / 1_000
+
+    def limit(self, cap: int) -> int:
+        """Events to read in the next batch: ``cap``, or fewer if events are big."""
+        return max(1, min(cap, int(self.batch_bytes / self.event_bytes)))
+
+    def saw(self, batch: Batch) -> None:
+        """Size the next batches after this one's events."""
+        if batch.rows:
+            self.event_bytes = max(100.0, batch.state_bytes / len(batch.rows))
+
+
+def apply_events(
+    curs: Cursor[Any], projection: Projection, schema: str, position: int, batch: Batch
+) -> int:
+    """Apply a batch's events past ``position`` to one projection and write what it folded,
+    in the caller's transaction. Returns the events applied (1 for none: its position moves)."""
+    projection.begin(schema)
+    count = 0
+    for notification_id, event in batch.for_reader(projection.topics(), position):
+        projection.handle(curs, event, schema, notification_id)
+        count += 1
+    projection.flush(curs, schema)
+    return count or 1
 
 
 class Prefetcher:

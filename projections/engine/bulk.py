@@ -20,15 +20,17 @@ from psycopg.rows import dict_row
 
 from projections.engine.batch import (
     Batch,
+    BatchSizer,
     Prefetcher,
-    ProjectionFailedError,
+    apply_events,
     read_batch,
     set_positions,
 )
+from projections.engine.errors import ProjectionFailedError
 from projections.engine.gcpause import gc_paused
+from projections.engine.source import EventSource
 
 if TYPE_CHECKING:
-    from projections.engine.runner import ProjectionRunner
     from projections.engine.worker import Target
 
 SQL_BULK_SESSION = "SET synchronous_commit = off"  # why: see ``ProjectionRunner.rebuild_many``
@@ -36,29 +38,52 @@ SQL_BULK_SESSION = "SET synchronous_commit = off"  # why: see ``ProjectionRunner
 Writes = list[tuple[str, str, Callable[[Cursor[Any]], None]]]  # (name, schema, write)
 
 
-def bulk_catch_up(runner: ProjectionRunner, targets: Sequence[Target]) -> dict[str, int]:
-    """Bring fresh schemas up to the log's head; returns the events applied per schema."""
+def bulk_catch_up(
+    targets: Sequence[Target],
+    *,
+    pool: Any,
+    source: EventSource,
+    conninfo: str,
+    head: Callable[[], int],
+    sizer: BatchSizer,
+    cap: int,
+) -> dict[str, int]:
+    """Bring fresh schemas up to the log's head; returns the events applied per schema.
+
+    The runner passes what the load shares with it: its pool (to read batches), the event
+    source, where to open the load's own connection, how to read the log's head, and how many
+    events a batch reads (``sizer``, at most ``cap``; the load tells it the sizes it sees).
+    """
     totals = {schema: 0 for _, schema in targets}
-    prefetcher = Prefetcher(runner.pool, runner.source)
+    prefetcher = Prefetcher(pool, source)
     writer = ThreadPoolExecutor(1, thread_name_prefix="projections-write")
     pending: Future[None] | None = None
     with (
         gc_paused(),
-        psycopg.connect(runner.conninfo, row_factory=dict_row) as conn,
+        psycopg.connect(conninfo, row_factory=dict_row) as conn,
         conn.cursor() as curs,
     ):
         try:
             conn.execute(SQL_BULK_SESSION)
             conn.commit()
-            rows = curs.execute(runner.source.positions_sql([s for _, s in targets])).fetchall()
+            rows = curs.execute(source.positions_sql([s for _, s in targets])).fetchall()
             positions = {r["schema"]: r["position"] for r in rows}
             conn.commit()
             while True:
-                max_id = runner.max_notification_id()
+                max_id = head()
                 behind = [(p, s) for p, s in targets if positions[s] < max_id]
                 if not behind:
                     break
-                batch = _next_batch(runner, prefetcher, positions, behind, max_id)
+                lowest = min(positions[s] for _, s in behind)
+                topics = sorted({t for p, _ in behind for t in p.topics()})
+                batch = prefetcher.take(lowest, max_id, topics)
+                if batch is None:
+                    with pool.connection() as c, c.cursor() as reader:
+                        limit = sizer.limit(cap)
+                        batch = read_batch(reader, source, lowest, max_id, topics, limit)
+                sizer.saw(batch)
+                if batch.reached < max_id:
+                    prefetcher.start(batch.reached, max_id, topics, sizer.limit(cap))
                 applied: dict[str, int] = {}
                 writes: Writes = []
                 for projection, schema in behind:  # in memory: while the last batch is written
@@ -74,7 +99,7 @@ def bulk_catch_up(runner: ProjectionRunner, targets: Sequence[Target]) -> dict[s
                         applied[schema] = _guarded(
                             projection.name,
                             schema,
-                            runner._apply_to,
+                            apply_events,
                             curs,
                             projection,
                             schema,
@@ -97,26 +122,6 @@ def bulk_catch_up(runner: ProjectionRunner, targets: Sequence[Target]) -> dict[s
             writer.shutdown(wait=True)
             prefetcher.close()
     return totals
-
-
-def _next_batch(
-    runner: ProjectionRunner,
-    prefetcher: Prefetcher,
-    positions: dict[str, int],
-    behind: list[Target],
-    max_id: int,
-) -> Batch:
-    lowest = min(positions[s] for _, s in behind)
-    topics = sorted({t for p, _ in behind for t in p.topics()})
-    batch = prefetcher.take(lowest, max_id, topics)
-    if batch is None:
-        with runner.pool.connection() as conn, conn.cursor() as reader:
-            batch = read_batch(reader, runner.source, lowest, max_id, topics, runner._limit(True))
-    if batch.rows:
-        runner._event_bytes = max(100.0, batch.state_bytes / len(batch.rows))
-    if batch.reached < max_id:
-        prefetcher.start(batch.reached, max_id, topics, runner._limit(True))
-    return batch
 
 
 def _fold(projection: Any, schema: str, positions: dict[str, int], batch: Batch) -> int:

@@ -12,16 +12,17 @@ from psycopg import Cursor
 from projections.engine import stalls
 from projections.engine.base import Projection
 from projections.engine.batch import (
-    Batch,
+    BatchSizer,
     Prefetcher,
-    ProjectionFailedError,
+    apply_events,
     read_batch,
     set_positions,
 )
 from projections.engine.bulk import bulk_catch_up
+from projections.engine.errors import ProjectionFailedError, Stall
 from projections.engine.gcpause import gc_paused
 from projections.engine.source import EventSource
-from projections.engine.stalls import SQL_CREATE_STALLS, Stall, with_stalls
+from projections.engine.stalls import SQL_CREATE_STALLS, with_stalls
 from projections.engine.worker import POSITIONS_CHANNEL, Target, Worker
 
 __all__ = ["EventSource", "ProjectionFailedError", "ProjectionRunner", "Target"]
@@ -58,12 +59,7 @@ class ProjectionRunner(Worker):
         self.conninfo = conninfo
         self.batch_size = batch_size  # events per batch at most, when catching up live
         self.rebuild_batch_size = rebuild_batch_size  # and when rebuilding
-        # Stored state per batch, roughly: a usage batch of a thousand records is a thousand
-        # times bigger than a key's event, and a batch of them must still fit in memory.
-        self.batch_bytes = batch_bytes
-        # Stored bytes per event in the last batch read; at first, assume big ones: the
-        # first batch of a rebuild may be all usage batches of a thousand records each.
-        self._event_bytes = batch_bytes / 1_000
+        self.sizer = BatchSizer(batch_bytes)  # fewer events per batch when they are big
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._stop = threading.Event()
@@ -110,11 +106,6 @@ class ProjectionRunner(Worker):
 
     # -- catching up ----------------------------------------------------------------------
 
-    def _limit(self, bulk: bool) -> int:
-        """Events to read in the next batch: the cap, or fewer if events are big."""
-        cap = self.rebuild_batch_size if bulk else self.batch_size
-        return max(1, min(cap, int(self.batch_bytes / self._event_bytes)))
-
     def _apply_batch(
         self,
         curs: Cursor[Any],
@@ -141,16 +132,16 @@ class ProjectionRunner(Worker):
         topics = sorted({t for p, _ in behind for t in p.topics()})
         batch = prefetcher.take(lowest, max_id, topics) if prefetcher else None
         if batch is None:
-            batch = read_batch(curs, self.source, lowest, max_id, topics, self._limit(False))
-        if batch.rows:
-            self._event_bytes = max(100.0, batch.state_bytes / len(batch.rows))
+            limit = self.sizer.limit(self.batch_size)
+            batch = read_batch(curs, self.source, lowest, max_id, topics, limit)
+        self.sizer.saw(batch)
         reached = batch.reached
         if prefetcher and reached < max_id:
-            prefetcher.start(reached, max_id, topics, self._limit(False))
+            prefetcher.start(reached, max_id, topics, self.sizer.limit(self.batch_size))
         applied: dict[str, int] = {}
         for projection, schema in behind:
             try:
-                applied[schema] = self._apply_to(curs, projection, schema, positions[schema], batch)
+                applied[schema] = apply_events(curs, projection, schema, positions[schema], batch)
             except Exception as e:
                 raise ProjectionFailedError(projection.name, schema) from e
         updates = [(s, max(positions[s], reached)) for _, s in behind]
@@ -159,17 +150,6 @@ class ProjectionRunner(Worker):
         if past:  # a stalled read model got past its event (fixed, say): it is stalled no more
             stalls.clear(curs, past)
         return {s: (applied[s], position) for s, position in updates}
-
-    def _apply_to(
-        self, curs: Cursor[Any], projection: Projection, schema: str, position: int, batch: Batch
-    ) -> int:
-        projection.begin(schema)
-        count = 0
-        for notification_id, event in batch.for_reader(projection.topics(), position):
-            projection.handle(curs, event, schema, notification_id)
-            count += 1
-        projection.flush(curs, schema)
-        return count or 1
 
     def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
         """Apply batches to every target until all have reached the end of the log.
@@ -223,7 +203,7 @@ class ProjectionRunner(Worker):
         with gc_paused(), self.pool.connection() as conn, conn.transaction():
             conn.execute(SQL_LOCK_MANY, ([schema],))
             position, stall = stalls.apply_alone(
-                conn, self.source, self.projections[name], schema, self._limit(False)
+                conn, self.source, self.projections[name], schema, self.sizer.limit(self.batch_size)
             )
             conn.execute(f'NOTIFY "{POSITIONS_CHANNEL}"')
         self._committed[schema] = position
@@ -257,7 +237,11 @@ class ProjectionRunner(Worker):
             except ProjectionFailedError as e:  # the live copies stay as they were
                 with self.pool.connection() as conn, conn.transaction():
                     stall = stalls.first_failure(
-                        conn, self.source, self.projections[e.name], e.schema, self._limit(True)
+                        conn,
+                        self.source,
+                        self.projections[e.name],
+                        e.schema,
+                        self.sizer.limit(self.rebuild_batch_size),
                     )
                 raise ProjectionFailedError(e.name, e.schema, stall) from e.__cause__
         for projection in projections:
@@ -270,7 +254,15 @@ class ProjectionRunner(Worker):
         # The bulk load commits without waiting for the disk: its schemas are fresh and
         # unread, a crash leaves them to be dropped by the next rebuild, and the swap's own
         # (synchronous) commit makes every earlier one durable, the log being sequential.
-        applied = bulk_catch_up(self, fresh)
+        applied = bulk_catch_up(
+            fresh,
+            pool=self.pool,
+            source=self.source,
+            conninfo=self.conninfo,
+            head=self.max_notification_id,
+            sizer=self.sizer,
+            cap=self.rebuild_batch_size,
+        )
         self.create_indexes(fresh)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
             live = sorted(p.schema() for p in projections)

@@ -11,7 +11,6 @@ takes the projection past the event (a fixed hostplane, or a rebuild).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -19,6 +18,7 @@ from psycopg import Cursor
 
 from projections.engine.base import Projection
 from projections.engine.batch import read_batch, set_positions
+from projections.engine.errors import Stall
 from projections.engine.source import EventSource
 
 TABLE = "hostplane_projection_stalls"
@@ -42,20 +42,6 @@ SQL_CLEAR = f"DELETE FROM {TABLE} WHERE schema = ANY(%s)"
 # How long a client is told to wait: an operator has to act, which takes a while.
 RETRY_AFTER_SECONDS = 30
 ERROR_CHARS = 1000  # of an error's text, kept
-
-
-@dataclass(frozen=True)
-class Stall:
-    """A read model that cannot apply the event at ``position`` (its notification id)."""
-
-    name: str
-    position: int
-    topic: str
-    error: str
-    cause: BaseException | None = field(default=None, compare=False, repr=False)
-
-    def describe(self) -> str:
-        return f"cannot apply event {self.position} ({self.topic}): {self.error}"
 
 
 class ReadModelStalledError(Exception):

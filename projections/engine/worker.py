@@ -14,9 +14,9 @@ from psycopg import AsyncCursor, Cursor
 from psycopg.rows import dict_row
 
 from projections.engine.base import Projection, live_schema
-from projections.engine.batch import ProjectionFailedError
+from projections.engine.errors import ProjectionFailedError, Stall
 from projections.engine.source import EventSource
-from projections.engine.stalls import Stall, check_not_stalled, with_stalls
+from projections.engine.stalls import check_not_stalled, with_stalls
 
 log = logging.getLogger("projections.engine.runner")
 

@@ -17,7 +17,25 @@ from domain.pricing import token_cost
 from domain.timewindow import floor_day
 from domain.usage import DAY_US, UsageBatch
 from projections.engine.base import Projection, bucket_where, live_schema
-from projections.readmodels.usage_cost import Sums, cost_of, exponent_of, merge, rate, zero
+from projections.readmodels.usage_cost import (
+    CACHED_TOKENS,
+    COMPLETION_TOKENS,
+    COST,
+    COUNTS,
+    EXPONENT,
+    FAILURES,
+    FINER,
+    LATENCY_MS,
+    PROMPT_TOKENS,
+    REQUESTS,
+    SUCCESSES,
+    Sums,
+    cost_of,
+    exponent_of,
+    merge,
+    rate,
+    zero,
+)
 
 SCHEMA = live_schema("usage")
 HOUR_US = 3_600_000_000
@@ -64,26 +82,31 @@ WITH input AS MATERIALIZED (
     SELECT tenant_id, to_timestamp(hour_us / 1000000), key_id, model, instance_id, requests,
         successes, failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost
     FROM input
-    ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET ADD
+    ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
+        requests = b.requests + EXCLUDED.requests,
+        successes = b.successes + EXCLUDED.successes,
+        failures = b.failures + EXCLUDED.failures,
+        prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
+        cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
+        latency_ms = b.latency_ms + EXCLUDED.latency_ms,
+        cost = b.cost + EXCLUDED.cost
 )
 INSERT INTO {s}.daily AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
     failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
-SELECT tenant_id, to_timestamp(day_us / 1000000), key_id, model, instance_id, SUMS
+SELECT tenant_id, to_timestamp(day_us / 1000000), key_id, model, instance_id, sum(requests),
+    sum(successes), sum(failures), sum(prompt_tokens), sum(completion_tokens),
+    sum(cached_tokens), sum(latency_ms), sum(cost)
 FROM input GROUP BY tenant_id, day_us, key_id, model, instance_id
-ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET ADD"""
-_MEASURES = (
-    "requests",
-    "successes",
-    "failures",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "latency_ms",
-    "cost",
-)
-UPSERT = UPSERT.replace("SUMS", ", ".join(f"sum({m})" for m in _MEASURES)).replace(
-    "ADD", ", ".join(f"{m} = b.{m} + EXCLUDED.{m}" for m in _MEASURES)
-)
+ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
+    requests = b.requests + EXCLUDED.requests,
+    successes = b.successes + EXCLUDED.successes,
+    failures = b.failures + EXCLUDED.failures,
+    prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
+    completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
+    cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
+    latency_ms = b.latency_ms + EXCLUDED.latency_ms,
+    cost = b.cost + EXCLUDED.cost"""
 
 
 def array(values: list[str]) -> str:
@@ -147,26 +170,28 @@ class UsageProjection(Projection):
         # The stored columns are folded as they are (key and instance as text, time in µs),
         # and written as text: no UUID or datetime is made per record or per bucket. Each
         # record's cost is rated exactly as ``iter_lines`` rates it, summed in integers
-        # (``add_cost``, inlined: this loop runs once per usage record ever stored).
+        # (``add_cost``, inlined: this loop runs once per usage record ever stored). Records
+        # are unpacked in ``StoredRecord``'s order: ``StoredRecord._make`` and its attributes
+        # measured 0.70 ms per 1,000 records folded, against 0.38 ms.
         raw = self._raw[e.schema]
         tenant = str(e.event.tenant_id)
         rates = [rate(m, i, o) for m, i, o in e.event.rates]
         for _rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.event.records:
             model, ci, co, factor, floor, input_price, output_price = rates[idx]
             sums = raw[(tenant, at - at % HOUR_US, key, model, inst)]
-            sums[0] += 1
-            sums[1 if ok else 2] += 1
-            sums[3] += prompt
-            sums[4] += completion
-            sums[5] += cached
-            sums[6] += latency
+            sums[REQUESTS] += 1
+            sums[SUCCESSES if ok else FAILURES] += 1
+            sums[PROMPT_TOKENS] += prompt
+            sums[COMPLETION_TOKENS] += completion
+            sums[CACHED_TOKENS] += cached
+            sums[LATENCY_MS] += latency
             if floor is None:
-                sums[9] += token_cost(prompt, completion, input_price, output_price)
+                sums[FINER] += token_cost(prompt, completion, input_price, output_price)
                 continue
             n = prompt * ci + completion * co
-            sums[7] += n * factor
-            if sums[8] > floor:
-                sums[8] = min(sums[8], exponent_of(n, floor))
+            sums[COST] += n * factor
+            if sums[EXPONENT] > floor:
+                sums[EXPONENT] = min(sums[EXPONENT], exponent_of(n, floor))
 
     def detach(self, schema: str) -> Callable[[Cursor[Any]], None]:
         raw = self._raw.pop(schema, None)
@@ -188,7 +213,7 @@ class UsageProjection(Projection):
             array([k[2] for k in keys]),
             array([quoted(k[3]) for k in keys]),
             array([k[4] or NO_INSTANCE_TEXT for k in keys]),
-            *(array([str(v[i]) for v in sums]) for i in range(7)),
+            *(array([str(v[i]) for v in sums]) for i in COUNTS),
             array([str(cost_of(v)) for v in sums]),
         ]
         curs.execute(UPSERT.format(s=schema), columns)

@@ -21,9 +21,22 @@ from domain.pricing import token_cost
 
 COST_EXP = -12  # the integer sum counts units of 10**COST_EXP EUR
 ZERO = Decimal(0)
-# A bucket's sums: requests, successes, failures, prompt, completion, cached, latency, then the
-# cost as above: integer units, smallest exponent, Decimal sum of finer-priced records.
-COST, EXPONENT, FINER = 7, 8, 9
+# A bucket's sums, a list indexed by these names: the counts (the usage tables' columns, in
+# their order), then the cost as above: integer units of 10**COST_EXP EUR, the smallest
+# exponent, and the Decimal sum of finer-priced records.
+(
+    REQUESTS,
+    SUCCESSES,
+    FAILURES,
+    PROMPT_TOKENS,
+    COMPLETION_TOKENS,
+    CACHED_TOKENS,
+    LATENCY_MS,
+    COST,
+    EXPONENT,
+    FINER,
+) = range(10)
+COUNTS = range(REQUESTS, COST)  # the counts' indexes, in the tables' column order
 Sums = list[Any]
 # A rate as the fold uses it: model, input and output coefficients at their common exponent,
 # factor to units, that exponent minus 6 (None: finer than micro-euros), the prices themselves.
@@ -84,7 +97,7 @@ def cost_of(sums: Sums) -> Decimal:
 
 def merge(into: Sums, sums: Sums) -> None:
     """Add one bucket's sums to another's (two spellings of one key)."""
-    for i in range(COST + 1):
+    for i in (*COUNTS, COST):
         into[i] += sums[i]
     into[EXPONENT] = min(into[EXPONENT], sums[EXPONENT])
     into[FINER] += sums[FINER]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,92 +25,88 @@ def money(amount: Decimal) -> str:
     return f"{normal:f}"
 
 
+@dataclass(slots=True)
+class Tally:
+    """What one day, model, key or instance of a billing summary counts and costs."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_cost: Decimal = ZERO
+    gpu_cost: Decimal = ZERO
+    gpu_microseconds: int = 0
+
+    def shaped(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "token_cost": money(self.token_cost),
+            "gpu_cost": money(self.gpu_cost),
+            "total_cost": money(self.token_cost + self.gpu_cost),
+        }
+
+
 def summary(
     curs: Cursor[Any], tenant_id: UUID, start: datetime, end: datetime, now: datetime
 ) -> dict[str, Any]:
     """Seed 001's team billing summary for ``[start, end)`` (midnight UTC boundaries)."""
-    days: dict[datetime, dict[str, Any]] = {}
+    days: dict[datetime, Tally] = {}
     day = start
     while day < end:
-        days[day] = {
-            "requests": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "token": ZERO,
-            "gpu": ZERO,
-        }
+        days[day] = Tally()
         day += DAY
-    by_model: dict[str, dict[str, Any]] = {}
-    by_key: dict[UUID, dict[str, Any]] = {}
-    by_instance: dict[UUID, dict[str, Any]] = defaultdict(
-        lambda: {
-            "requests": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "token": ZERO,
-            "gpu": ZERO,
-            "us": 0,
-        }
-    )
+    by_model: dict[str, Tally] = defaultdict(Tally)
+    by_key: dict[UUID, Tally] = defaultdict(Tally)
+    by_instance: dict[UUID, Tally] = defaultdict(Tally)
     if start < end:
         for r in usage.summary_totals(curs, tenant_id, start, end):
             by = r["by"]
             if by == "at":
                 target = days[r["at"]]
             elif by == "model":
-                target = by_model.setdefault(r["model"], _tokens())
+                target = by_model[r["model"]]
             elif by == "key_id":
-                target = by_key.setdefault(r["key_id"], _tokens())
+                target = by_key[r["key_id"]]
             elif r["instance_id"] != usage.NO_INSTANCE:
                 target = by_instance[r["instance_id"]]
             else:
                 continue
-            target["requests"] += r["requests"]
-            target["prompt_tokens"] += r["prompt_tokens"]
-            target["completion_tokens"] += r["completion_tokens"]
-            target["token"] += r["cost"]
+            target.requests += r["requests"]
+            target.prompt_tokens += r["prompt_tokens"]
+            target.completion_tokens += r["completion_tokens"]
+            target.token_cost += r["cost"]
         for g in costs.gpu_rows(curs, tenant_id, start, end, now):
-            days[floor_day(g["at"].astimezone(UTC))]["gpu"] += g["cost"]
+            days[floor_day(g["at"].astimezone(UTC))].gpu_cost += g["cost"]
             inst = by_instance[g["instance_id"]]
-            inst["gpu"] += g["cost"]
-            inst["us"] += g["microseconds"]
-    token_cost = sum((d["token"] for d in days.values()), ZERO)
-    gpu_cost = sum((d["gpu"] for d in days.values()), ZERO)
+            inst.gpu_cost += g["cost"]
+            inst.gpu_microseconds += g["microseconds"]
+    token_cost = sum((d.token_cost for d in days.values()), ZERO)
+    gpu_cost = sum((d.gpu_cost for d in days.values()), ZERO)
     return {
         "tenant_id": str(tenant_id),
         "start": start,
         "end": end,
         "currency": "EUR",
-        "requests": sum(d["requests"] for d in days.values()),
-        "prompt_tokens": sum(d["prompt_tokens"] for d in days.values()),
-        "completion_tokens": sum(d["completion_tokens"] for d in days.values()),
+        "requests": sum(d.requests for d in days.values()),
+        "prompt_tokens": sum(d.prompt_tokens for d in days.values()),
+        "completion_tokens": sum(d.completion_tokens for d in days.values()),
         "token_cost": money(token_cost),
         "gpu_cost": money(gpu_cost),
         "total_cost": money(token_cost + gpu_cost),
         "by_day": [
-            {"date": day.date().isoformat(), **_shape(d)} for day, d in sorted(days.items())
+            {"date": day.date().isoformat(), **d.shaped()} for day, d in sorted(days.items())
         ],
-        "by_model": [{"model": m, **_shape(v)} for m, v in sorted(by_model.items())],
-        "by_key": [{"key_id": str(k), **_shape(v)} for k, v in sorted(by_key.items())],
+        "by_model": [{"model": m, **v.shaped()} for m, v in sorted(by_model.items())],
+        "by_key": [{"key_id": str(k), **v.shaped()} for k, v in sorted(by_key.items())],
         "by_instance": [
-            {"instance_id": str(i), "gpu_seconds": money(Decimal(v["us"]) / 1_000_000), **_shape(v)}
+            {
+                "instance_id": str(i),
+                "gpu_seconds": money(Decimal(v.gpu_microseconds) / 1_000_000),
+                **v.shaped(),
+            }
             for i, v in sorted(by_instance.items())
         ],
-    }
-
-
-def _tokens() -> dict[str, Any]:
-    return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "token": ZERO, "gpu": ZERO}
-
-
-def _shape(v: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "requests": v["requests"],
-        "prompt_tokens": v["prompt_tokens"],
-        "completion_tokens": v["completion_tokens"],
-        "token_cost": money(v["token"]),
-        "gpu_cost": money(v["gpu"]),
-        "total_cost": money(v["token"] + v["gpu"]),
     }
 
 

@@ -64,40 +64,54 @@ def month_of(day: datetime) -> str:
     return f"{day.year:04d}-{day.month:02d}"
 
 
+@dataclass(slots=True)
+class Tokens:
+    """Usage gathered at one day and price, not yet rated."""
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 @dataclass
 class EventBilling:
     """Fed a tenant's events in global order; answers its bill per day and per month."""
 
     days: dict[datetime, Sums] = field(default_factory=lambda: defaultdict(Sums))
     runs: dict[UUID, Run] = field(default_factory=dict)
-    # Usage not yet in ``days``: [requests, prompt, completion] per (UTC day number, input
-    # EUR/Mtok, output EUR/Mtok). Token cost is linear and exact, so it is rated once per
-    # group when settled instead of once per record; as many groups as days times prices.
-    tokens: dict[tuple[int, str, str], list[int]] = field(default_factory=dict)
+    # Usage not yet in ``days``, per (UTC day number, input EUR/Mtok, output EUR/Mtok). Token
+    # cost is linear and exact, so it is rated once per group when settled instead of once
+    # per record; as many groups as days times prices.
+    tokens: dict[tuple[int, str, str], Tokens] = field(default_factory=dict)
 
     def add_usage(self, rates: list[list[str]], records: list[list[Any]]) -> None:
         """A usage batch's records as stored: ``rates`` and ``records`` of ``UsageBatch.Recorded``."""
         tokens = self.tokens
-        for record in records:
-            _, input_price, output_price = rates[record[2]]
-            key = (record[8] // DAY_US, input_price, output_price)
+        # Unpacked in ``StoredRecord``'s order: an export reads every record the tenant ever
+        # sent, and ``StoredRecord._make`` measured 0.44 ms per 1,000 records against 0.19 ms.
+        for _rid, _key, idx, prompt, completion, _cached, _ok, _latency, at, _inst in records:
+            _, input_price, output_price = rates[idx]
+            key = (at // DAY_US, input_price, output_price)
             sums = tokens.get(key)
             if sums is None:
-                tokens[key] = [1, record[3], record[4]]
+                tokens[key] = Tokens(1, prompt, completion)
             else:
-                sums[0] += 1
-                sums[1] += record[3]
-                sums[2] += record[4]
+                sums.requests += 1
+                sums.prompt_tokens += prompt
+                sums.completion_tokens += completion
 
     def settle(self) -> None:
         """Move the usage gathered by ``add_usage`` into ``days``, rated."""
-        for (day_number, input_price, output_price), (n, prompt, completion) in self.tokens.items():
+        for (day_number, input_price, output_price), sums in self.tokens.items():
             day = self.days[from_us(day_number * DAY_US)]
-            day.requests += n
-            day.prompt_tokens += prompt
-            day.completion_tokens += completion
+            day.requests += sums.requests
+            day.prompt_tokens += sums.prompt_tokens
+            day.completion_tokens += sums.completion_tokens
             day.token_cost += token_cost(
-                prompt, completion, Decimal(input_price), Decimal(output_price)
+                sums.prompt_tokens,
+                sums.completion_tokens,
+                Decimal(input_price),
+                Decimal(output_price),
             )
         self.tokens.clear()
 
