@@ -115,8 +115,13 @@ def check_rate(per_minute: int, retry_after: int | None) -> None:
         )
 
 
-async def management_principal(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """Management routes refuse router (inference) keys."""
+async def management_principal(request: Request) -> Principal:
+    """The caller; management routes refuse router (inference) keys.
+
+    One dependency, calling ``authenticate`` itself: each dependency FastAPI resolves costs a
+    request ~10 µs (measured here: 61 → 71 µs for a route given one more trivial one).
+    """
+    principal = await authenticate(request)
     principal.check_management()
     return principal
 
