@@ -1,18 +1,38 @@
-"""Use cases on budgets."""
+"""Use cases on budgets, and their evaluation against what was spent."""
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import NotFoundError
-from application.provisioning import ProvisioningCommands
+from application.errors import ConcurrentModificationError, NotFoundError
+from application.ports import Clock, SpendReader, TenantDirectory
+from application.store import EventStore
+from application.tenants import tenant_for
 from domain.apikey import ApiKey
+from domain.base import Actor
 from domain.budget import Budget
+from domain.timewindow import period_window
 
 
-class BudgetCommands(ProvisioningCommands):
+class Budgets:
+    """``directory`` finds a tenant's budgets, ``spend`` what it spent, to evaluate them."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        directory: TenantDirectory,
+        spend: SpendReader,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.directory = directory
+        self.spend = spend
+
     def set_budget(
         self,
         principal: Principal,
@@ -25,11 +45,11 @@ class BudgetCommands(ProvisioningCommands):
         """A budget for a whole tenant, or (with ``key_id``) for one of its keys."""
         tenant_id = principal.owning_tenant(tenant_id)
         if key_id is not None:
-            key = self.get_key_for(principal, key_id)
+            key = self.store.load_owned(principal, ApiKey, key_id, "key")
             if key.tenant_id != tenant_id or key.deleted:  # a deleted key reads as 404 too
                 raise NotFoundError("key", key_id)
             tenant_id = key.tenant_id
-        tenant = self.get_tenant_for(principal, tenant_id)
+        tenant = tenant_for(self.store, principal, tenant_id)
         tenant.check_active()
         budget = Budget.set(
             tenant_id=tenant.id,
@@ -40,14 +60,14 @@ class BudgetCommands(ProvisioningCommands):
             actor=principal.actor,
         )
         if key_id is None:
-            self.commit(budget)
+            self.store.commit(budget)
         else:
             key.attach_budget(budget.id, actor=principal.actor)
-            self.commit(budget, key)
+            self.store.commit(budget, key)
         return budget.id
 
     def get_budget_for(self, principal: Principal, budget_id: UUID) -> Budget:
-        return self.load_owned(principal, Budget, budget_id, "budget")
+        return self.store.load_owned(principal, Budget, budget_id, "budget")
 
     def change_budget(
         self,
@@ -59,15 +79,35 @@ class BudgetCommands(ProvisioningCommands):
     ) -> None:
         budget = self.get_budget_for(principal, budget_id)
         budget.change(limit_eur, period, thresholds, actor=principal.actor)
-        self.commit(budget)
+        self.store.commit(budget)
 
     def delete_budget(self, principal: Principal, budget_id: UUID) -> None:
         budget = self.get_budget_for(principal, budget_id)
         budget.delete(actor=principal.actor)
         if budget.key_id is None:
-            self.commit(budget)
+            self.store.commit(budget)
             return
-        key = self.find(ApiKey, budget.key_id)
+        key = self.store.find(ApiKey, budget.key_id)
         if key is not None:
             key.detach_budget(budget.id, actor=principal.actor)
-        self.commit(budget, key)
+        self.store.commit(budget, key)
+
+    def evaluate_budgets(self, tenant_id: UUID, now: datetime | None = None) -> int:
+        """Record the thresholds and limits the tenant's budgets have reached; returns how many."""
+        now = now or self.clock.now()
+        changed = []
+        for budget_id in self.directory.owned_ids(tenant_id)["budget"]:
+            budget = self.store.find(Budget, budget_id)  # type: ignore[arg-type]
+            if budget is None or budget.deleted:
+                continue
+            start, end = period_window(budget.period, now)
+            spent = self.spend.spent(budget.tenant_id, budget.key_id, start, end)
+            budget.evaluate(start, spent, actor=Actor.system())
+            if budget.pending_events:
+                changed.append(budget)
+        recorded = sum(len(b.pending_events) for b in changed)
+        for budget in changed:
+            # A concurrent evaluation may have recorded it first: exactly once holds either way.
+            with contextlib.suppress(ConcurrentModificationError):
+                self.store.commit(budget)
+        return recorded

@@ -8,7 +8,7 @@ says what was created, so a retry can answer with it: the save and the mark are 
 transaction, so there is no moment at which a resource exists that the claim doesn't name.
 
 The claim travels to the save in a context variable rather than through every use case's
-signature: ``BaseService.commit`` reads it, whichever command commits.
+signature: ``EventStore.commit`` reads it, whichever command commits.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Created:
     secret: str | None  # its once-shown secret, if it had one
 
 
-# Set by the HTTP layer around a claimed request's command; read by ``BaseService.commit``.
+# Set by the HTTP layer around a claimed request's command; read by ``EventStore.commit``.
 current_claim: ContextVar[Claim | None] = ContextVar("idempotency_claim", default=None)
 
 

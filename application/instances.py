@@ -7,16 +7,22 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.errors import ProviderError
-from application.keys import KeyCommands
-from application.ports import Providers
+from application.ports import Providers, SecretBox
+from application.store import EventStore
+from application.tenants import tenant_for
 from domain.base import Actor, InvalidValueError
-from domain.instance import INSTANCE_KEY_PREFIX, Instance, check_external_key, check_slug
+from domain.instance import INSTANCE_KEY_PREFIX, Instance, check_slug
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
 
 
-class InstanceCommands(KeyCommands):
-    providers: Providers | None = None
+class Instances:
+    """GPU model instances; ``providers`` allocate and release their GPUs."""
+
+    def __init__(self, store: EventStore, secret_box: SecretBox, providers: Providers) -> None:
+        self.store = store
+        self.secret_box = secret_box
+        self.providers = providers
 
     def deploy_instance(
         self,
@@ -28,7 +34,7 @@ class InstanceCommands(KeyCommands):
         instance_type: str,
     ) -> UUID:
         """Ask for a model to be deployed; the instance starts ``pending``."""
-        tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
+        tenant = tenant_for(self.store, principal, principal.owning_tenant(tenant_id))
         tenant.check_active()
         # Checked before they are looked up, so that a refusal never repeats a huge value.
         model_id, region, instance_type = (
@@ -39,12 +45,12 @@ class InstanceCommands(KeyCommands):
                 ("instance_type", instance_type),
             )
         )
-        model = self.find(Model, Model.create_id(model_id))
+        model = self.store.find(Model, Model.create_id(model_id))
         if model is None or model.deleted:
             raise InvalidValueError("model_id", f"model {model_id!r} is not in the catalog")
         if not model.serveable:
             raise InvalidValueError("model_id", f"model {model_id!r} can't be served on our GPUs")
-        rate = self.find(GpuRate, GpuRate.create_id(instance_type, region))
+        rate = self.store.find(GpuRate, GpuRate.create_id(instance_type, region))
         if rate is None:
             raise InvalidValueError(
                 "instance_type",
@@ -63,17 +69,19 @@ class InstanceCommands(KeyCommands):
             hourly_rate_eur=rate.eur_per_hour,
             actor=principal.actor,
         )
-        self.commit(instance)
+        self.store.commit(instance)
         return instance.id
 
     def get_instance_for(self, principal: Principal, instance_id: UUID) -> Instance:
         # A destroyed instance stays readable: it is history and billing.
-        return self.load_owned(principal, Instance, instance_id, "instance", gone=lambda i: False)
+        return self.store.load_owned(
+            principal, Instance, instance_id, "instance", gone=lambda i: False
+        )
 
     def reveal_instance_key(self, principal: Principal, instance_id: UUID) -> str:
         instance = self.get_instance_for(principal, instance_id)
         instance.check_deployed()  # a BYOK upstream's key is never given back
-        tenant = self.load(Tenant, instance.tenant_id, "tenant")
+        tenant = self.store.load(Tenant, instance.tenant_id, "tenant")
         return self.secret_box.decrypt(tenant.wrapped_data_key, instance.api_key_ciphertext)
 
     def transition_instance(
@@ -85,20 +93,20 @@ class InstanceCommands(KeyCommands):
         endpoint_url: str | None = None,
     ) -> None:
         """Record a lifecycle step reported by a provider (or the provisioning jobs)."""
-        instance = self.load(Instance, instance_id, "instance")
+        instance = self.store.load(Instance, instance_id, "instance")
         instance.transition(status, actor=actor, reason=reason, endpoint_url=endpoint_url)
-        self.commit(instance)
+        self.store.commit(instance)
 
     def destroy_instance(self, principal: Principal, instance_id: UUID) -> None:
         instance = self.get_instance_for(principal, instance_id)
         instance.destroy(actor=principal.actor)
         # Release before recording: a provider error leaves the instance as it was, retryable.
         self.release_gpus([instance])
-        self.commit(instance)
+        self.store.commit(instance)
 
     def release_gpus(self, instances: list[Instance]) -> None:
         for instance in instances:
-            if self.providers is None or instance.is_byok:
+            if instance.is_byok:
                 continue
             try:
                 self.providers.provider_for(instance.provider).release(instance.id)
@@ -106,36 +114,3 @@ class InstanceCommands(KeyCommands):
                 raise ProviderError(
                     f"provider could not release instance {instance.id}: {exc}"
                 ) from exc
-
-    def attach_upstream(
-        self,
-        principal: Principal,
-        tenant_id: UUID | None,
-        name: str,
-        upstream: str,
-        external_key: str,
-    ) -> UUID:
-        """BYOK: the tenant's own upstream key, encrypted before it enters the event."""
-        tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
-        tenant.check_active()
-        key = check_external_key(external_key)
-        instance = Instance.attach_upstream(
-            tenant_id=tenant.id,
-            name=name,
-            upstream=upstream,
-            external_key_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, key),
-            external_key_last4=key[-4:],
-            actor=principal.actor,
-        )
-        self.commit(instance)
-        return instance.id
-
-    def get_upstream_for(self, principal: Principal, instance_id: UUID) -> Instance:
-        return self.load_owned(
-            principal, Instance, instance_id, "byok upstream", gone=lambda i: not i.is_byok
-        )
-
-    def detach_upstream(self, principal: Principal, instance_id: UUID) -> None:
-        instance = self.get_upstream_for(principal, instance_id)
-        instance.destroy(actor=principal.actor)
-        self.commit(instance)

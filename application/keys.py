@@ -6,7 +6,10 @@ from datetime import datetime
 from uuid import UUID
 
 from application.auth import Principal
-from application.tenants import TenantCommands
+from application.names import claim_name, commit_claim
+from application.ports import Clock
+from application.store import EventStore
+from application.tenants import tenant_for
 from domain.apikey import ApiKey, check_key_name
 from domain.base import ConflictError
 from domain.budget import Budget
@@ -22,7 +25,11 @@ class SelfDeletionError(ConflictError):
     """A key can't delete the key that authenticates the request."""
 
 
-class KeyCommands(TenantCommands):
+class Keys:
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
     def issue_key(
         self,
         principal: Principal,
@@ -36,37 +43,40 @@ class KeyCommands(TenantCommands):
         now: datetime | None = None,
     ) -> tuple[ApiKey, str]:
         """Issue a key; returns it as saved and the plaintext token, which is never stored."""
-        tenant = self.get_tenant_for(principal, tenant_id)
+        tenant = tenant_for(self.store, principal, tenant_id)
         tenant.check_active()
         key, token = ApiKey.issue(
             tenant_id=tenant.id,
             name=name,
             kind=kind,
-            now=now or self.now(),
+            now=now or self.clock.now(),
             actor=principal.actor,
             allowed_models=allowed_models,
             sovereignty_mode=sovereignty_mode,
             expires_at=expires_at,
             ip_allowlist=ip_allowlist,
         )
-        index = self._claim_name(
-            "key", key_name_key(tenant.id, check_key_name(name)), key.id, principal
-        )
-        self._commit_claim(
-            key, index, f"a key named {name!r} already exists in this tenant", shown_once=token
+        name_key = key_name_key(tenant.id, check_key_name(name))
+        index = claim_name(self.store, "key", name_key, key.id, principal.actor)
+        commit_claim(
+            self.store,
+            key,
+            index,
+            f"a key named {name!r} already exists in this tenant",
+            shown_once=token,
         )
         return key, token
 
     def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:
         """A live key of the caller's tenant; a deleted key is gone, as GET /keys/{id} says."""
-        return self.load_owned(principal, ApiKey, key_id, "key")
+        return self.store.load_owned(principal, ApiKey, key_id, "key")
 
     def set_key_disabled(self, principal: Principal, key_id: UUID, disabled: bool) -> None:
         key = self.get_key_for(principal, key_id)
         if disabled and key.id == principal.key_id:
             raise SelfDeletionError("a key can't disable itself")
         key.set_disabled(disabled, actor=principal.actor)
-        self.commit(key)
+        self.store.commit(key)
 
     def delete_key(self, principal: Principal, key_id: UUID) -> None:
         """Revoke a key for good, free its name and delete its budgets, in one write."""
@@ -75,10 +85,10 @@ class KeyCommands(TenantCommands):
             raise SelfDeletionError("a key can't delete itself")
         key.delete(actor=principal.actor)
         index_id = NameIndex.create_id("key", key_name_key(key.tenant_id, key.name))
-        index = self.load(NameIndex, index_id, "key name")
+        index = self.store.load(NameIndex, index_id, "key name")
         index.release(key.id, actor=principal.actor)
-        budgets = [self.load(Budget, b, "budget") for b in list(key.budget_ids)]
+        budgets = [self.store.load(Budget, b, "budget") for b in list(key.budget_ids)]
         for budget in budgets:
             if not budget.deleted:
                 budget.delete(actor=principal.actor)
-        self.commit(key, index, *budgets)
+        self.store.commit(key, index, *budgets)

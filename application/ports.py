@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 from uuid import UUID
@@ -26,6 +26,13 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+class SystemClock:
+    """Implements ``Clock`` with the system's time (tests pin it with freezegun)."""
+
+    def now(self) -> datetime:
+        return datetime.now(tz=UTC)
+
+
 class TenantDirectory(Protocol):
     """Finds the aggregates a tenant owns (answered by read models, caught up first)."""
 
@@ -33,6 +40,13 @@ class TenantDirectory(Protocol):
         """The ids of its live aggregates by kind name (``domain.owned``): ``{"key": [...], ...}``,
         with every kind that offboarding ends."""
         ...
+
+
+class BudgetWatch(Protocol):
+    """Told of the tenants whose recorded usage changed, whoever recorded it, so that their
+    budgets are evaluated soon (``interfaces.jobs.budgets``)."""
+
+    def watch(self, tenant_ids: set[UUID]) -> None: ...
 
 
 class RequestIdRegistry(Protocol):

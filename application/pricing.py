@@ -7,14 +7,19 @@ from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
-from application.budgets import BudgetCommands
 from application.catalog import DEFAULT_GPU_RATES, DEFAULT_MODELS
 from application.errors import ConcurrentModificationError, NotFoundError
+from application.ports import Clock
+from application.store import EventStore
 from domain.base import Actor, NameTakenError
 from domain.pricing import GpuRate, Model, check_model_slug
 
 
-class PricingCommands(BudgetCommands):
+class Pricing:
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
     def register_model(
         self,
         principal: Principal,
@@ -27,7 +32,7 @@ class PricingCommands(BudgetCommands):
         serveable: bool,
     ) -> UUID:
         principal.check_admin()
-        existing = self.find(Model, Model.create_id(check_model_slug(slug)))
+        existing = self.store.find(Model, Model.create_id(check_model_slug(slug)))
         if existing is not None:
             raise NameTakenError(f"model {slug!r} is already registered")
         model = Model.register(
@@ -41,13 +46,13 @@ class PricingCommands(BudgetCommands):
             actor=principal.actor,
         )
         try:
-            self.commit(model)
+            self.store.commit(model)
         except ConcurrentModificationError:
             raise NameTakenError(f"model {slug!r} is already registered") from None
         return model.id
 
     def load_model(self, slug: str) -> Model:
-        model = self.find(Model, Model.create_id(slug))
+        model = self.store.find(Model, Model.create_id(slug))
         if model is None or model.deleted:
             raise NotFoundError("model", slug)
         return model
@@ -71,26 +76,28 @@ class PricingCommands(BudgetCommands):
         current = model.current_price
         new_price = (input_eur_per_mtok, output_eur_per_mtok)
         if new_price != (current.input_eur_per_mtok, current.output_eur_per_mtok) or effective_from:
-            model.change_price(*new_price, effective_from or self.now(), actor=principal.actor)
-        self.commit(model)
+            model.change_price(
+                *new_price, effective_from or self.clock.now(), actor=principal.actor
+            )
+        self.store.commit(model)
 
     def delete_model(self, principal: Principal, slug: str) -> None:
         principal.check_admin()
         model = self.load_model(slug)
         model.delete(actor=principal.actor)
-        self.commit(model)
+        self.store.commit(model)
 
     def set_gpu_rate(
         self, principal: Principal, instance_type: str, region: str, eur_per_hour: Decimal
     ) -> UUID:
         """Set the hourly rate of an instance type in a region (new deploys use it)."""
         principal.check_admin()
-        rate = self.find(GpuRate, GpuRate.create_id(instance_type, region))
+        rate = self.store.find(GpuRate, GpuRate.create_id(instance_type, region))
         if rate is None:
             rate = GpuRate.set(instance_type, region, eur_per_hour, actor=principal.actor)
         else:
             rate.change(eur_per_hour, actor=principal.actor)
-        self.commit(rate)
+        self.store.commit(rate)
         return rate.id
 
     def load_default_catalog(self) -> int:
@@ -98,7 +105,7 @@ class PricingCommands(BudgetCommands):
         actor = Actor.system()
         new = []
         for slug, name, modality, context, price_in, price_out, serveable in DEFAULT_MODELS:
-            if self.find(Model, Model.create_id(slug)) is None:
+            if self.store.find(Model, Model.create_id(slug)) is None:
                 new.append(
                     Model.register(
                         slug,
@@ -112,7 +119,7 @@ class PricingCommands(BudgetCommands):
                     )
                 )
         for instance_type, region, eur_per_hour in DEFAULT_GPU_RATES:
-            if self.find(GpuRate, GpuRate.create_id(instance_type, region)) is None:
+            if self.store.find(GpuRate, GpuRate.create_id(instance_type, region)) is None:
                 new.append(
                     GpuRate(
                         instance_type=instance_type,
@@ -123,7 +130,7 @@ class PricingCommands(BudgetCommands):
                 )
         if new:
             try:
-                self.commit(*new)
+                self.store.commit(*new)
             except ConcurrentModificationError:
                 return 0  # another process loaded it at the same moment
         return len(new)

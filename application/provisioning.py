@@ -13,8 +13,9 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.errors import ConcurrentModificationError, ProviderError
-from application.instances import InstanceCommands
-from application.ports import ChatCheck, DeploySpec, EndpointProber, Provider
+from application.instances import Instances
+from application.ports import ChatCheck, DeploySpec, EndpointProber, Provider, Providers, SecretBox
+from application.store import EventStore
 from domain.base import Actor, ConflictError
 from domain.instance import Instance
 from domain.tenant import Tenant
@@ -25,18 +26,32 @@ PROVISIONER = Actor(id="system:provisioner", ip=None)
 ACTIVE = ("pending", "deploying", "running")
 
 
-class ProvisioningCommands(InstanceCommands):
-    prober: EndpointProber | None = None
-    deploy_timeout: timedelta = timedelta(minutes=15)
+class Provisioning:
+    """``instances`` says which instance a caller may act on; ``providers`` run them, and
+    ``prober`` tests their endpoints. A deploy still unfinished after ``deploy_timeout`` fails."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        secret_box: SecretBox,
+        instances: Instances,
+        providers: Providers,
+        prober: EndpointProber,
+        deploy_timeout: timedelta = timedelta(minutes=15),
+    ) -> None:
+        self.store = store
+        self.secret_box = secret_box
+        self.instances = instances
+        self.providers = providers
+        self.prober = prober
+        self.deploy_timeout = deploy_timeout
 
     def provider_of(self, instance: Instance) -> Provider:
         instance.check_deployed()
-        if self.providers is None:
-            raise ProviderError("no GPU provider is configured")
         return self.providers.provider_for(instance.provider)
 
     def _spec(self, instance: Instance) -> DeploySpec:
-        tenant = self.load(Tenant, instance.tenant_id, "tenant")
+        tenant = self.store.load(Tenant, instance.tenant_id, "tenant")
         return DeploySpec(
             instance_id=instance.id,
             model_id=instance.model_id or "",
@@ -52,7 +67,7 @@ class ProvisioningCommands(InstanceCommands):
         provider's endpoint) or failed (the provider's reason, or the deploy deadline);
         running → failed when the provider lost it. Other statuses are left alone.
         """
-        instance = self.load(Instance, instance_id, "instance")
+        instance = self.store.load(Instance, instance_id, "instance")
         if instance.is_byok or instance.status not in ACTIVE:
             return instance.status
         provider = self.provider_of(instance)
@@ -68,10 +83,10 @@ class ProvisioningCommands(InstanceCommands):
             self._sync(instance, provider, now)
         if instance.pending_events:
             try:
-                self.commit(instance)
+                self.store.commit(instance)
             except ConcurrentModificationError:
                 # Destroyed meanwhile? Then what was just allocated must not stay allocated.
-                if self.load(Instance, instance_id, "instance").is_destroyed:
+                if self.store.load(Instance, instance_id, "instance").is_destroyed:
                     provider.release(instance_id)
                 raise
         return instance.status
@@ -116,7 +131,7 @@ class ProvisioningCommands(InstanceCommands):
 
     def refresh_instance(self, principal: Principal, instance_id: UUID) -> None:
         """Re-sync the instance's status from its provider now."""
-        instance = self.get_instance_for(principal, instance_id)
+        instance = self.instances.get_instance_for(principal, instance_id)
         instance.check_deployed()
         for _ in range(3):
             try:
@@ -127,32 +142,30 @@ class ProvisioningCommands(InstanceCommands):
 
     def retry_instance(self, principal: Principal, instance_id: UUID) -> None:
         """Deploy a failed instance again; it goes back to pending and up from there."""
-        instance = self.get_instance_for(principal, instance_id)
+        instance = self.instances.get_instance_for(principal, instance_id)
         instance.check_deployed()
         if instance.status != "failed":
             raise ConflictError(f"instance is {instance.status}; only a failed one is retried")
         instance.transition("pending", principal.actor, reason="retry requested")
-        self.commit(instance)
+        self.store.commit(instance)
         self.advance_quietly(instance_id)
 
     def test_instance(self, principal: Principal, instance_id: UUID) -> ChatCheck:
         """A health-check chat completion against the instance's endpoint, recorded."""
-        instance = self.get_instance_for(principal, instance_id)
+        instance = self.instances.get_instance_for(principal, instance_id)
         instance.check_deployed()
         if instance.status != "running" or not instance.endpoint_url:
             raise ConflictError(f"instance is {instance.status}; only a running one is tested")
-        if self.prober is None:
-            raise ProviderError("no endpoint prober is configured")
         api_key = self._spec(instance).api_key
         check = self.prober.chat(instance.endpoint_url, api_key, instance.model_id or "")
         instance.record_check(
             check.ok, check.status_code, check.latency_ms, check.error, principal.actor
         )
-        self.commit(instance)
+        self.store.commit(instance)
         return check
 
     def instance_logs(
         self, principal: Principal, instance_id: UUID, limit: int
     ) -> list[dict[str, object]]:
-        instance = self.get_instance_for(principal, instance_id)
+        instance = self.instances.get_instance_for(principal, instance_id)
         return self.provider_of(instance).logs(instance.id, limit)

@@ -1,25 +1,20 @@
-"""Use cases on usage: ingest rated batches, credits, budget alerts."""
+"""Use cases on usage: ingest rated batches (and have the budgets they touch watched)."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from application.auth import Principal
 from application.errors import ConcurrentModificationError
-from application.ports import RequestIdRegistry, SpendReader, StoredVersions
-from application.pricing import PricingCommands
+from application.ports import BudgetWatch, Clock, RequestIdRegistry, StoredVersions
+from application.store import EventStore
 from domain.apikey import ApiKey
 from domain.base import Actor, InvalidValueError
-from domain.budget import Budget
 from domain.instance import Instance
 from domain.pricing import Model
-from domain.tenant import Tenant
-from domain.timewindow import period_window
 from domain.usage import (
     MAX_BATCH,
     RecordProblem,
@@ -39,16 +34,25 @@ class IngestResult:
     tenant_ids: set[UUID]
 
 
-class UsageCommands(PricingCommands):
-    request_ids: RequestIdRegistry
-    versions: StoredVersions
-    spend: SpendReader | None = None
-    # Ownership is immutable (a key or instance never changes tenant): safe to keep in memory.
-    _owner_cache: dict[UUID, UUID]
+class Usage:
+    """``request_ids`` tells recorded request ids, ``versions`` whether a kept model is
+    current; ``budget_watch`` hears of every tenant whose usage was recorded."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._owner_cache = {}
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        request_ids: RequestIdRegistry,
+        versions: StoredVersions,
+        budget_watch: BudgetWatch,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.request_ids = request_ids
+        self.versions = versions
+        self.budget_watch = budget_watch
+        # Ownership is immutable (a key or instance never changes tenant): safe to keep in memory.
+        self._owner_cache: dict[UUID, UUID] = {}
         # Models (their price history) as last loaded, used while their stored version holds.
         self._models: dict[UUID, Model] = {}
 
@@ -58,18 +62,21 @@ class UsageCommands(PricingCommands):
         """Validate, de-duplicate and rate a batch, and store it in one transaction.
 
         One invalid record refuses the whole batch. A request id already recorded for the
-        tenant (in this batch, an earlier one or a concurrent one) is counted once.
+        tenant (in this batch, an earlier one or a concurrent one) is counted once. The
+        tenants whose usage was recorded have their budgets evaluated soon (``budget_watch``).
         """
         principal.check_management()
         if not 1 <= len(records) <= MAX_BATCH:
             raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
-        now = now or self.now()
+        now = now or self.clock.now()
         tenants, models = self._check_batch(principal, records, now)
         for _attempt in range(3):
             try:
-                return self._store_batch(principal.actor, records, tenants, models)
+                result = self._store_batch(principal.actor, records, tenants, models)
             except ConcurrentModificationError:
                 continue  # a concurrent batch recorded one of our ids first: dedupe again
+            self.budget_watch.watch(result.tenant_ids)
+            return result
         raise ConcurrentModificationError("usage batch conflicted repeatedly; retry")
 
     def _check_batch(
@@ -143,7 +150,7 @@ class UsageCommands(PricingCommands):
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
         if batches:
-            self.commit(*batches, usage_request_ids=fresh)
+            self.store.commit(*batches, usage_request_ids=fresh)
         accepted = sum(len(ids) for ids in fresh.values())
         return IngestResult(
             accepted=accepted,
@@ -166,7 +173,7 @@ class UsageCommands(PricingCommands):
             if model_id not in versions:
                 model = None
             elif model is None or model.version != versions[model_id]:
-                model = self.find(Model, model_id)
+                model = self.store.find(Model, model_id)
                 if model is not None:
                     self._models[model_id] = model
             found[slug] = model
@@ -176,7 +183,7 @@ class UsageCommands(PricingCommands):
         """The tenant of a key. A key never changes tenant, so the answer is kept."""
         tenant = self._owner_cache.get(key_id)
         if tenant is None:
-            key = self.find(ApiKey, key_id)
+            key = self.store.find(ApiKey, key_id)
             if key is None:
                 return None
             tenant = self._remember_owner(key_id, key.tenant_id)
@@ -185,7 +192,7 @@ class UsageCommands(PricingCommands):
     def tenant_of_instance(self, instance_id: UUID) -> UUID | None:
         tenant = self._owner_cache.get(instance_id)
         if tenant is None:
-            instance = self.find(Instance, instance_id)
+            instance = self.store.find(Instance, instance_id)
             if instance is None:
                 return None
             tenant = self._remember_owner(instance_id, instance.tenant_id)
@@ -196,31 +203,3 @@ class UsageCommands(PricingCommands):
             self._owner_cache.clear()  # crude bound; refilled from the event store on demand
         self._owner_cache[aggregate_id] = tenant_id
         return tenant_id
-
-    def add_credits(self, principal: Principal, tenant_id: UUID, amount_eur: Decimal) -> None:
-        principal.check_admin()
-        tenant = self.load(Tenant, tenant_id, "tenant")
-        tenant.add_credits(amount_eur, actor=principal.actor)
-        self.commit(tenant)
-
-    def evaluate_budgets(self, tenant_id: UUID, now: datetime | None = None) -> int:
-        """Record the thresholds and limits the tenant's budgets have reached; returns how many."""
-        if self.spend is None or self.directory is None:
-            return 0
-        now = now or self.now()
-        changed = []
-        for budget_id in self.directory.owned_ids(tenant_id)["budget"]:
-            budget = self.find(Budget, budget_id)
-            if budget is None or budget.deleted:
-                continue
-            start, end = period_window(budget.period, now)
-            spent = self.spend.spent(budget.tenant_id, budget.key_id, start, end)
-            budget.evaluate(start, spent, actor=Actor.system())
-            if budget.pending_events:
-                changed.append(budget)
-        recorded = sum(len(b.pending_events) for b in changed)
-        for budget in changed:
-            # A concurrent evaluation may have recorded it first: exactly once holds either way.
-            with contextlib.suppress(ConcurrentModificationError):
-                self.commit(budget)
-        return recorded

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from application.auth import Principal
-from application.tenants import TenantCommands
+from application.ports import SecretBox
+from application.store import EventStore
+from application.tenants import tenant_for
 from domain.tenant import Tenant
 from domain.webhook import SECRET_PREFIX, Webhook
 
@@ -20,7 +22,11 @@ class DeliveryTarget:
     secret: str
 
 
-class WebhookCommands(TenantCommands):
+class Webhooks:
+    def __init__(self, store: EventStore, secret_box: SecretBox) -> None:
+        self.store = store
+        self.secret_box = secret_box
+
     def create_webhook(
         self,
         principal: Principal,
@@ -30,7 +36,7 @@ class WebhookCommands(TenantCommands):
         description: str | None = None,
     ) -> tuple[UUID, str]:
         """Register a webhook; returns its id and the signing secret, shown this once."""
-        tenant = self.get_tenant_for(principal, principal.owning_tenant(tenant_id))
+        tenant = tenant_for(self.store, principal, principal.owning_tenant(tenant_id))
         tenant.check_active()
         secret = SECRET_PREFIX + secrets.token_hex(24)
         webhook = Webhook.register(
@@ -41,17 +47,17 @@ class WebhookCommands(TenantCommands):
             secret_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, secret),
             actor=principal.actor,
         )
-        self.commit(webhook, shown_once=secret)
+        self.store.commit(webhook, shown_once=secret)
         return webhook.id, secret
 
     def get_webhook_for(self, principal: Principal, webhook_id: UUID) -> Webhook:
         """A live webhook of the caller's tenant; a deleted one is gone (404)."""
-        return self.load_owned(principal, Webhook, webhook_id, "webhook")
+        return self.store.load_owned(principal, Webhook, webhook_id, "webhook")
 
     def delete_webhook(self, principal: Principal, webhook_id: UUID) -> None:
         webhook = self.get_webhook_for(principal, webhook_id)
         webhook.delete(actor=principal.actor)
-        self.commit(webhook)
+        self.store.commit(webhook)
 
     def delivery_target(self, webhook_id: UUID) -> DeliveryTarget | None:
         """URL and plaintext secret of a webhook, for signing; ``None`` if it can't be had.
@@ -59,8 +65,8 @@ class WebhookCommands(TenantCommands):
         A deleted webhook still gets the deliveries owed for events that happened before it
         was deleted (an offboarding deletes webhooks in the same write as ``tenant.offboarded``).
         """
-        webhook = self.find(Webhook, webhook_id)
-        tenant = self.find(Tenant, webhook.tenant_id) if webhook else None
+        webhook = self.store.find(Webhook, webhook_id)
+        tenant = self.store.find(Tenant, webhook.tenant_id) if webhook else None
         if webhook is None or tenant is None:
             return None
         try:

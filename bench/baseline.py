@@ -15,7 +15,7 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Identifier
 
-from application.hostplane import Hostplane
+from application.store import EventStore
 from bench.server import Server
 from interfaces.db.database import Database
 
@@ -68,7 +68,7 @@ def library_runner_rate(server: Server, cap: int) -> tuple[float, int]:
     env = {**env, "POSTGRES_HOST": str(conninfo_to_dict(server.conninfo).get("host"))}
     t0 = time.perf_counter()
     with ProjectionRunner(
-        application_class=Hostplane,
+        application_class=EventStore,
         projection_class=EntriesProjection,
         view_class=EntriesView,
         env=env,

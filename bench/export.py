@@ -66,7 +66,7 @@ def fill(container: Any, tenant_id: uuid.UUID, key_id: uuid.UUID, count: int) ->
                 for r in range(2)
             ]
             batches.append(UsageBatch.record(tenant_id, rated, actor))
-        container.app.save(*batches)
+        container.store.save(*batches)
         done += len(batches)
 
 

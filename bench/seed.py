@@ -21,7 +21,7 @@ from uuid import UUID
 
 from psycopg.conninfo import conninfo_to_dict
 
-from application.hostplane import Hostplane
+from application.store import EventStore
 from bench.ingest import Dataset
 from bench.report import Figure
 from bench.server import Server
@@ -35,10 +35,10 @@ PER_SAVE = 500
 MODEL = "llama-3.1-8b"
 
 
-def open_app(server: Server) -> Hostplane:
+def open_app(server: Server) -> EventStore:
     env = Database(server.conninfo).eventsourcing_env(pool_size=2)
     env["POSTGRES_HOST"] = str(conninfo_to_dict(server.conninfo).get("host"))
-    return Hostplane(env=env)
+    return EventStore(env=env)
 
 
 def seed_usage_batches(server: Server, data: Dataset, count: int) -> float:

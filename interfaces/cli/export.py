@@ -14,7 +14,7 @@ from application.errors import NotFoundError
 from domain.base import InvalidValueError
 from domain.tenant import Tenant
 from interfaces.bootstrap import Container
-from interfaces.http.shown import ExportNotReadyError, ndjson_chunks, open_export
+from interfaces.http.shown import ExportNotReadyError, ndjson_chunks
 from interfaces.settings import Settings
 from projections.reports.export import SnapshotBehindError
 from projections.reports.reconcile import reconcile_tenant, tenant_ids
@@ -83,7 +83,7 @@ def run_export(tenant: str, as_of: str | None, output: str | None) -> int:
     with opened() as container:
         container.runner.catch_up("audit")  # no worker runs in this process: bring the index up
         try:
-            lines = open_export(container, None, tenant_id, at)
+            lines = container.replays.open_export(None, tenant_id, at)
         except (NotFoundError, InvalidValueError, ExportNotReadyError) as e:
             print(str(e), file=sys.stderr)
             return 1
@@ -123,7 +123,7 @@ def run_reconcile(tenant: str | None) -> int:
                 one = parse_tenant(tenant)
                 if one is None:
                     return 2
-                if container.app.find(Tenant, one) is None:
+                if container.store.find(Tenant, one) is None:
                     print(f"tenant {one} not found", file=sys.stderr)
                     return 1
                 tenants = [one]

@@ -175,7 +175,7 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
         return 2
     container = Container.open(settings)
     try:
-        token = container.app.rotate_admin_token(Actor(id="cli", ip=None))
+        token = container.auth.rotate_admin_token(Actor(id="cli", ip=None))
         print(f"New admin token (shown once; the previous one no longer works):\n\n    {token}\n")
         return 0
     finally:

@@ -54,6 +54,13 @@ class JsonBodyByDefault:
         await self.app(scope, receive, send)
 
 
+class HostplaneApi(FastAPI):
+    """FastAPI, documenting validation errors as this API answers them (400, not 422)."""
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi.document(self)
+
+
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +69,7 @@ def create_app(container: Container) -> FastAPI:
             app.state.async_pool = pool
             yield
 
-    app = FastAPI(
+    app = HostplaneApi(
         lifespan=lifespan,
         title="hostplane",
         version="0.1.0",
@@ -85,5 +92,4 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrorsAs500)  # the outermost of ours
-    app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app

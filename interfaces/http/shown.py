@@ -8,13 +8,15 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from psycopg_pool import ConnectionPool
 
 from application.auth import Principal
 from application.errors import NotFoundError
+from application.store import EventStore
 from domain.apikey import ApiKey
 from domain.base import utc
 from domain.tenant import Tenant
-from interfaces.bootstrap import Container
+from projections.engine.runner import ProjectionRunner
 from projections.readmodels.audit import is_secret
 from projections.reports.export import export_lines, snapshot
 from projections.reports.replay import public_fields, state_at
@@ -27,40 +29,80 @@ class ExportNotReadyError(Exception):
     """The audit read model (the index of what a tenant owns) lags behind the log."""
 
 
-def check_exportable(container: Container, principal: Principal | None, tenant_id: UUID) -> None:
-    """Admin, or the tenant's own management key; another tenant's export is "not found"."""
-    if principal is not None:
-        principal.check_tenant(tenant_id, "tenant", tenant_id)
-    if container.app.find(Tenant, tenant_id) is None:
-        raise NotFoundError("tenant", tenant_id)
+class Replays:
+    """Exports and past states, replayed from the event store.
 
-
-def open_export(
-    container: Container,
-    principal: Principal | None,
-    tenant_id: UUID,
-    as_of: datetime | None = None,
-    now: datetime | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Check the request and wait for the index now; the returned lines are read lazily.
-
-    ``principal`` is ``None`` for the operator's command line.
+    An export waits (up to ``timeout`` seconds) for the audit read model, its index of what a
+    tenant owns, then reads from one snapshot of ``pool``.
     """
-    check_exportable(container, principal, tenant_id)
-    target = container.runner.max_notification_id()
-    timeout = container.settings.read_your_writes_timeout
-    if not container.runner.wait_for(["audit"], target, timeout, fail_if_stalled=True):
-        raise ExportNotReadyError("the audit log is catching up; retry the export shortly")
-    return _lines(container, tenant_id, as_of and utc(as_of), now or datetime.now(UTC))
 
+    def __init__(
+        self,
+        store: EventStore,
+        runner: ProjectionRunner,
+        pool: ConnectionPool[Any],
+        timeout: float,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.pool = pool
+        self.timeout = timeout
 
-def _lines(
-    container: Container, tenant_id: UUID, as_of: datetime | None, now: datetime
-) -> Iterator[dict[str, Any]]:
-    source = container.runner.source
-    with container.pool.connection() as conn, conn.transaction():
-        head = snapshot(conn)
-        yield from export_lines(conn, source, tenant_id, as_of, now, head)
+    def check_exportable(self, principal: Principal | None, tenant_id: UUID) -> None:
+        """Admin, or the tenant's own management key; another tenant's export is "not found"."""
+        if principal is not None:
+            principal.check_tenant(tenant_id, "tenant", tenant_id)
+        if self.store.find(Tenant, tenant_id) is None:
+            raise NotFoundError("tenant", tenant_id)
+
+    def open_export(
+        self,
+        principal: Principal | None,
+        tenant_id: UUID,
+        as_of: datetime | None = None,
+        now: datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Check the request and wait for the index now; the returned lines are read lazily.
+
+        ``principal`` is ``None`` for the operator's command line.
+        """
+        self.check_exportable(principal, tenant_id)
+        target = self.runner.max_notification_id()
+        if not self.runner.wait_for(["audit"], target, self.timeout, fail_if_stalled=True):
+            raise ExportNotReadyError("the audit log is catching up; retry the export shortly")
+        return self._lines(tenant_id, as_of and utc(as_of), now or datetime.now(UTC))
+
+    def _lines(
+        self, tenant_id: UUID, as_of: datetime | None, now: datetime
+    ) -> Iterator[dict[str, Any]]:
+        source = self.runner.source
+        with self.pool.connection() as conn, conn.transaction():
+            head = snapshot(conn)
+            yield from export_lines(conn, source, tenant_id, as_of, now, head)
+
+    def key_as_of(self, principal: Principal, key_id: UUID, as_of: datetime) -> dict[str, Any]:
+        """A key as it was at ``as_of``, replayed from its events; "not found" if it wasn't live."""
+        key = state_at(self.store.events.get(key_id), utc(as_of))
+        if not isinstance(key, ApiKey) or key.deleted:
+            raise NotFoundError("key", key_id)
+        principal.check_tenant(key.tenant_id, "key", key_id)
+        return key_shown(key)
+
+    def tenant_as_of(
+        self, principal: Principal, tenant_id: UUID, as_of: datetime
+    ) -> dict[str, Any]:
+        """A tenant as it was at ``as_of``, replayed from its events."""
+        principal.check_tenant(tenant_id, "tenant", tenant_id)
+        tenant = state_at(self.store.events.get(tenant_id), utc(as_of))
+        if not isinstance(tenant, Tenant):
+            raise NotFoundError("tenant", tenant_id)
+        return {
+            **shown_fields(tenant),
+            "id": tenant.id,
+            "status": "offboarded" if tenant.offboarded else "active",
+            "created_at": tenant.created_on,
+            "updated_at": tenant.modified_on,
+        }
 
 
 def ndjson_chunks(lines: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -83,17 +125,6 @@ def shown_fields(aggregate: Any) -> dict[str, Any]:
     return {k: v for k, v in public_fields(aggregate).items() if not is_secret(k)}
 
 
-def key_as_of(
-    container: Container, principal: Principal, key_id: UUID, as_of: datetime
-) -> dict[str, Any]:
-    """A key as it was at ``as_of``, replayed from its events; "not found" if it wasn't live."""
-    key = state_at(container.app.events.get(key_id), utc(as_of))
-    if not isinstance(key, ApiKey) or key.deleted:
-        raise NotFoundError("key", key_id)
-    principal.check_tenant(key.tenant_id, "key", key_id)
-    return key_shown(key)
-
-
 def key_shown(key: ApiKey) -> dict[str, Any]:
     """A key's fields as ``GET /keys/{id}`` shows them (the keys read model's row)."""
     return {
@@ -101,21 +132,4 @@ def key_shown(key: ApiKey) -> dict[str, Any]:
         "id": key.id,
         "created_at": key.created_on,
         "updated_at": key.modified_on,
-    }
-
-
-def tenant_as_of(
-    container: Container, principal: Principal, tenant_id: UUID, as_of: datetime
-) -> dict[str, Any]:
-    """A tenant as it was at ``as_of``, replayed from its events."""
-    principal.check_tenant(tenant_id, "tenant", tenant_id)
-    tenant = state_at(container.app.events.get(tenant_id), utc(as_of))
-    if not isinstance(tenant, Tenant):
-        raise NotFoundError("tenant", tenant_id)
-    return {
-        **shown_fields(tenant),
-        "id": tenant.id,
-        "status": "offboarded" if tenant.offboarded else "active",
-        "created_at": tenant.created_on,
-        "updated_at": tenant.modified_on,
     }

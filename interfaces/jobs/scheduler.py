@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-
-if TYPE_CHECKING:
-    from interfaces.bootstrap import Container
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Jobs:
+    """What the periodic jobs run, handed over by the bootstrap."""
+
+    evaluate_watched_budgets: Callable[[], object]
+    watch_all_budgets: Callable[[], object]
+    prune: Callable[[], object]  # past rate-limit windows and idempotency records
+    deliver_webhooks: Callable[[], object]
+    provision: Callable[[tuple[str, ...]], object]  # one step for the instances in statuses
+    provision_interval_seconds: float  # 0: no provisioning jobs
+    status_sync_seconds: float
+
+
 def start_scheduler(
-    container: Container, budgets_only: bool = False, leading: Callable[[], bool] = lambda: True
+    jobs: Jobs, budgets_only: bool = False, leading: Callable[[], bool] = lambda: True
 ) -> BackgroundScheduler:
     """Every job; with ``budgets_only``, only the evaluation of budgets whose usage this process
     recorded (the other API processes of ``hostplane serve --workers``).
@@ -34,26 +45,22 @@ def start_scheduler(
         return run
 
     def budgets() -> None:
-        container.evaluate_watched_budgets()
+        jobs.evaluate_watched_budgets()
 
     scheduler.add_job(budgets, "interval", seconds=5, id="budgets", coalesce=True, max_instances=1)
     if budgets_only:
         scheduler.start()
         return scheduler
 
-    def prune() -> None:
-        container.rate_limiter.prune()
-        container.idempotency.prune()
-
     # Past rate-limit windows and day-old idempotency records serve no one.
     scheduler.add_job(
-        cluster_wide(prune), "interval", minutes=1, id="prune", coalesce=True, max_instances=1
+        cluster_wide(jobs.prune), "interval", minutes=1, id="prune", coalesce=True, max_instances=1
     )
 
     def all_budgets() -> None:
         # GPU time accrues without usage events: look at every tenant with budgets now and then.
-        container.watch_all_budgets()
-        container.evaluate_watched_budgets()
+        jobs.watch_all_budgets()
+        jobs.evaluate_watched_budgets()
 
     scheduler.add_job(
         cluster_wide(all_budgets),
@@ -64,34 +71,32 @@ def start_scheduler(
         max_instances=1,
     )
 
-    def deliver_webhooks() -> None:
-        container.deliver_due_webhooks()
-
     # Deliveries are due when their event is projected, or when a retry's backoff runs out.
     scheduler.add_job(
-        cluster_wide(deliver_webhooks),
+        cluster_wide(jobs.deliver_webhooks),
         "interval",
         seconds=1,
         id="webhooks",
         coalesce=True,
         max_instances=1,
     )
-    if container.settings.provision_interval_seconds > 0:
+    if jobs.provision_interval_seconds > 0:
         # Instances on their way up move on every tick (a restart resumes them from the event
         # store); running ones are checked against their provider less often.
         scheduler.add_job(
-            cluster_wide(container.provision),
+            cluster_wide(jobs.provision),
             "interval",
-            seconds=container.settings.provision_interval_seconds,
+            args=[("pending", "deploying")],
+            seconds=jobs.provision_interval_seconds,
             id="provision",
             coalesce=True,
             max_instances=1,
         )
         scheduler.add_job(
-            cluster_wide(container.provision),
+            cluster_wide(jobs.provision),
             "interval",
             args=[("running",)],
-            seconds=container.settings.status_sync_seconds,
+            seconds=jobs.status_sync_seconds,
             id="status-sync",
             coalesce=True,
             max_instances=1,

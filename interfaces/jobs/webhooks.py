@@ -19,7 +19,7 @@ import httpx
 import orjson
 from psycopg_pool import ConnectionPool
 
-from application.webhooks import DeliveryTarget, WebhookCommands
+from application.webhooks import DeliveryTarget, Webhooks
 from domain.webhook import SIGNATURE_HEADER, retry_delay, signature
 from interfaces.settings import Settings
 from projections.readmodels.webhook_outbox import OUTBOX
@@ -69,9 +69,9 @@ class Attempt:
 class WebhookDispatcher:
     """Sends due deliveries and records each attempt."""
 
-    def __init__(self, pool: ConnectionPool[Any], app: WebhookCommands, settings: Settings) -> None:
+    def __init__(self, pool: ConnectionPool[Any], webhooks: Webhooks, settings: Settings) -> None:
         self.pool = pool
-        self.app = app
+        self.webhooks = webhooks  # the signing secrets
         self.settings = settings  # read on every run: retry timings may be tuned live
 
     def deliver_due(self, limit: int = 200, concurrency: int = 4) -> int:
@@ -96,7 +96,7 @@ class WebhookDispatcher:
             row = self.claim()
             if row is None:
                 break
-            target = self.app.delivery_target(row["webhook_id"])
+            target = self.webhooks.delivery_target(row["webhook_id"])
             self.record(row, self.send(client, target, row))
             sent += 1
         return sent

@@ -44,7 +44,7 @@ def key_budget(admin, tenant):
 
 
 def alert_events(container, budget_id: str) -> list[str]:
-    events = container.app.events.get(UUID(budget_id))
+    events = container.store.events.get(UUID(budget_id))
     return [
         type(e).__name__ for e in events if isinstance(e, Budget.ThresholdCrossed | Budget.Exceeded)
     ]
@@ -69,17 +69,17 @@ def test_spend_past_a_threshold_turns_the_budget_to_warning_and_records_one_even
     body = tenant.api.get(f"/budgets/{budget['id']}").json()
     assert Decimal(body["spent"]) == Decimal("0.0115")
     assert body["state"] == "warning"
-    container.evaluate_watched_budgets()
-    container.evaluate_watched_budgets()
+    container.budget_watch.evaluate_watched()
+    container.budget_watch.evaluate_watched()
     assert alert_events(container, budget["id"]) == ["ThresholdCrossed"]
 
 
 def test_spend_at_the_limit_records_exceeded_exactly_once(admin, tenant, key_budget, container):
     key, budget = key_budget
     ingest(admin, key["id"], prompt_tokens=10000)  # 0.023 EUR: the limit itself
-    container.evaluate_watched_budgets()
+    container.budget_watch.evaluate_watched()
     ingest(admin, key["id"], prompt_tokens=10)
-    container.evaluate_watched_budgets()
+    container.budget_watch.evaluate_watched()
     body = tenant.api.get(f"/budgets/{budget['id']}").json()
     assert body["state"] == "exceeded"
     assert body["remaining"] == "0"
@@ -89,7 +89,7 @@ def test_spend_at_the_limit_records_exceeded_exactly_once(admin, tenant, key_bud
 def test_an_alert_appears_in_the_audit_log_of_the_tenant(admin, tenant, key_budget, container):
     key, budget = key_budget
     ingest(admin, key["id"], prompt_tokens=20000)
-    container.evaluate_watched_budgets()
+    container.budget_watch.evaluate_watched()
     r = tenant.api.get("/audit", params={"target_id": budget["id"]})
     actions = [e["action"] for e in r.json()["data"]]
     assert "budget.exceeded" in actions

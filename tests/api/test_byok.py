@@ -85,7 +85,7 @@ def test_the_external_key_is_in_no_event_no_response_no_audit_entry_and_no_log(
         ]
     assert all(secret not in x.text for x in responses)
     assert all(secret not in record.getMessage() for record in caplog.records)
-    recorder = container.app.recorder
+    recorder = container.store.recorder
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
     with container.pool.connection() as conn:
         hits = conn.execute(

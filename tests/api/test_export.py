@@ -62,7 +62,7 @@ def busy(admin: Any, tenant: Any, container: Any) -> dict[str, Any]:
         ("stopped", "2025-11-01T02:00:00Z"),
     ):
         with freeze_time(when):
-            container.app.transition_instance(uuid.UUID(instance_id), status, SYSTEM)
+            container.instances.transition_instance(uuid.UUID(instance_id), status, SYSTEM)
     records = [
         record(tenant.key["id"], model, "2025-10-31T23:59:59.999Z"),
         record(tenant.key["id"], model, "2025-11-01T00:00:00Z", prompt_tokens=3000),

@@ -18,9 +18,9 @@ def test_the_history_lists_each_status_with_how_long_it_lasted(tenant, container
     created = datetime.fromisoformat(r.json()["created_at"])
     with freeze_time(created.replace(microsecond=0).isoformat(), tick=True) as clock:
         clock.tick(30)
-        container.app.transition_instance(UUID(instance_id), "deploying", SYSTEM)
+        container.instances.transition_instance(UUID(instance_id), "deploying", SYSTEM)
         clock.tick(90)
-        container.app.transition_instance(
+        container.instances.transition_instance(
             UUID(instance_id), "running", SYSTEM, endpoint_url="http://127.0.0.1:1/v1"
         )
     body = tenant.api.get(f"/instances/{instance_id}").json()
@@ -35,9 +35,11 @@ def test_the_history_lists_each_status_with_how_long_it_lasted(tenant, container
 def test_a_failed_instance_shows_the_reason_and_loses_its_endpoint(tenant, container):
     r = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
     instance_id = UUID(r.json()["id"])
-    container.app.transition_instance(instance_id, "deploying", SYSTEM)
-    container.app.transition_instance(instance_id, "running", SYSTEM, endpoint_url="http://x/v1")
-    container.app.transition_instance(instance_id, "failed", SYSTEM, reason="GPU lost")
+    container.instances.transition_instance(instance_id, "deploying", SYSTEM)
+    container.instances.transition_instance(
+        instance_id, "running", SYSTEM, endpoint_url="http://x/v1"
+    )
+    container.instances.transition_instance(instance_id, "failed", SYSTEM, reason="GPU lost")
     body = tenant.api.get(f"/instances/{instance_id}").json()
     assert body["status"] == "failed"
     assert body["status_reason"] == "GPU lost"
@@ -53,5 +55,5 @@ def test_an_illegal_transition_is_refused_and_changes_nothing(tenant, container)
     r = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
     instance_id = UUID(r.json()["id"])
     with pytest.raises(IllegalTransitionError):
-        container.app.transition_instance(instance_id, "running", SYSTEM)
+        container.instances.transition_instance(instance_id, "running", SYSTEM)
     assert tenant.api.get(f"/instances/{instance_id}").json()["status"] == "pending"

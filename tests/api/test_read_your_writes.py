@@ -33,7 +33,7 @@ def test_a_key_written_elsewhere_is_read_after_the_read_models_catch_up_never_as
     with psycopg.connect(database_conninfo, autocommit=True) as hold:
         # Stall the projection workers on the keys read model, as a slow worker would be.
         hold.execute("SELECT pg_advisory_lock(hashtext('rm_keys'))")
-        key, _ = other_process.app.issue_key(
+        key, _ = other_process.keys.issue_key(
             operator, uuid.UUID(tenant.id), "written-elsewhere", "router"
         )
         reader = threading.Thread(

@@ -388,14 +388,14 @@ def test_costs_by_instance_separate_gpu_time_from_token_cost(container, tenant, 
     r = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
     assert r.status_code == 201, r.text
     instance_id = r.json()["id"]
-    assert container.app.repository.get(uuid.UUID(instance_id)).hourly_rate_eur == Decimal("0.85")
+    assert container.store.repository.get(uuid.UUID(instance_id)).hourly_rate_eur == Decimal("0.85")
     for status, when in (
         ("deploying", "2025-10-30T09:50:00Z"),
         ("running", "2025-10-30T10:00:00Z"),
         ("stopped", "2025-10-30T13:30:00Z"),
     ):
         with freeze_time(when):
-            container.app.transition_instance(uuid.UUID(instance_id), status, Actor.system())
+            container.instances.transition_instance(uuid.UUID(instance_id), status, Actor.system())
     key = tenant.key["id"]
     ingest(
         tenant.api,

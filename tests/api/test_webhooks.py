@@ -86,7 +86,7 @@ def eventually(container: Any, done: Callable[[], bool], timeout: float = 30) ->
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, "condition not reached in time"
-        container.deliver_due_webhooks()
+        container.deliveries.deliver_due()
         time.sleep(0.05)
 
 
@@ -136,7 +136,7 @@ def test_the_signing_secret_is_nowhere_in_the_events_table_nor_the_audit_log(
     container, tenant, receiver
 ):
     created = subscribe(tenant.api, receiver.url, ["key.revoked"])
-    recorder = container.app.recorder
+    recorder = container.store.recorder
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
 
     with container.pool.connection() as conn:
@@ -265,7 +265,7 @@ def test_only_the_subscribed_event_types_are_delivered(admin, tenant, receiver, 
     tenant.api.put(f"/keys/{key['id']}/disabled", json={"disabled": True})
     eventually(container, lambda: len(receiver.requests) == 1)
     time.sleep(0.3)
-    container.deliver_due_webhooks()
+    container.deliveries.deliver_due()
 
     assert [e["type"] for e in receiver.events()] == ["key.disabled"]
     assert receiver.events()[0]["data"]["key_id"] == key["id"]
@@ -293,7 +293,7 @@ def test_a_receiver_that_is_down_for_a_while_then_up_gets_every_delivery_once(
             lambda: {d["status"] for d in deliveries(tenant.api, created["id"])} == {"delivered"},
         )
         time.sleep(1)  # longer than any retry's backoff so far: a duplicate would be due now
-        container.deliver_due_webhooks()
+        container.deliveries.deliver_due()
 
         assert len(receiver.requests) == 3
         assert {e["data"]["key_id"] for e in receiver.events()} == revoked
@@ -335,7 +335,7 @@ def test_a_delivery_still_failing_at_its_maximum_age_is_given_up_as_failed(
         eventually(container, lambda: statuses(tenant.api, created["id"]) == ["failed"])
         attempts = len(receiver.requests)
         time.sleep(0.5)
-        container.deliver_due_webhooks()
+        container.deliveries.deliver_due()
 
         [delivery] = deliveries(tenant.api, created["id"])
         assert delivery["attempts"] == attempts >= 2
@@ -379,7 +379,7 @@ def test_budget_alerts_are_delivered_with_spend_and_limit(admin, tenant, receive
         "occurred_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
     }
     assert admin.post("/usage/events", json={"records": [record]}).status_code == 200
-    container.evaluate_watched_budgets()
+    container.budget_watch.evaluate_watched()
 
     eventually(container, lambda: len(receiver.requests) == 2)
 
@@ -418,7 +418,7 @@ def test_rebuilding_the_webhooks_read_model_sends_nothing_twice(admin, tenant, r
 
     container.runner.rebuild("webhooks")
     time.sleep(0.3)
-    container.deliver_due_webhooks()
+    container.deliveries.deliver_due()
 
     assert len(receiver.requests) == 1
     assert deliveries(tenant.api, created["id"]) == before
@@ -454,7 +454,7 @@ def test_events_written_while_the_projection_worker_is_down_are_delivered_once_i
     try:
         for key_id in keys:  # written to the event store; no read model sees it yet
             assert tenant.api.delete(f"/keys/{key_id}").status_code == 200
-        container.deliver_due_webhooks()
+        container.deliveries.deliver_due()
         assert receiver.requests == []
     finally:
         container.runner.start()

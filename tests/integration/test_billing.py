@@ -94,7 +94,7 @@ def deploy(api: Any, container: Any, **fields: Any) -> str:
     r = api.post("/instances", json={"model_id": "llama-3.1-8b", **fields})
     assert r.status_code == 201, r.text
     instance_id = r.json()["id"]
-    rate = container.app.repository.get(uuid.UUID(instance_id)).hourly_rate_eur
+    rate = container.store.repository.get(uuid.UUID(instance_id)).hourly_rate_eur
     assert rate == Decimal("0.85"), "these tests expect the default text/EU rate of 0.85 EUR/h"
     return instance_id
 
@@ -105,7 +105,7 @@ def transition(container: Any, instance_id: str, status: str, when: datetime | s
     The clock is frozen only around this one write, so nothing else waits on it.
     """
     with freeze_time(when):
-        container.app.transition_instance(uuid.UUID(instance_id), status, Actor.system())
+        container.instances.transition_instance(uuid.UUID(instance_id), status, Actor.system())
 
 
 def caught_up(container: Any, *names: str) -> None:

@@ -159,7 +159,7 @@ def test_admin_token_rotate_prints_a_token_that_authenticates_as_admin(
 ):
     token = rotate(fresh_database, tmp_path)
 
-    assert open_container().app.authenticate(token, None).is_admin
+    assert open_container().auth.authenticate(token, None).is_admin
 
 
 def test_a_second_admin_token_rotate_invalidates_the_first_token(
@@ -167,14 +167,14 @@ def test_a_second_admin_token_rotate_invalidates_the_first_token(
 ):
     first = rotate(fresh_database, tmp_path)
     container = open_container()
-    assert container.app.authenticate(first, None).is_admin
+    assert container.auth.authenticate(first, None).is_admin
 
     second = rotate(fresh_database, tmp_path)
 
     assert second != first
     with pytest.raises(AuthenticationError):
-        container.app.authenticate(first, None)
-    assert container.app.authenticate(second, None).is_admin
+        container.auth.authenticate(first, None)
+    assert container.auth.authenticate(second, None).is_admin
 
 
 def test_the_token_printed_on_first_start_stops_working_after_a_rotate(
@@ -188,8 +188,8 @@ def test_the_token_printed_on_first_start_stops_working_after_a_rotate(
     container = open_container()
     assert container.first_admin_token is None
     with pytest.raises(AuthenticationError):
-        container.app.authenticate(printed, None)
-    assert container.app.authenticate(rotated, None).is_admin
+        container.auth.authenticate(printed, None)
+    assert container.auth.authenticate(rotated, None).is_admin
 
 
 def test_the_token_printed_on_first_start_authenticates_over_http(open_container):

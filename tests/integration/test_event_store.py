@@ -22,7 +22,7 @@ from tests.conftest import ADMIN_TOKEN
 
 
 def events_table(container: Any) -> str:
-    recorder = container.app.recorder
+    recorder = container.store.recorder
     return f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
 
 
@@ -42,7 +42,7 @@ def stored_events_after(container: Any, position: int) -> list[Any]:
             (position,),
         ).fetchall()
     return [
-        container.app.mapper.to_domain_event(
+        container.store.mapper.to_domain_event(
             StoredEvent(
                 originator_id=r["originator_id"],
                 originator_version=r["originator_version"],
@@ -77,10 +77,10 @@ def new_tenant(container: Any) -> Tenant:
         weight=100,
         tokens_per_minute=None,
         group=None,
-        wrapped_data_key=container.app.secret_box.new_wrapped_data_key(),
+        wrapped_data_key=container.secret_box.new_wrapped_data_key(),
         actor=Actor(id="admin", ip="127.0.0.1"),
     )
-    container.app.commit(tenant)
+    container.store.commit(tenant)
     return tenant
 
 
@@ -138,9 +138,9 @@ def test_a_budget_round_trips_through_postgresql_with_exact_decimals(container):
         thresholds=[Decimal("0.5"), Decimal("0.80"), Decimal("1.0")],
         actor=Actor(id="admin", ip="127.0.0.1"),
     )
-    container.app.commit(budget)
+    container.store.commit(budget)
 
-    loaded = container.app.repository.get(budget.id)
+    loaded = container.store.repository.get(budget.id)
 
     assert loaded.limit_eur == Decimal("12.345678")
     assert str(loaded.limit_eur) == "12.345678"
@@ -160,9 +160,9 @@ def test_a_budget_round_trips_through_postgresql_with_uuids_and_utc_datetimes(co
         thresholds=[Decimal("1")],
         actor=Actor(id="admin", ip="127.0.0.1"),
     )
-    container.app.commit(budget)
+    container.store.commit(budget)
 
-    loaded = container.app.repository.get(budget.id)
+    loaded = container.store.repository.get(budget.id)
 
     assert isinstance(loaded.id, UUID) and loaded.id == budget.id
     assert isinstance(loaded.tenant_id, UUID) and loaded.tenant_id == tenant_id
@@ -184,9 +184,9 @@ def test_a_key_expiry_round_trips_through_postgresql_as_the_same_utc_instant(con
         actor=Actor(id="admin", ip="127.0.0.1"),
         expires_at=expires_at,
     )
-    container.app.commit(key)
+    container.store.commit(key)
 
-    loaded = container.app.repository.get(key.id)
+    loaded = container.store.repository.get(key.id)
 
     assert loaded.expires_at == expires_at
     assert loaded.expires_at.utcoffset() == timedelta(0)
@@ -221,16 +221,16 @@ def test_every_event_made_over_http_records_its_actor_and_the_client_ip(containe
 
 def test_a_second_writer_of_the_same_tenant_gets_a_concurrent_modification_error(container):
     tenant = new_tenant(container)
-    first = container.app.repository.get(tenant.id)
-    second = container.app.repository.get(tenant.id)
+    first = container.store.repository.get(tenant.id)
+    second = container.store.repository.get(tenant.id)
     first.change_weight(11, actor=Actor(id="admin", ip=None))
     second.change_weight(22, actor=Actor(id="admin", ip=None))
 
-    container.app.commit(first)
+    container.store.commit(first)
     with pytest.raises(ConcurrentModificationError):
-        container.app.commit(second)
+        container.store.commit(second)
 
-    assert container.app.repository.get(tenant.id).weight == 11
+    assert container.store.repository.get(tenant.id).weight == 11
 
 
 def floats_in(value: Any) -> list[float]:
@@ -254,7 +254,7 @@ def test_no_stored_event_holds_a_float(container, admin):
 
 def test_a_write_that_conflicts_stores_none_of_its_events_or_request_ids(container):
     """The insert goes out in one round trip: a failing statement rolls back the whole write."""
-    recorder = container.app.recorder
+    recorder = container.store.recorder
     aggregate, tenant = uuid4(), uuid4()
 
     def event(version: int) -> StoredEvent:

@@ -13,7 +13,6 @@ from freezegun import freeze_time
 
 from application.auth import Principal
 from domain.base import Actor
-from interfaces.http.shown import open_export
 from tests.helpers import new_model, unique_name
 from tests.integration.test_cli import hostplane
 
@@ -61,7 +60,7 @@ def billed(admin: Any, tenant: Any, container: Any) -> Any:
         ("stopped", "2025-10-31T01:40:00Z"),
     ):
         with freeze_time(when):
-            container.app.transition_instance(instance_id, status, SYSTEM)
+            container.instances.transition_instance(instance_id, status, SYSTEM)
     assert admin.post(f"/tenants/{tenant.id}/credits", json={"amount_eur": "7"}).is_success
     caught_up(container, "usage", "costs", "audit")
     return tenant
@@ -104,19 +103,19 @@ def test_the_cli_exports_a_past_state_with_as_of(database_conninfo, tmp_path, ad
 
 def test_an_instance_running_at_as_of_is_billed_up_to_that_moment(container):
     with freeze_time("2025-10-30T20:00:00Z"):
-        tenant_id = container.app.create_tenant(ADMIN, unique_name())
-        instance_id = container.app.deploy_instance(
+        tenant_id = container.tenants.create_tenant(ADMIN, unique_name())
+        instance_id = container.instances.deploy_instance(
             ADMIN, tenant_id, "llama-3.1-8b", "EU", "simulated", "text"
         )
     for status, when in (("deploying", "21:00"), ("running", "22:00"), ("stopped", "23:59")):
         with freeze_time(f"2025-10-30T{when}:00Z"):
-            container.app.transition_instance(instance_id, status, SYSTEM)
+            container.instances.transition_instance(instance_id, status, SYSTEM)
     caught_up(container, "audit")
 
     with freeze_time("2025-11-05T00:00:00Z"):
         lines = list(
-            open_export(
-                container, ADMIN, tenant_id, as_of=datetime.fromisoformat("2025-10-30T23:00:00Z")
+            container.replays.open_export(
+                ADMIN, tenant_id, as_of=datetime.fromisoformat("2025-10-30T23:00:00Z")
             )
         )
 
@@ -128,10 +127,10 @@ def test_an_instance_running_at_as_of_is_billed_up_to_that_moment(container):
 
 def test_an_export_read_in_small_pages_is_the_same_export(container, billed, monkeypatch):
     tenant_id = uuid.UUID(billed.id)
-    whole = without_time(list(open_export(container, ADMIN, tenant_id)))
+    whole = without_time(list(container.replays.open_export(ADMIN, tenant_id)))
 
     monkeypatch.setattr("projections.reports.export.ITERSIZE", 2)
-    paged = without_time(list(open_export(container, ADMIN, tenant_id)))
+    paged = without_time(list(container.replays.open_export(ADMIN, tenant_id)))
 
     assert paged == whole
     assert len([line for line in paged if line["kind"] == "event"]) > 2 * 2
@@ -141,11 +140,11 @@ def test_exports_abandoned_midway_give_their_connection_back(container, billed, 
     monkeypatch.setattr("projections.reports.export.ITERSIZE", 2)
     tenant_id = uuid.UUID(billed.id)
     for _ in range(container.pool.max_size + 1):
-        lines = open_export(container, ADMIN, tenant_id)
+        lines = container.replays.open_export(ADMIN, tenant_id)
         assert [next(lines)["kind"], next(lines)["kind"]] == ["header", "event"]
         lines.close()
 
-    complete = list(open_export(container, ADMIN, tenant_id))
+    complete = list(container.replays.open_export(ADMIN, tenant_id))
 
     assert complete[-1]["kind"] == "end"
 

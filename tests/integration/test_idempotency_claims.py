@@ -23,7 +23,7 @@ ADMIN = Principal(kind="admin", actor=Actor(id="admin", ip=None))
 
 
 def store(container: Any, lease: timedelta = timedelta(seconds=30)) -> IdempotencyStore:
-    return IdempotencyStore(container.pool, container.app.secret_box, lease)
+    return IdempotencyStore(container.pool, container.secret_box, lease)
 
 
 def name() -> str:
@@ -31,7 +31,7 @@ def name() -> str:
 
 
 def create_tenant(container: Any, tenant_name: str) -> tuple[int, Any]:
-    return 201, {"id": str(container.app.create_tenant(ADMIN, tenant_name))}
+    return 201, {"id": str(container.tenants.create_tenant(ADMIN, tenant_name))}
 
 
 def recovered(created: Created) -> tuple[int, Any]:
@@ -39,7 +39,7 @@ def recovered(created: Created) -> tuple[int, Any]:
 
 
 def tenant_named(container: Any, tenant_name: str) -> UUID | None:
-    index = container.app.find(NameIndex, NameIndex.create_id("tenant", tenant_name.lower()))
+    index = container.store.find(NameIndex, NameIndex.create_id("tenant", tenant_name.lower()))
     return None if index is None else index.owner_id
 
 

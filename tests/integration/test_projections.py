@@ -112,7 +112,7 @@ def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, 
     # The session's server runs its scheduled jobs (status sync, budget checks), which may
     # write an event while the rebuild runs: they are paused (one already running may still
     # write, and then both copies are taken again).
-    container.scheduler.pause()
+    container.background.scheduler.pause()
     try:
         for _attempt in range(3):
             caught_up(container)
@@ -126,7 +126,7 @@ def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, 
             if container.runner.max_notification_id() == head:
                 break
     finally:
-        container.scheduler.resume()
+        container.background.scheduler.resume()
 
     assert after == before
     assert tables(container, f"{schema}__rebuild") == []

@@ -23,7 +23,7 @@ class DestroyedWhileAllocating:
         self.real = container.provider
 
     def allocate(self, spec: DeploySpec) -> None:
-        self.container.app.destroy_instance(ADMIN, spec.instance_id)
+        self.container.instances.destroy_instance(ADMIN, spec.instance_id)
         self.real.allocate(spec)
 
     def __getattr__(self, name: str) -> Any:
@@ -31,36 +31,36 @@ class DestroyedWhileAllocating:
 
 
 def deploy(container: Any, tenant_id: str) -> UUID:
-    return container.app.deploy_instance(
+    return container.instances.deploy_instance(
         ADMIN, UUID(tenant_id), "llama-3.1-8b", "EU", "simulated", "text"
     )
 
 
 def test_an_instance_destroyed_during_its_allocation_gets_its_gpu_released(container, tenant):
     instance_id = deploy(container, tenant.id)
-    registry = container.app.providers
+    registry = container.providers
     registry.named["simulated"] = DestroyedWhileAllocating(container)
     try:
         with pytest.raises(ConcurrentModificationError):
-            container.app.advance_instance(instance_id)
+            container.provisioning.advance_instance(instance_id)
     finally:
         del registry.named["simulated"]
     assert container.provider.status(instance_id).state == "released"
-    assert container.app.advance_instance(instance_id) == "destroyed"
+    assert container.provisioning.advance_instance(instance_id) == "destroyed"
 
 
 def test_a_pending_instance_is_allocated_and_deploying_after_one_step(container, tenant):
     instance_id = deploy(container, tenant.id)
 
-    assert container.app.advance_instance(instance_id) == "deploying"
+    assert container.provisioning.advance_instance(instance_id) == "deploying"
     assert container.provider.status(instance_id).state in ("allocating", "running")
 
 
 def test_a_step_leaves_failed_and_destroyed_instances_alone(container, tenant):
     instance_id = deploy(container, tenant.id)
-    container.app.transition_instance(instance_id, "failed", Actor.system(), reason="x")
+    container.instances.transition_instance(instance_id, "failed", Actor.system(), reason="x")
 
-    assert container.app.advance_instance(instance_id) == "failed"
+    assert container.provisioning.advance_instance(instance_id) == "failed"
     assert container.provider.status(instance_id).state == "unknown"
 
 
@@ -81,12 +81,12 @@ def test_a_provider_that_cannot_be_reached_is_a_provider_error_and_changes_nothi
     container, tenant
 ):
     instance_id = deploy(container, tenant.id)
-    container.app.advance_instance(instance_id)
-    registry = container.app.providers
+    container.provisioning.advance_instance(instance_id)
+    registry = container.providers
     registry.named["simulated"] = Unreachable(container.provider)
     try:
         with pytest.raises(ProviderError, match="connection refused"):
-            container.app.refresh_instance(ADMIN, instance_id)
+            container.provisioning.refresh_instance(ADMIN, instance_id)
     finally:
         del registry.named["simulated"]
-    assert container.app.advance_instance(instance_id) in ("deploying", "running")
+    assert container.provisioning.advance_instance(instance_id) in ("deploying", "running")

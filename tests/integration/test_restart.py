@@ -72,7 +72,7 @@ def test_a_reopened_container_resumes_its_projections_where_they_stopped(
     settings = make_settings(database_conninfo, data_dir)
     first = Container.open(settings)
     try:
-        first.app.create_tenant(ADMIN, f"t-{uuid4().hex[:10]}")
+        first.tenants.create_tenant(ADMIN, f"t-{uuid4().hex[:10]}")
         first.runner.catch_up_all()
         positions = {row["name"]: row["position"] for row in first.runner.status()}
     finally:
@@ -107,14 +107,14 @@ def open_embedded(settings: Any) -> Container:
 def test_the_embedded_database_keeps_a_tenant_across_a_stop_and_a_start(embedded_settings):
     container = open_embedded(embedded_settings)
     try:
-        tenant_id = container.app.create_tenant(ADMIN, "kept-across-restarts")
+        tenant_id = container.tenants.create_tenant(ADMIN, "kept-across-restarts")
         container.runner.catch_up_all()
     finally:
         container.close()
 
     container = open_embedded(embedded_settings)
     try:
-        loaded = container.app.repository.get(tenant_id)
+        loaded = container.store.repository.get(tenant_id)
         assert isinstance(loaded, Tenant)
         assert loaded.name == "kept-across-restarts"
         with container.pool.connection() as conn, conn.cursor() as curs:
@@ -175,7 +175,7 @@ def test_an_operators_edit_of_the_embedded_settings_survives_a_restart(embedded_
 def test_the_embedded_database_is_created_in_the_data_dir(embedded_settings):
     container = open_embedded(embedded_settings)
     try:
-        assert isinstance(container.app.create_tenant(ADMIN, "in-the-data-dir"), UUID)
+        assert isinstance(container.tenants.create_tenant(ADMIN, "in-the-data-dir"), UUID)
     finally:
         container.close()
     assert (embedded_settings.data_dir / "pg" / "PG_VERSION").exists()

@@ -69,11 +69,11 @@ def store_key_with_a_nul(container: Container, tenant_id: UUID) -> int:
     )
     stored = []
     for event in key.collect_events():
-        s = container.app.mapper.to_stored_event(event)
+        s = container.store.mapper.to_stored_event(event)
         assert PLACEHOLDER.encode() in s.state  # stored as plain JSON: the swap can work
         state = s.state.replace(PLACEHOLDER.encode(), b"x\\u0000")
         stored.append(StoredEvent(s.originator_id, s.originator_version, s.topic, state))
-    ids = container.app.recorder.insert_events(stored)
+    ids = container.store.recorder.insert_events(stored)
     assert ids
     return ids[-1]
 

@@ -40,7 +40,7 @@ def test_a_statement_longer_than_the_timeout_is_cancelled_on_the_event_loops_poo
 
 
 def test_a_statement_longer_than_the_timeout_is_cancelled_in_the_event_store(bounded):
-    datastore = bounded.app.recorder.datastore  # type: ignore[attr-defined]
+    datastore = bounded.store.recorder.datastore  # type: ignore[attr-defined]
     with (
         pytest.raises(eventsourcing.persistence.OperationalError) as raised,
         datastore.get_connection() as conn,
@@ -60,7 +60,7 @@ def test_the_operators_commands_run_without_a_statement_timeout(database_conninf
     try:
         with container.pool.connection() as conn:
             assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "0"
-        with container.app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+        with container.store.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "0"
     finally:
         container.close()

@@ -9,11 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from domain.base import InvalidValueError, utc
-from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.deps import Caller, Gate
 from interfaces.http.openapi import DATE_OR_TIME
 from interfaces.http.routes.common import CursorQuery, LimitQuery, listing
 from interfaces.http.schemas import Page
+from interfaces.http.times import time_range
 from projections.readmodels import audit
 
 router = APIRouter(tags=["audit"])
@@ -31,23 +31,10 @@ class AuditEntryPublic(BaseModel):
     changes: dict[str, Any]
 
 
-def instant(value: str | None, field: str) -> datetime | None:
-    """An ISO 8601 time (a bare date is its midnight; no offset means UTC)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidValueError(
-            field, f"{field} must be an ISO 8601 time, e.g. 2025-10-30T00:00:00Z; got {value!r}"
-        ) from None
-    return utc(parsed, field)
-
-
 @router.get("/audit", response_model=Page[AuditEntryPublic])
 def list_audit(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     tenant_id: UUID | None = Query(None, description="Only entries of this tenant."),
     actor: str | None = Query(None, description="Only entries by this actor: admin, key:<id>."),
     action: str | None = Query(None, description="Only this action, e.g. key.issued."),
@@ -63,9 +50,7 @@ def list_audit(
     cursor: str | None = CursorQuery,
 ) -> dict:
     """The audit log: who changed what, when and from where; secrets redacted."""
-    start, end = instant(since, "since"), instant(until, "until")
-    if start is not None and end is not None and end < start:
-        raise InvalidValueError("until", "until must not be before since")
+    start, end = time_range(since, until, "since", "until")
     filters = {
         "tenant_id": tenant_id,
         "actor": actor,
@@ -75,7 +60,7 @@ def list_audit(
         "since": start,
         "until": end,
     }
-    with container.reading("audit") as curs:
+    with gate.reading("audit") as curs:
         return listing(
             lambda: audit.list_entries(curs, caller.tenant_filter(), filters, limit, cursor)
         )

@@ -11,15 +11,9 @@ from fastapi import APIRouter, Query, Request, Response
 from application.idempotency import Created
 from domain.budget import Budget, budget_state
 from domain.timewindow import period_window
-from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import (
-    CursorQuery,
-    LimitQuery,
-    create_once,
-    created_id,
-    found,
-    scoped_listing,
-)
+from interfaces.db.readgate import ReadGate
+from interfaces.http.deps import BudgetsDep, Caller, Gate, Once
+from interfaces.http.routes.common import CursorQuery, LimitQuery, found, scoped_listing
 from interfaces.http.schemas import BudgetCreate, BudgetPublic, BudgetUpdate, Deleted, Page
 from projections.readmodels import budgets
 from projections.reports import billing
@@ -27,10 +21,10 @@ from projections.reports import billing
 router = APIRouter(tags=["budgets"])
 
 
-def read_budget(container: ContainerDep, caller: Caller, budget_id: UUID) -> BudgetPublic:
+def read_budget(gate: ReadGate, caller: Caller, budget_id: UUID) -> BudgetPublic:
     """One budget with its current window, spend, remainder and state."""
     now = datetime.now(UTC)
-    with container.reading("budgets", "usage", "costs") as curs:
+    with gate.reading("budgets", "usage", "costs") as curs:
         row = found(
             budgets.get_budget(curs, budget_id, caller.tenant_filter()), "budget", budget_id
         )
@@ -49,13 +43,13 @@ def read_budget(container: ContainerDep, caller: Caller, budget_id: UUID) -> Bud
 @router.get("/budgets", response_model=Page[BudgetPublic])
 def list_budgets(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     tenant_id: UUID | None = Query(None, description="Only this tenant's budgets."),
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List budgets, newest first."""
-    with container.reading("budgets") as curs:
+    with gate.reading("budgets") as curs:
         return scoped_listing(
             caller, tenant_id, lambda t: budgets.list_budgets(curs, t, limit, cursor)
         )
@@ -65,39 +59,41 @@ def list_budgets(
 def create_budget(
     body: BudgetCreate,
     caller: Caller,
-    container: ContainerDep,
+    commands: BudgetsDep,
+    gate: Gate,
+    once: Once,
     request: Request,
     response: Response,
 ) -> dict:
     """Set a budget for a tenant, or with ``key_id`` for one key."""
 
     def create() -> BudgetPublic:
-        budget_id = container.app.set_budget(caller, **body.model_dump())
-        return read_budget(container, caller, budget_id)
+        budget_id = commands.set_budget(caller, **body.model_dump())
+        return read_budget(gate, caller, budget_id)
 
     def recover(done: Created) -> BudgetPublic:
-        return read_budget(container, caller, created_id(container, done, Budget))
+        return read_budget(gate, caller, once.created_id(done, Budget))
 
-    return create_once(container, caller, request, response, body, create, recover)
+    return once(caller, request, response, body, create, recover)
 
 
 @router.get("/budgets/{budget_id}", response_model=BudgetPublic)
-def get_budget(budget_id: UUID, caller: Caller, container: ContainerDep) -> BudgetPublic:
+def get_budget(budget_id: UUID, caller: Caller, gate: Gate) -> BudgetPublic:
     """Get one budget."""
-    return read_budget(container, caller, budget_id)
+    return read_budget(gate, caller, budget_id)
 
 
 @router.put("/budgets/{budget_id}", response_model=BudgetPublic)
 def update_budget(
-    budget_id: UUID, body: BudgetUpdate, caller: Caller, container: ContainerDep
+    budget_id: UUID, body: BudgetUpdate, caller: Caller, commands: BudgetsDep, gate: Gate
 ) -> BudgetPublic:
     """Replace a budget's limit, period and thresholds."""
-    container.app.change_budget(caller, budget_id, **body.model_dump())
-    return read_budget(container, caller, budget_id)
+    commands.change_budget(caller, budget_id, **body.model_dump())
+    return read_budget(gate, caller, budget_id)
 
 
 @router.delete("/budgets/{budget_id}", response_model=Deleted)
-def delete_budget(budget_id: UUID, caller: Caller, container: ContainerDep) -> Deleted:
+def delete_budget(budget_id: UUID, caller: Caller, commands: BudgetsDep) -> Deleted:
     """Delete a budget."""
-    container.app.delete_budget(caller, budget_id)
+    commands.delete_budget(caller, budget_id)
     return Deleted(id=budget_id)

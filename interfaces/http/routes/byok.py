@@ -9,15 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from application.idempotency import Created
 from domain.instance import Instance
-from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import (
-    CursorQuery,
-    LimitQuery,
-    create_once,
-    created_id,
-    found,
-    scoped_listing,
-)
+from interfaces.db.readgate import ReadGate
+from interfaces.http.deps import Caller, Gate, Once, UpstreamsDep
+from interfaces.http.routes.common import CursorQuery, LimitQuery, found, scoped_listing
 from interfaces.http.schemas import ByokCreate, ByokPublic, Page
 from projections.readmodels import instances
 
@@ -41,8 +35,8 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_upstream(container: ContainerDep, caller: Caller, upstream_id: UUID) -> ByokPublic:
-    with container.reading("instances") as curs:
+def read_upstream(gate: ReadGate, caller: Caller, upstream_id: UUID) -> ByokPublic:
+    with gate.reading("instances") as curs:
         row = instances.get_instance(curs, upstream_id, caller.tenant_filter())
     if row is not None and row["kind"] != "byok":
         row = None
@@ -53,32 +47,34 @@ def read_upstream(container: ContainerDep, caller: Caller, upstream_id: UUID) ->
 def attach_upstream(
     body: ByokCreate,
     caller: Caller,
-    container: ContainerDep,
+    commands: UpstreamsDep,
+    gate: Gate,
+    once: Once,
     request: Request,
     response: Response,
 ) -> dict:
     """Attach an upstream provider key as a logical instance. The key is never shown again."""
 
     def create() -> ByokPublic:
-        upstream_id = container.app.attach_upstream(caller, **body.model_dump())
-        return read_upstream(container, caller, upstream_id)
+        upstream_id = commands.attach_upstream(caller, **body.model_dump())
+        return read_upstream(gate, caller, upstream_id)
 
     def recover(done: Created) -> ByokPublic:
-        return read_upstream(container, caller, created_id(container, done, Instance))
+        return read_upstream(gate, caller, once.created_id(done, Instance))
 
-    return create_once(container, caller, request, response, body, create, recover)
+    return once(caller, request, response, body, create, recover)
 
 
 @router.get("/byok", response_model=Page[ByokPublic])
 def list_upstreams(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     tenant_id: UUID | None = Query(None, description="Only this tenant's upstreams."),
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
     """BYOK upstreams, newest first: vendor, label, is_active, created_at, last four."""
-    with container.reading("instances") as curs:
+    with gate.reading("instances") as curs:
         listed = scoped_listing(
             caller,
             tenant_id,
@@ -89,12 +85,14 @@ def list_upstreams(
 
 
 @router.get("/byok/{upstream_id}", response_model=ByokPublic)
-def get_upstream(upstream_id: UUID, caller: Caller, container: ContainerDep) -> ByokPublic:
-    return read_upstream(container, caller, upstream_id)
+def get_upstream(upstream_id: UUID, caller: Caller, gate: Gate) -> ByokPublic:
+    return read_upstream(gate, caller, upstream_id)
 
 
 @router.delete("/byok/{upstream_id}", response_model=ByokPublic)
-def detach_upstream(upstream_id: UUID, caller: Caller, container: ContainerDep) -> ByokPublic:
+def detach_upstream(
+    upstream_id: UUID, caller: Caller, commands: UpstreamsDep, gate: Gate
+) -> ByokPublic:
     """Deactivate the upstream key for good; it stays listed with ``is_active: false``."""
-    container.app.detach_upstream(caller, upstream_id)
-    return read_upstream(container, caller, upstream_id)
+    commands.detach_upstream(caller, upstream_id)
+    return read_upstream(gate, caller, upstream_id)

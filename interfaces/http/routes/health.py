@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from interfaces.http.deps import ContainerDep
+from interfaces.http.deps import RunnerDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -35,12 +35,12 @@ def health() -> dict[str, str]:
     "/health/ready",
     responses={503: {"description": "The database is unreachable or a read model lags"}},
 )
-def ready(container: ContainerDep) -> Readiness:
+def ready(runner: RunnerDep, settings: SettingsDep) -> Readiness:
     """Readiness, for load balancers: 200 while the database answers and no read model is more
     than ``HOSTPLANE_READY_MAX_LAG`` events behind the log; else 503 with ``Retry-After``
     (``database_unavailable`` or ``not_ready``). No token needed."""
-    rows = container.runner.status()
-    behind = [r for r in rows if r["lag"] > container.settings.ready_max_lag]
+    rows = runner.status()
+    behind = [r for r in rows if r["lag"] > settings.ready_max_lag]
     if behind:
         lags = ", ".join(f"{r['name']} ({r['lag']} events)" for r in behind)
         raise HTTPException(

@@ -12,16 +12,10 @@ from psycopg import Cursor
 
 from application.idempotency import Created
 from domain.instance import Instance
-from interfaces.http.deps import Caller, ContainerDep
+from interfaces.db.readgate import ReadGate
+from interfaces.http.deps import Caller, Gate, InstancesDep, Once, ProvisioningDep
 from interfaces.http.openapi import also_answers
-from interfaces.http.routes.common import (
-    CursorQuery,
-    LimitQuery,
-    create_once,
-    created_id,
-    found,
-    scoped_listing,
-)
+from interfaces.http.routes.common import CursorQuery, LimitQuery, found, scoped_listing
 from interfaces.http.schemas import (
     InstanceApiKey,
     InstanceCreate,
@@ -44,8 +38,8 @@ def with_costs(curs: Cursor[Any], rows: list[dict[str, Any]]) -> list[dict[str, 
     return [{**r, "cost_eur": billing.money(costs[r["id"]])} for r in rows]
 
 
-def read_instance(container: ContainerDep, caller: Caller, instance_id: UUID) -> InstancePublic:
-    with container.reading("instances", "costs") as curs:
+def read_instance(gate: ReadGate, caller: Caller, instance_id: UUID) -> InstancePublic:
+    with gate.reading("instances", "costs") as curs:
         row = found(
             instances.get_instance(curs, instance_id, caller.tenant_filter()),
             "instance",
@@ -57,13 +51,13 @@ def read_instance(container: ContainerDep, caller: Caller, instance_id: UUID) ->
 @router.get("/instances", response_model=Page[InstancePublic])
 def list_instances(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     tenant_id: UUID | None = Query(None, description="Only this tenant's instances."),
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List instances (GPU and BYOK) with status, region, model, endpoint and cost so far."""
-    with container.reading("instances", "costs") as curs:
+    with gate.reading("instances", "costs") as curs:
         listed = scoped_listing(
             caller, tenant_id, lambda t: instances.list_instances(curs, t, limit, cursor)
         )
@@ -75,67 +69,75 @@ def list_instances(
 def deploy_instance(
     body: InstanceCreate,
     caller: Caller,
-    container: ContainerDep,
+    commands: InstancesDep,
+    gate: Gate,
+    once: Once,
     request: Request,
     response: Response,
 ) -> dict:
     """Request a deployment. The instance starts ``pending``."""
 
     def create() -> InstancePublic:
-        instance_id = container.app.deploy_instance(caller, **body.model_dump())
-        return read_instance(container, caller, instance_id)
+        instance_id = commands.deploy_instance(caller, **body.model_dump())
+        return read_instance(gate, caller, instance_id)
 
     def recover(done: Created) -> InstancePublic:
-        return read_instance(container, caller, created_id(container, done, Instance))
+        return read_instance(gate, caller, once.created_id(done, Instance))
 
-    return create_once(container, caller, request, response, body, create, recover)
+    return once(caller, request, response, body, create, recover)
 
 
 @router.get("/instances/{instance_id}", response_model=InstancePublic)
-def get_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
+def get_instance(instance_id: UUID, caller: Caller, gate: Gate) -> InstancePublic:
     """Get one instance with its status history."""
-    return read_instance(container, caller, instance_id)
+    return read_instance(gate, caller, instance_id)
 
 
 @router.delete(
     "/instances/{instance_id}", response_model=InstancePublic, responses=also_answers(502)
 )
-def destroy_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
+def destroy_instance(
+    instance_id: UUID, caller: Caller, commands: InstancesDep, gate: Gate
+) -> InstancePublic:
     """Destroy an instance and release its GPU. Irreversible; it stays in history and billing."""
-    container.app.destroy_instance(caller, instance_id)
-    return read_instance(container, caller, instance_id)
+    commands.destroy_instance(caller, instance_id)
+    return read_instance(gate, caller, instance_id)
 
 
 @router.get(
     "/instances/{instance_id}/api-key", response_model=InstanceApiKey, responses=also_answers(409)
 )
-def instance_api_key(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstanceApiKey:
+def instance_api_key(instance_id: UUID, caller: Caller, commands: InstancesDep) -> InstanceApiKey:
     """The instance's own inference key (seed 000 returns it on demand)."""
-    return InstanceApiKey(api_key=container.app.reveal_instance_key(caller, instance_id))
+    return InstanceApiKey(api_key=commands.reveal_instance_key(caller, instance_id))
 
 
 @router.post(
     "/instances/{instance_id}/refresh", response_model=InstancePublic, responses=also_answers(502)
 )
-def refresh_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
+def refresh_instance(
+    instance_id: UUID, caller: Caller, provisioning: ProvisioningDep, gate: Gate
+) -> InstancePublic:
     """Re-sync the instance's status from its provider now."""
-    container.app.refresh_instance(caller, instance_id)
-    return read_instance(container, caller, instance_id)
+    provisioning.refresh_instance(caller, instance_id)
+    return read_instance(gate, caller, instance_id)
 
 
 @router.post("/instances/{instance_id}/retry", response_model=InstancePublic)
-def retry_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> InstancePublic:
+def retry_instance(
+    instance_id: UUID, caller: Caller, provisioning: ProvisioningDep, gate: Gate
+) -> InstancePublic:
     """Deploy a failed instance again (409 unless it is ``failed``)."""
-    container.app.retry_instance(caller, instance_id)
-    return read_instance(container, caller, instance_id)
+    provisioning.retry_instance(caller, instance_id)
+    return read_instance(gate, caller, instance_id)
 
 
 @router.post(
     "/instances/{instance_id}/test", response_model=InstanceTestResult, responses=also_answers(502)
 )
-def test_instance(instance_id: UUID, caller: Caller, container: ContainerDep) -> dict:
+def test_instance(instance_id: UUID, caller: Caller, provisioning: ProvisioningDep) -> dict:
     """Send a health-check chat completion to the running instance; the result is recorded."""
-    check = container.app.test_instance(caller, instance_id)
+    check = provisioning.test_instance(caller, instance_id)
     return {"instance_id": instance_id, **asdict(check)}
 
 
@@ -145,11 +147,11 @@ def test_instance(instance_id: UUID, caller: Caller, container: ContainerDep) ->
 def instance_logs(
     instance_id: UUID,
     caller: Caller,
-    container: ContainerDep,
+    provisioning: ProvisioningDep,
     limit: int = Query(100, ge=1, le=1000, description="How many of the latest lines."),
 ) -> dict:
     """The provider's most recent log lines for this instance, oldest first."""
     return {
         "instance_id": instance_id,
-        "data": container.app.instance_logs(caller, instance_id, limit),
+        "data": provisioning.instance_logs(caller, instance_id, limit),
     }

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response
 from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
 
-from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import create_once, found
+from interfaces.db.readgate import ReadGate
+from interfaces.http.deps import Caller, Gate, Once, PricingDep
+from interfaces.http.routes.common import found
 from interfaces.http.schemas import Strict
 from projections.readmodels import pricebook
 
@@ -76,77 +77,80 @@ class GpuRatePublic(BaseModel):
     updated_at: UtcTime
 
 
-def read_model(container: ContainerDep, slug: str) -> ModelPublic:
-    with container.reading("pricebook") as curs:
+def read_model(gate: ReadGate, slug: str) -> ModelPublic:
+    with gate.reading("pricebook") as curs:
         return ModelPublic(**found(pricebook.get_model(curs, slug), "model", slug))
 
 
 @router.get("/models", response_model=dict[str, list[ModelPublic]])
-def list_models(caller: Caller, container: ContainerDep) -> dict:
+def list_models(caller: Caller, gate: Gate) -> dict:
     """The catalog with current EUR prices per million tokens."""
-    with container.reading("pricebook") as curs:
+    with gate.reading("pricebook") as curs:
         return {"data": pricebook.list_models(curs)}
 
 
 @router.post("/models", status_code=201, response_model=ModelPublic)
 def register_model(
-    body: ModelCreate, caller: Caller, container: ContainerDep, request: Request, response: Response
+    body: ModelCreate,
+    caller: Caller,
+    commands: PricingDep,
+    gate: Gate,
+    once: Once,
+    request: Request,
+    response: Response,
 ) -> dict:
     """Register a model (admin). Its price applies to all usage until a later change."""
 
     def create() -> ModelPublic:
         fields = body.model_dump()
-        container.app.register_model(caller, slug=fields.pop("id"), **fields)
-        return read_model(container, body.id)
+        commands.register_model(caller, slug=fields.pop("id"), **fields)
+        return read_model(gate, body.id)
 
     # The model's id is its slug, which the request names.
-    return create_once(
-        container,
-        caller,
-        request,
-        response,
-        body,
-        create,
-        lambda done: read_model(container, body.id),
-    )
+    return once(caller, request, response, body, create, lambda done: read_model(gate, body.id))
 
 
 @router.get("/models/{model_id}", response_model=ModelPublic)
-def get_model(model_id: str, caller: Caller, container: ContainerDep) -> ModelPublic:
+def get_model(model_id: str, caller: Caller, gate: Gate) -> ModelPublic:
     """A model with its price history."""
-    return read_model(container, model_id)
+    return read_model(gate, model_id)
 
 
 @router.put("/models/{model_id}", response_model=ModelPublic)
 def update_model(
-    model_id: str, body: ModelUpdate, caller: Caller, container: ContainerDep
+    model_id: str, body: ModelUpdate, caller: Caller, commands: PricingDep, gate: Gate
 ) -> ModelPublic:
     """Update a model (admin). A changed price takes effect at ``effective_from``."""
-    container.app.update_model(caller, model_id, **body.model_dump())
-    return read_model(container, model_id)
+    commands.update_model(caller, model_id, **body.model_dump())
+    return read_model(gate, model_id)
 
 
 @router.delete("/models/{model_id}", response_model=dict[str, object])
-def delete_model(model_id: str, caller: Caller, container: ContainerDep) -> dict:
+def delete_model(model_id: str, caller: Caller, commands: PricingDep) -> dict:
     """Remove a model from the catalog (admin); its recorded usage keeps its prices."""
-    container.app.delete_model(caller, model_id)
+    commands.delete_model(caller, model_id)
     return {"id": model_id, "deleted": True}
 
 
 @router.get("/gpu-rates", response_model=dict[str, list[GpuRatePublic]])
-def list_gpu_rates(caller: Caller, container: ContainerDep) -> dict:
+def list_gpu_rates(caller: Caller, gate: Gate) -> dict:
     """GPU hourly rates per instance type and region."""
-    with container.reading("pricebook") as curs:
+    with gate.reading("pricebook") as curs:
         return {"data": pricebook.list_gpu_rates(curs)}
 
 
 @router.put("/gpu-rates/{instance_type}/{region}", response_model=GpuRatePublic)
 def set_gpu_rate(
-    instance_type: str, region: str, body: GpuRateUpdate, caller: Caller, container: ContainerDep
+    instance_type: str,
+    region: str,
+    body: GpuRateUpdate,
+    caller: Caller,
+    commands: PricingDep,
+    gate: Gate,
 ) -> GpuRatePublic:
     """Set a GPU hourly rate (admin). Instances keep the rate they were deployed at."""
-    container.app.set_gpu_rate(caller, instance_type, region, body.eur_per_hour)
-    with container.reading("pricebook") as curs:
+    commands.set_gpu_rate(caller, instance_type, region, body.eur_per_hour)
+    with gate.reading("pricebook") as curs:
         rows = pricebook.list_gpu_rates(curs)
     row = next(r for r in rows if r["instance_type"] == instance_type and r["region"] == region)
     return GpuRatePublic(**row)

@@ -8,18 +8,17 @@ from fastapi import APIRouter, Request, Response
 
 from application.idempotency import Created
 from domain.tenant import Tenant
-from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.openapi import also_answers
-from interfaces.http.routes.audit import instant
-from interfaces.http.routes.common import (
-    CursorQuery,
-    LimitQuery,
-    create_once,
-    created_id,
-    found,
-    listing,
+from interfaces.db.readgate import ReadGate
+from interfaces.http.deps import (
+    Caller,
+    Gate,
+    OffboardingDep,
+    Once,
+    ReplaysDep,
+    TenantsDep,
 )
-from interfaces.http.routes.export import AsOfQuery
+from interfaces.http.openapi import also_answers
+from interfaces.http.routes.common import CursorQuery, LimitQuery, found, listing
 from interfaces.http.schemas import (
     GroupUpdate,
     Page,
@@ -28,14 +27,14 @@ from interfaces.http.schemas import (
     TenantPublic,
     WeightUpdate,
 )
-from interfaces.http.shown import tenant_as_of
+from interfaces.http.times import AsOfQuery, parse_time
 from projections.readmodels import tenants
 
 router = APIRouter(tags=["tenants"])
 
 
-def read_tenant(container: ContainerDep, caller: Caller, tenant_id: UUID) -> TenantPublic:
-    with container.reading("tenants") as curs:
+def read_tenant(gate: ReadGate, caller: Caller, tenant_id: UUID) -> TenantPublic:
+    with gate.reading("tenants") as curs:
         row = tenants.get_tenant(curs, tenant_id, caller.tenant_filter())
     return TenantPublic(**found(row, "tenant", tenant_id))
 
@@ -43,12 +42,12 @@ def read_tenant(container: ContainerDep, caller: Caller, tenant_id: UUID) -> Ten
 @router.get("/tenants", response_model=Page[TenantPublic])
 def list_tenants(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List tenants, newest first (a tenant's own key sees only its tenant)."""
-    with container.reading("tenants") as curs:
+    with gate.reading("tenants") as curs:
         return listing(lambda: tenants.list_tenants(curs, caller.tenant_filter(), limit, cursor))
 
 
@@ -56,62 +55,70 @@ def list_tenants(
 def create_tenant(
     body: TenantCreate,
     caller: Caller,
-    container: ContainerDep,
+    commands: TenantsDep,
+    gate: Gate,
+    once: Once,
     request: Request,
     response: Response,
 ) -> dict:
     """Create a tenant (admin only). Names are unique."""
 
     def create() -> TenantPublic:
-        tenant_id = container.app.create_tenant(caller, **body.model_dump())
-        return read_tenant(container, caller, tenant_id)
+        tenant_id = commands.create_tenant(caller, **body.model_dump())
+        return read_tenant(gate, caller, tenant_id)
 
     def recover(done: Created) -> TenantPublic:
-        return read_tenant(container, caller, created_id(container, done, Tenant))
+        return read_tenant(gate, caller, once.created_id(done, Tenant))
 
-    return create_once(container, caller, request, response, body, create, recover)
+    return once(caller, request, response, body, create, recover)
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantPublic)
 def get_tenant(
-    tenant_id: UUID, caller: Caller, container: ContainerDep, as_of: str | None = AsOfQuery
+    tenant_id: UUID,
+    caller: Caller,
+    gate: Gate,
+    replays: ReplaysDep,
+    as_of: str | None = AsOfQuery,
 ) -> TenantPublic:
     """Get one tenant; with ``as_of``, the tenant as it was then, replayed from its events."""
-    at = instant(as_of, "as_of")
+    at = parse_time(as_of, "as_of")
     if at is not None:
-        return TenantPublic(**tenant_as_of(container, caller, tenant_id, at))
-    return read_tenant(container, caller, tenant_id)
+        return TenantPublic(**replays.tenant_as_of(caller, tenant_id, at))
+    return read_tenant(gate, caller, tenant_id)
 
 
 @router.delete("/tenants/{tenant_id}", response_model=TenantPublic, responses=also_answers(502))
-def offboard_tenant(tenant_id: UUID, caller: Caller, container: ContainerDep) -> TenantPublic:
+def offboard_tenant(
+    tenant_id: UUID, caller: Caller, offboarding: OffboardingDep, gate: Gate
+) -> TenantPublic:
     """Offboard a tenant: destroy its instances, delete its keys and budgets. History stays."""
-    container.app.offboard_tenant(caller, tenant_id)
-    return read_tenant(container, caller, tenant_id)
+    offboarding.offboard_tenant(caller, tenant_id)
+    return read_tenant(gate, caller, tenant_id)
 
 
 @router.patch("/tenants/{tenant_id}/weight", response_model=TenantPublic)
 def change_weight(
-    tenant_id: UUID, body: WeightUpdate, caller: Caller, container: ContainerDep
+    tenant_id: UUID, body: WeightUpdate, caller: Caller, commands: TenantsDep, gate: Gate
 ) -> TenantPublic:
     """Change the tenant's fair-share weight (admin only)."""
-    container.app.change_tenant_weight(caller, tenant_id, body.weight)
-    return read_tenant(container, caller, tenant_id)
+    commands.change_tenant_weight(caller, tenant_id, body.weight)
+    return read_tenant(gate, caller, tenant_id)
 
 
 @router.put("/tenants/{tenant_id}/quota", response_model=TenantPublic)
 def change_quota(
-    tenant_id: UUID, body: QuotaUpdate, caller: Caller, container: ContainerDep
+    tenant_id: UUID, body: QuotaUpdate, caller: Caller, commands: TenantsDep, gate: Gate
 ) -> TenantPublic:
     """Set the tenant's tokens-per-minute quota (admin only; null removes it)."""
-    container.app.change_tenant_quota(caller, tenant_id, body.tokens_per_minute)
-    return read_tenant(container, caller, tenant_id)
+    commands.change_tenant_quota(caller, tenant_id, body.tokens_per_minute)
+    return read_tenant(gate, caller, tenant_id)
 
 
 @router.patch("/tenants/{tenant_id}/group", response_model=TenantPublic)
 def assign_group(
-    tenant_id: UUID, body: GroupUpdate, caller: Caller, container: ContainerDep
+    tenant_id: UUID, body: GroupUpdate, caller: Caller, commands: TenantsDep, gate: Gate
 ) -> TenantPublic:
     """Assign the tenant to a fair-share group (admin only; null removes it)."""
-    container.app.assign_tenant_group(caller, tenant_id, body.group)
-    return read_tenant(container, caller, tenant_id)
+    commands.assign_tenant_group(caller, tenant_id, body.group)
+    return read_tenant(gate, caller, tenant_id)

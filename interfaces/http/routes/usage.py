@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -11,12 +13,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from application.auth import Principal
-from domain.base import InvalidValueError, utc
+from application.usage import Usage
 from domain.timewindow import DAY, HOUR, check_span, floor_day, floor_hour, shifted
-from interfaces.bootstrap import Container
-from interfaces.http.deps import Caller, ContainerDep
+from interfaces.http.deps import Caller, Gate, SettingsDep, UsageDep
 from interfaces.http.openapi import DATE_OR_TIME
+from interfaces.http.times import time_range
 from interfaces.http.usage_body import parse_usage_batch
+from interfaces.settings import Settings
 from projections.readmodels import usage
 from projections.reports import billing
 
@@ -36,40 +39,25 @@ INGEST_BODY = {
 
 
 @router.post("/usage/events", response_model=IngestOut, openapi_extra={"requestBody": INGEST_BODY})
-async def ingest(request: Request, caller: Caller, container: ContainerDep) -> IngestOut:
+async def ingest(request: Request, caller: Caller, commands: UsageDep) -> IngestOut:
     """Record a batch of 1-10,000 requests, atomically: one invalid record refuses the batch.
 
     A ``request_id`` already recorded for the tenant is counted once (``duplicates``).
     Records are rated with the prices in effect at their ``occurred_at``.
     """
     body = await request.body()
-    return await run_in_threadpool(_ingest, body, caller, container)
+    return await run_in_threadpool(_ingest, body, caller, commands)
 
 
-def _ingest(body: bytes, caller: Principal, container: Container) -> IngestOut:
-    result = container.app.ingest_usage(caller, parse_usage_batch(body))
-    container.watch_budgets(result.tenant_ids)
+def _ingest(body: bytes, caller: Principal, commands: Usage) -> IngestOut:
+    result = commands.ingest_usage(caller, parse_usage_batch(body))
     return IngestOut(
         accepted=result.accepted, duplicates=result.duplicates, batch_ids=result.batch_ids
     )
 
 
-def parse_time(value: str | None, field: str) -> datetime | None:
-    """A date (its midnight UTC) or an ISO 8601 time."""
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidValueError(field, f"{field} must be a date or an ISO 8601 time") from None
-    return utc(t, field)
-
-
 def window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
-    lo, hi = parse_time(start, "from"), parse_time(end, "to")
-    if lo is not None and hi is not None and hi < lo:
-        raise InvalidValueError("to", "to must not be before from")
-    return lo, hi
+    return time_range(start, end, "from", "to")
 
 
 def shape(row: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +91,7 @@ ToQuery = Query(
 
 
 def series_window(
-    container: ContainerDep, start: str | None, end: str | None, interval: str
+    settings: Settings, start: str | None, end: str | None, interval: str
 ) -> tuple[datetime, datetime]:
     """The range of a series: at most ``max_range_days`` by day, ``max_hourly_range_days`` by hour.
 
@@ -112,7 +100,6 @@ def series_window(
     after ``from``, no ``from`` starts that long before ``to``, and neither ends with the
     current bucket. The answer's ``from`` and ``to`` say which range was used.
     """
-    settings = container.settings
     days = settings.max_hourly_range_days if interval == "hour" else settings.max_range_days
     span = timedelta(days=days)
     lo, hi = window(start, end)
@@ -128,18 +115,14 @@ def series_window(
 
 
 def _totals(
-    container: ContainerDep,
+    gate: Gate,
     caller: Caller,
     group_by: list[str],
-    start: str | None,
-    end: str | None,
+    lo: datetime | None,
+    hi: datetime | None,
     interval: str | None = None,
 ) -> dict:
-    if interval is None:
-        lo, hi = window(start, end)
-    else:
-        lo, hi = series_window(container, start, end, interval)
-    with container.reading("usage") as curs:
+    with gate.reading("usage") as curs:
         rows = usage.totals(curs, caller.tenant_filter(), group_by, lo, hi, interval=interval)
     return {"currency": "EUR", "from": lo, "to": hi, "data": [shape(r) for r in rows]}
 
@@ -147,87 +130,100 @@ def _totals(
 @router.get("/usage")
 def usage_totals(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     group_by: Literal["tenant", "key", "model", "instance"] = "tenant",
     start: str | None = FromQuery,
     end: str | None = ToQuery,
 ) -> dict:
     """Requests, successes, failures, tokens and cost, grouped by tenant, key, model or instance."""
-    return _totals(container, caller, [group_by], start, end)
+    return _totals(gate, caller, [group_by], *window(start, end))
 
 
-@router.get("/usage/keys")
-def usage_by_key(
-    caller: Caller,
-    container: ContainerDep,
-    start: str | None = FromQuery,
-    end: str | None = ToQuery,
-) -> dict:
-    """Usage per key."""
-    return _totals(container, caller, ["key"], start, end)
-
-
-@router.get("/usage/models")
-def usage_by_model(
-    caller: Caller,
-    container: ContainerDep,
-    start: str | None = FromQuery,
-    end: str | None = ToQuery,
-) -> dict:
-    """Usage per model."""
-    return _totals(container, caller, ["model"], start, end)
-
-
-@router.get("/usage/vendors")
-def usage_by_vendor(
-    caller: Caller,
-    container: ContainerDep,
-    start: str | None = FromQuery,
-    end: str | None = ToQuery,
-) -> dict:
-    """Usage per vendor and model, with success and failure counts (seed 003)."""
-    result = _totals(container, caller, ["model"], start, end)
+def by_vendor(result: dict) -> dict:
     for row in result["data"]:
         row["vendor"] = vendor_of(row["model"])
     result["data"].sort(key=lambda r: (r["vendor"], r["model"]))
     return result
 
 
-@router.get("/usage/series")
-def usage_series(
-    caller: Caller,
-    container: ContainerDep,
-    interval: Literal["hour", "day"] = "day",
-    start: str | None = FromQuery,
-    end: str | None = ToQuery,
-) -> dict:
-    """Usage over time, per hour or per day."""
-    return _totals(container, caller, [], start, end, interval=interval)
+@dataclass(frozen=True)
+class Totals:
+    """One ``GET /usage/...`` route: usage totals grouped one way, over a range or a series."""
+
+    path: str
+    name: str  # the endpoint's name (in its OpenAPI operation id and summary)
+    group_by: list[str]
+    description: str
+    series: bool = False  # with ``interval``: one row per hour or day
+    then: Callable[[dict], dict] | None = None  # reshapes the answer
 
 
-@router.get("/usage/series/tenants")
-def usage_series_tenants(
-    caller: Caller,
-    container: ContainerDep,
-    interval: Literal["hour", "day"] = "day",
-    start: str | None = FromQuery,
-    end: str | None = ToQuery,
-) -> dict:
-    """Usage over time per tenant."""
-    return _totals(container, caller, ["tenant"], start, end, interval=interval)
+TOTALS = [
+    Totals("/usage/keys", "usage_by_key", ["key"], "Usage per key."),
+    Totals("/usage/models", "usage_by_model", ["model"], "Usage per model."),
+    Totals(
+        "/usage/vendors",
+        "usage_by_vendor",
+        ["model"],
+        "Usage per vendor and model, with success and failure counts (seed 003).",
+        then=by_vendor,
+    ),
+    Totals("/usage/series", "usage_series", [], "Usage over time, per hour or per day.", True),
+    Totals(
+        "/usage/series/tenants",
+        "usage_series_tenants",
+        ["tenant"],
+        "Usage over time per tenant.",
+        True,
+    ),
+]
+
+
+def totals_route(t: Totals) -> Callable[..., dict]:
+    then = t.then or (lambda result: result)
+    if t.series:
+
+        def series(
+            caller: Caller,
+            gate: Gate,
+            settings: SettingsDep,
+            interval: Literal["hour", "day"] = "day",
+            start: str | None = FromQuery,
+            end: str | None = ToQuery,
+        ) -> dict:
+            lo, hi = series_window(settings, start, end, interval)
+            return then(_totals(gate, caller, t.group_by, lo, hi, interval))
+
+        return series
+
+    def ranged(
+        caller: Caller,
+        gate: Gate,
+        start: str | None = FromQuery,
+        end: str | None = ToQuery,
+    ) -> dict:
+        return then(_totals(gate, caller, t.group_by, *window(start, end)))
+
+    return ranged
+
+
+for t in TOTALS:
+    router.add_api_route(
+        t.path, totals_route(t), methods=["GET"], name=t.name, description=t.description
+    )
 
 
 @router.get("/costs")
 def cost_breakdown(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     group_by: Literal["model", "key", "instance", "tenant"] = "model",
     start: str | None = FromQuery,
     end: str | None = ToQuery,
 ) -> dict:
     """EUR cost, tokens versus GPU time, by model, key, instance or tenant."""
     lo, hi = window(start, end)
-    with container.reading("usage", "costs") as curs:
+    with gate.reading("usage", "costs") as curs:
         rows = billing.cost_breakdown(
             curs, caller.tenant_filter(), group_by, lo, hi, datetime.now(UTC)
         )

@@ -11,17 +11,10 @@ from pydantic import BaseModel, Field
 
 from application.idempotency import Created
 from domain.webhook import Webhook
-from interfaces.http.deps import Caller, ContainerDep
-from interfaces.http.routes.common import (
-    CursorQuery,
-    LimitQuery,
-    create_once,
-    created_id,
-    found,
-    listing,
-    scoped_listing,
-    shown_once,
-)
+from interfaces.db.readgate import ReadGate
+from interfaces.http.creating import shown_once
+from interfaces.http.deps import Caller, Gate, Once, WebhooksDep
+from interfaces.http.routes.common import CursorQuery, LimitQuery, found, listing, scoped_listing
 from interfaces.http.schemas import MAX_WEBHOOK_EVENTS, OWNING_TENANT, Deleted, Page, Strict
 from projections.readmodels import webhook_outbox, webhooks
 
@@ -68,8 +61,8 @@ class DeliveryPublic(BaseModel):
     created_at: datetime = Field(description="When the event happened.")
 
 
-def read_webhook(container: ContainerDep, caller: Caller, webhook_id: UUID) -> WebhookPublic:
-    with container.reading("webhooks") as curs:
+def read_webhook(gate: ReadGate, caller: Caller, webhook_id: UUID) -> WebhookPublic:
+    with gate.reading("webhooks") as curs:
         row = webhooks.get_webhook(curs, webhook_id, caller.tenant_filter())
     return WebhookPublic(**found(row, "webhook", webhook_id))
 
@@ -78,7 +71,9 @@ def read_webhook(container: ContainerDep, caller: Caller, webhook_id: UUID) -> W
 def create_webhook(
     body: WebhookCreate,
     caller: Caller,
-    container: ContainerDep,
+    commands: WebhooksDep,
+    gate: Gate,
+    once: Once,
     request: Request,
     response: Response,
 ) -> dict:
@@ -91,42 +86,42 @@ def create_webhook(
     """
 
     def create() -> WebhookCreated:
-        webhook_id, secret = container.app.create_webhook(caller, **body.model_dump())
-        public = read_webhook(container, caller, webhook_id)
+        webhook_id, secret = commands.create_webhook(caller, **body.model_dump())
+        public = read_webhook(gate, caller, webhook_id)
         return WebhookCreated(**public.model_dump(), secret=secret)
 
     def recover(done: Created) -> WebhookCreated:
-        public = read_webhook(container, caller, created_id(container, done, Webhook))
+        public = read_webhook(gate, caller, once.created_id(done, Webhook))
         return WebhookCreated(**public.model_dump(), secret=shown_once(done))
 
-    return create_once(container, caller, request, response, body, create, recover)
+    return once(caller, request, response, body, create, recover)
 
 
 @router.get("/webhooks", response_model=Page[WebhookPublic])
 def list_webhooks(
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     tenant_id: UUID | None = Query(None, description="Only this tenant's webhooks."),
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
     """List webhooks (no secrets), newest first."""
-    with container.reading("webhooks") as curs:
+    with gate.reading("webhooks") as curs:
         return scoped_listing(
             caller, tenant_id, lambda t: webhooks.list_webhooks(curs, t, limit, cursor)
         )
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookPublic)
-def get_webhook(webhook_id: UUID, caller: Caller, container: ContainerDep) -> WebhookPublic:
+def get_webhook(webhook_id: UUID, caller: Caller, gate: Gate) -> WebhookPublic:
     """Get one webhook (no secret)."""
-    return read_webhook(container, caller, webhook_id)
+    return read_webhook(gate, caller, webhook_id)
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=Deleted)
-def delete_webhook(webhook_id: UUID, caller: Caller, container: ContainerDep) -> Deleted:
+def delete_webhook(webhook_id: UUID, caller: Caller, commands: WebhooksDep) -> Deleted:
     """Delete a webhook: no new deliveries are made for it."""
-    container.app.delete_webhook(caller, webhook_id)
+    commands.delete_webhook(caller, webhook_id)
     return Deleted(id=webhook_id)
 
 
@@ -134,11 +129,11 @@ def delete_webhook(webhook_id: UUID, caller: Caller, container: ContainerDep) ->
 def list_deliveries(
     webhook_id: UUID,
     caller: Caller,
-    container: ContainerDep,
+    gate: Gate,
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
     """A webhook's deliveries, newest event first: status, attempts and the last outcome."""
-    with container.reading("webhooks") as curs:
+    with gate.reading("webhooks") as curs:
         found(webhooks.get_webhook(curs, webhook_id, caller.tenant_filter()), "webhook", webhook_id)
         return listing(lambda: webhook_outbox.list_deliveries(curs, webhook_id, limit, cursor))
