@@ -17,6 +17,7 @@ from domain.apikey import ApiKey
 from domain.base import Actor
 from domain.budget import Budget
 from domain.instance import Instance
+from domain.mcpserver import McpServer
 from domain.usage import UsageBatch
 from domain.webhook import Webhook
 
@@ -56,6 +57,12 @@ OWNED: tuple[OwnedKind, ...] = (
         end=Instance.destroy,
         ended=attrgetter("is_destroyed"),
         secret_fields=frozenset({"api_key_ciphertext"}),
+    ),
+    OwnedKind(
+        McpServer,
+        "mcp_server",
+        end=McpServer.delete,
+        secret_fields=frozenset({"headers_ciphertext"}),
     ),
     OwnedKind(
         Webhook, "webhook", end=Webhook.delete, secret_fields=frozenset({"secret_ciphertext"})

@@ -17,6 +17,7 @@ from application.budgets import Budgets
 from application.byok import Upstreams
 from application.instances import Instances
 from application.keys import Keys
+from application.mcp_servers import McpServers
 from application.offboarding import Offboarding
 from application.ports import SecretBox, SystemClock
 from application.pricing import Pricing
@@ -93,6 +94,7 @@ class Container:
     pricing: Pricing
     usage: Usage
     webhooks: Webhooks
+    mcp_servers: McpServers
     # What runs in the background.
     provider: SimulatedProvider
     providers: ProviderRegistry
@@ -257,6 +259,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         pricing=pricing,
         usage=Usage(store, clock, recorder, recorder, budget_watch),
         webhooks=webhooks,
+        mcp_servers=McpServers(store, secret_box),
         provider=provider,
         providers=providers,
         budget_watch=budget_watch,

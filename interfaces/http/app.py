@@ -23,10 +23,28 @@ from interfaces.http.routes import (
     health,
     instances,
     keys,
+    mcp_servers,
     models,
     tenants,
     usage,
     webhooks,
+)
+
+# Every route module of the management API, in the order the OpenAPI document lists them.
+ROUTES = (
+    health,
+    tenants,
+    keys,
+    instances,
+    budgets,
+    models,
+    usage,
+    billing,
+    audit,
+    export,
+    webhooks,
+    byok,
+    mcp_servers,
 )
 
 
@@ -84,11 +102,8 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
-    for module in (health, tenants, keys, instances, budgets, models, usage, billing, audit):
+    for module in ROUTES:
         app.include_router(module.router, prefix="/api/v1")
-    app.include_router(export.router, prefix="/api/v1")
-    app.include_router(webhooks.router, prefix="/api/v1")
-    app.include_router(byok.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrorsAs500)  # the outermost of ours

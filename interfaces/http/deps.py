@@ -18,6 +18,7 @@ from application.byok import Upstreams
 from application.errors import AuthenticationError
 from application.instances import Instances
 from application.keys import Keys
+from application.mcp_servers import McpServers
 from application.offboarding import Offboarding
 from application.pricing import Pricing
 from application.provisioning import Provisioning
@@ -56,6 +57,7 @@ BudgetsDep = Annotated[Budgets, Depends(part("budgets"))]
 PricingDep = Annotated[Pricing, Depends(part("pricing"))]
 UsageDep = Annotated[Usage, Depends(part("usage"))]
 WebhooksDep = Annotated[Webhooks, Depends(part("webhooks"))]
+McpServersDep = Annotated[McpServers, Depends(part("mcp_servers"))]
 
 
 def client_ip(request: Request) -> str | None:

@@ -8,6 +8,7 @@ from projections.readmodels.budgets import BudgetsProjection
 from projections.readmodels.costs import CostsProjection
 from projections.readmodels.instances import InstancesProjection
 from projections.readmodels.keys import KeysProjection
+from projections.readmodels.mcp_servers import McpServersProjection
 from projections.readmodels.pricebook import PricebookProjection
 from projections.readmodels.tenants import TenantsProjection
 from projections.readmodels.usage import UsageProjection
@@ -25,4 +26,5 @@ def all_projections() -> list[Projection]:
         UsageProjection(),
         CostsProjection(),
         WebhooksProjection(),
+        McpServersProjection(),
     ]

@@ -1,7 +1,7 @@
 """The tenant-isolation matrix: every management route against every caller that must be refused.
 
 The first tenant ("the owner") holds one of every kind that offboarding ends (``domain.owned``):
-a key, an instance, a budget and a webhook. Other callers — nobody,
+a key, an instance, a budget, a webhook and an MCP server. Other callers — nobody,
 a made-up token, the owner's own router key, another tenant's management key — must never read
 or change them, and must not learn that they exist.
 """
@@ -62,6 +62,15 @@ ROUTES = [
     Route("GET", "/webhooks/{webhook_id}"),
     Route("GET", "/webhooks/{webhook_id}/deliveries"),
     Route("DELETE", "/webhooks/{webhook_id}"),
+    Route("GET", "/mcp-servers", foreign="list"),
+    Route(
+        "POST",
+        "/mcp-servers",
+        {"tenant_id": "{tenant_id}", "name": "iso-{unique}", "url": "https://mcp.example.com"},
+    ),
+    Route("GET", "/mcp-servers/{mcp_server_id}"),
+    Route("PUT", "/mcp-servers/{mcp_server_id}", {"enabled": False}),
+    Route("DELETE", "/mcp-servers/{mcp_server_id}"),
 ]
 # The collection of each kind the owner holds one of: every kind that offboarding ends.
 COLLECTIONS = {
@@ -69,6 +78,7 @@ COLLECTIONS = {
     "instance": "/instances",
     "budget": "/budgets",
     "webhook": "/webhooks",
+    "mcp_server": "/mcp-servers",
 }
 # Deliveries to it are refused at once (nothing listens on the discard port).
 HOOK_URL = "http://127.0.0.1:9/hook"
@@ -86,6 +96,7 @@ class Owner:
     instance: dict[str, Any]
     budget: dict[str, Any]
     webhook: dict[str, Any]
+    mcp_server: dict[str, Any]
 
     @property
     def ids(self) -> dict[str, str]:
@@ -95,6 +106,7 @@ class Owner:
             "instance_id": self.instance["id"],
             "budget_id": self.budget["id"],
             "webhook_id": self.webhook["id"],
+            "mcp_server_id": self.mcp_server["id"],
         }
 
     def call(self, api: Any, route: Route) -> Any:
@@ -130,8 +142,14 @@ def owner(admin, tenant) -> Owner:
     webhook = tenant.api.post("/webhooks", json={"url": HOOK_URL, "events": ["key.revoked"]})
     assert instance.status_code == 201, instance.text
     assert budget.status_code == 201, budget.text
+    mcp = tenant.api.post(
+        "/mcp-servers",
+        json={"name": "tools", "url": "https://mcp.example.com", "headers": {"X-Token": "t0p"}},
+    )
     assert webhook.status_code == 201, webhook.text
-    return Owner(tenant, router_key, router_secret, instance.json(), budget.json(), webhook.json())
+    assert mcp.status_code == 201, mcp.text
+    owned = (instance.json(), budget.json(), webhook.json(), mcp.json())
+    return Owner(tenant, router_key, router_secret, *owned)
 
 
 def assert_error(r, status):

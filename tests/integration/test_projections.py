@@ -22,7 +22,7 @@ from projections.readmodels.tenants import TenantsProjection
 
 # Every read model hostplane keeps; the listings are among them.
 PROJECTIONS = [p.name for p in all_projections()]
-LISTINGS = ["tenants", "keys", "instances", "budgets"]
+LISTINGS = ["tenants", "keys", "instances", "budgets", "mcp_servers"]
 
 
 def caught_up(container: Any, timeout: float = 10.0) -> None:
@@ -87,6 +87,15 @@ def history(admin: Any) -> None:
             assert r.status_code == 201, r.text
         assert admin.delete(f"/instances/{r.json()['id']}").is_success
         assert admin.delete(f"/keys/{router['id']}").is_success
+        servers = []
+        for name in ("tools", "search"):
+            body = {"tenant_id": t["id"], "name": name, "url": "https://mcp.example.com"}
+            r = admin.post("/mcp-servers", json={**body, "headers": {"X-Token": "t"}})
+            assert r.status_code == 201, r.text
+            servers.append(r.json()["id"])
+        change = {"name": "tools-2", "transport": "sse", "enabled": False, "headers": {}}
+        assert admin.put(f"/mcp-servers/{servers[0]}", json=change).is_success
+        assert admin.delete(f"/mcp-servers/{servers[1]}").is_success
     offboarded = admin.new_tenant()
     admin.new_key(offboarded["id"], "router")
     assert admin.delete(f"/tenants/{offboarded['id']}").is_success

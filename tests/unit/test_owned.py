@@ -61,7 +61,13 @@ def test_each_kind_has_a_name_of_its_own():
     names = [k.name for k in OWNED]
 
     assert len(set(names)) == len(names)
-    assert [k.name for k in ENDED_AT_OFFBOARDING] == ["budget", "key", "instance", "webhook"]
+    assert [k.name for k in ENDED_AT_OFFBOARDING] == [
+        "budget",
+        "key",
+        "instance",
+        "mcp_server",
+        "webhook",
+    ]
 
 
 def test_audit_and_export_name_each_kind_as_the_registry_does():
