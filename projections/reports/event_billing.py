@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,35 +20,24 @@ from domain.pricing import gpu_cost, token_cost
 from domain.tenant import Tenant
 from domain.timewindow import floor_day, split_hours
 from domain.usage import DAY_US, UsageBatch, from_us
-from projections.reports.billing import money
+from projections.reports.billing import Tally, money
 
 ZERO = Decimal(0)
 
 
-@dataclass
-class Sums:
-    """What one day (or month) bills."""
+@dataclass(slots=True)
+class Sums(Tally):
+    """What one day (or month) bills: a billing summary's tally, and the credits added."""
 
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    token_cost: Decimal = ZERO
-    gpu_cost: Decimal = ZERO
-    gpu_microseconds: int = 0
     credits: Decimal = ZERO
 
     def add(self, other: Sums) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def shaped(self) -> dict[str, Any]:
         return {
-            "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "token_cost": money(self.token_cost),
-            "gpu_cost": money(self.gpu_cost),
-            "total_cost": money(self.token_cost + self.gpu_cost),
+            **Tally.shaped(self),
             "gpu_seconds": money(Decimal(self.gpu_microseconds) / 1_000_000),
             "credits": money(self.credits),
         }
