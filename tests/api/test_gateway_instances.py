@@ -6,6 +6,7 @@ A server of its own with the provisioning jobs on (as tests/api/test_lifecycle.p
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import openai
 import pytest
 
 from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
+from interfaces.gateway.directory import FRESH_SECONDS
 from tests.api.test_lifecycle import Served, serving
 
 
@@ -46,8 +48,7 @@ def running_instance(served: Served, model: str = "llama-3.1-8b") -> tuple[dict[
 def billed(served: Served) -> dict[str, Any]:
     today = datetime.now(UTC).date()
     r = served.api.get(
-        "/team-billing/summary",
-        params={"start": str(today), "end": str(today + timedelta(days=1))},
+        f"/team-billing/summary/{served.tenant_id}/{today}/{today + timedelta(days=1)}"
     )
     assert r.status_code == 200, r.text
     return r.json()
@@ -94,12 +95,18 @@ def test_seed_000_walk_with_the_openai_sdk(served):
         + chunks[-1].usage.prompt_tokens
         + chunks[-1].usage.completion_tokens
     )
-    summary = billed(served)
-    assert summary["requests"] >= 3 if "requests" in summary else True
-    assert tokens > 0
-    assert str(summary).count("llama-3.1-8b") or summary  # the model's usage is there
+    # The usage is that tenant's: three requests on the instance, at least the tokens the
+    # client saw counted (the third stream's usage went to the gateway only).
+    deadline = time.monotonic() + 10
+    while (summary := billed(served))["requests"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert summary["requests"] == 3
+    assert summary["prompt_tokens"] + summary["completion_tokens"] > tokens
+    (by_instance,) = summary["by_instance"]
+    assert by_instance["instance_id"] == instance["id"] and by_instance["requests"] == 3
 
     assert served.api.delete(f"/instances/{instance['id']}").status_code in (200, 204)
+    time.sleep(FRESH_SECONDS + 0.1)  # what the gateway keeps of a tenant's instances
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(
             model="llama-3.1-8b", messages=[{"role": "user", "content": "gone"}]
@@ -116,7 +123,9 @@ def test_the_v1_paths_answer_too_and_keys_of_the_wrong_kind_are_refused(served):
     assert r.status_code == 200, r.text
     management = served.api.token
     with pytest.raises(openai.PermissionDeniedError) as refused:
-        openai.OpenAI(base_url=base_url(served), api_key=management, max_retries=0).chat.completions.create(
+        openai.OpenAI(
+            base_url=base_url(served), api_key=management, max_retries=0
+        ).chat.completions.create(
             model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
         )
     assert refused.value.code == "wrong_key_kind"
