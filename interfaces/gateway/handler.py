@@ -116,6 +116,30 @@ async def send_refusal(send: Send, refusal: GatewayRefusal, request_id: str | No
     await send_json(send, refusal.status, error_body(refusal), headers)
 
 
+async def forward_once(
+    session: aiohttp.ClientSession, url: str, key: str, payload: bytes
+) -> tuple[int, bytes]:
+    """POST a JSON body with ``key`` as bearer; (status, body) of an answer below 500.
+
+    Upstream 5xx and connection errors raise ``upstream_error``, timeouts ``upstream_timeout``.
+    """
+    try:
+        async with session.post(
+            url,
+            data=payload,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as response:
+            raw = await response.read()
+            status = response.status
+    except TimeoutError:
+        raise upstream_timeout() from None
+    except aiohttp.ClientError:
+        raise upstream_error() from None
+    if status >= 500:
+        raise upstream_error(f"the upstream answered HTTP {status}")
+    return status, raw
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for k, v in scope["headers"]:
         if k == name:
@@ -555,22 +579,9 @@ class Gateway:
         url, key = await self._call(target, kind)
         self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
         try:
-            async with self.session.post(
-                url,
-                data=payload,
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError:
-            raise upstream_timeout() from None
-        except aiohttp.ClientError:
-            raise upstream_error() from None
+            return await forward_once(self.session, url, key, payload)
         finally:
             self._done(target)
-        if status >= 500:
-            raise upstream_error(f"the upstream answered HTTP {status}")
-        return status, raw
 
     def _done(self, target: Target) -> None:
         left = self.in_flight.get(target.instance_id, 1) - 1
@@ -820,6 +831,21 @@ class Gateway:
             return
         if status == "success" and billed:
             tail = b"data: [DONE]\n\n"
+            if wants_usage and usage is None:  # asked for, not given: the gateway's count
+                counted = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+                chunk = {
+                    "id": request_id,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [],
+                    "usage": counted,
+                }
+                tail = b"data: " + orjson.dumps(chunk) + b"\n\n" + tail
         else:
             refusal = (
                 GatewayRefusal(
