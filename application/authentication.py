@@ -83,6 +83,10 @@ class Authenticator:
             key_id=key.id,
         )
 
+    def kept_key(self, key_id: UUID) -> ApiKey | None:
+        """The key as last loaded here (after ``authenticate`` succeeded: as it stands now)."""
+        return self._keys.get(key_id)
+
     def _kept_key(self, key_id: UUID, stored_version: int | None) -> ApiKey | None:
         """The key as kept in memory, if that is its stored version."""
         kept = self._keys.get(key_id)

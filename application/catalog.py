@@ -29,6 +29,29 @@ DEFAULT_MODELS: list[tuple[str, str, str, int, str, str, bool]] = [
     ("minimax-m2.7", "MiniMax M2.7", "chat", 1000000, "0.28", "1.10", False),
 ]
 
+# Whose each default model is: a tenant's BYOK upstream of that vendor can serve it (the
+# open-weight models too, through their makers' own APIs; Llama has no vendor here).
+DEFAULT_VENDORS: dict[str, str] = {
+    "mistral-nemo-12b": "mistral",
+    "gpt-4o": "openai",
+    "gpt-4o-mini": "openai",
+    "gpt-4-turbo": "openai",
+    "o1-preview": "openai",
+    "o1-mini": "openai",
+    "claude-sonnet-4-5": "anthropic",
+    "claude-haiku-4": "anthropic",
+    "claude-opus-4": "anthropic",
+    "gemini-2.5-pro": "google",
+    "gemini-2.5-flash": "google",
+    "deepseek-v4-pro": "deepseek",
+    "deepseek-v3": "deepseek",
+    "qwen3-max": "qwen",
+    "qwen3-plus": "qwen",
+    "kimi-k2": "moonshot",
+    "minimax-m3": "minimax",
+    "minimax-m2.7": "minimax",
+}
+
 # instance type, region, EUR per hour
 DEFAULT_GPU_RATES: list[tuple[str, str, str]] = [
     ("text", "EU", "0.85"),

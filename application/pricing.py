@@ -7,7 +7,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
-from application.catalog import DEFAULT_GPU_RATES, DEFAULT_MODELS
+from application.catalog import DEFAULT_GPU_RATES, DEFAULT_MODELS, DEFAULT_VENDORS
 from application.errors import ConcurrentModificationError, NotFoundError
 from application.ports import Clock
 from application.store import EventStore
@@ -30,6 +30,7 @@ class Pricing:
         input_eur_per_mtok: Decimal,
         output_eur_per_mtok: Decimal,
         serveable: bool,
+        vendor: str | None = None,
     ) -> UUID:
         principal.check_admin()
         existing = self.store.find(Model, Model.create_id(check_model_slug(slug)))
@@ -44,6 +45,7 @@ class Pricing:
             output_eur_per_mtok=output_eur_per_mtok,
             serveable=serveable,
             actor=principal.actor,
+            vendor=vendor,
         )
         try:
             self.store.commit(model)
@@ -116,6 +118,7 @@ class Pricing:
                         Decimal(price_out),
                         serveable,
                         actor,
+                        vendor=DEFAULT_VENDORS.get(slug),
                     )
                 )
         for instance_type, region, eur_per_hour in DEFAULT_GPU_RATES:

@@ -180,12 +180,19 @@ class Usage:
         return found
 
     def tenant_of_key(self, key_id: UUID) -> UUID | None:
-        """The tenant of a key. A key never changes tenant, so the answer is kept."""
+        """The tenant of a key. A key never changes tenant, so the answer is kept.
+
+        A GPU instance's own key (``hp_ik_``) is no ``ApiKey``: the gateway records its requests
+        with the instance's id as their key.
+        """
         tenant = self._owner_cache.get(key_id)
         if tenant is None:
             key = self.store.find(ApiKey, key_id)
             if key is None:
-                return None
+                instance = self.store.find(Instance, key_id)
+                if instance is None or instance.is_byok:
+                    return None
+                return self._remember_owner(key_id, instance.tenant_id)
             tenant = self._remember_owner(key_id, key.tenant_id)
         return tenant
 

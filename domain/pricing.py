@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import Actor, ConflictError, InvalidValueError, check_amount, name_id
-from domain.instance import check_slug
+from domain.instance import UPSTREAMS, check_slug
 from domain.values import BoundedInt, Text, check_flag, check_instant
 
 MODEL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}\Z")
@@ -73,8 +73,12 @@ class Model(Aggregate):
         output_eur_per_mtok: Decimal,
         serveable: bool,
         actor: Actor,
+        vendor: str | None = None,
     ) -> None:
         self.slug = slug
+        # Whose model it is (a BYOK upstream of this vendor can serve it); None: nobody's.
+        # Events recorded before the field existed lack it, and read as None.
+        self.vendor = vendor
         self.display_name = display_name
         self.modality = modality
         self.context_length = context_length
@@ -94,6 +98,7 @@ class Model(Aggregate):
         output_eur_per_mtok: Decimal,
         serveable: bool,
         actor: Actor,
+        vendor: str | None = None,
     ) -> Model:
         return cls(
             slug=check_model_slug(slug),
@@ -104,6 +109,7 @@ class Model(Aggregate):
             output_eur_per_mtok=check_price("output_eur_per_mtok", output_eur_per_mtok),
             serveable=check_flag("serveable", serveable),
             actor=actor,
+            vendor=None if vendor is None else check_vendor(vendor),
         )
 
     def price_at(self, t: datetime) -> Price:
@@ -186,6 +192,12 @@ class Model(Aggregate):
     @event("Deleted")
     def _deleted(self, actor: Actor) -> None:
         self.deleted = True
+
+
+def check_vendor(vendor: str) -> str:
+    if vendor not in UPSTREAMS:
+        raise InvalidValueError("vendor", f"vendor must be one of {', '.join(UPSTREAMS)}")
+    return vendor
 
 
 def check_model_slug(slug: str) -> str:

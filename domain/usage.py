@@ -71,7 +71,9 @@ class UsageBatchInvalidError(DomainError):
         self.problems = problems
 
 
-STATUSES = frozenset(("success", "error"))
+# cancelled: the client went away mid-stream; billed for what the upstream produced. Stored
+# records keep one flag, success or not (README "Export format"): cancelled is stored as not.
+STATUSES = frozenset(("success", "error", "cancelled"))
 MAX_REQUEST_ID = 200
 REQUEST_ID = Text(MAX_REQUEST_ID)
 TOKENS = BoundedInt(0, MAX_TOKENS)
@@ -122,7 +124,7 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
     if type(prompt) is int and type(cached) is int and 0 <= prompt < cached:
         bad("cached_tokens", "cached_tokens can't exceed prompt_tokens")
     if r.status not in STATUSES:
-        bad("status", "status must be 'success' or 'error'")
+        bad("status", "status must be 'success', 'error' or 'cancelled'")
     if at.tzinfo is None:
         bad("occurred_at", "occurred_at must carry a timezone (use Z for UTC)")
     elif at > now + FUTURE_TOLERANCE:

@@ -33,6 +33,7 @@ from interfaces.db.directory import ReadModelDirectory, ReadModelSpend
 from interfaces.db.eventstore import HostplaneRecorder
 from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.db.readgate import ReadGate
+from interfaces.gateway.probe import GatewayProber
 from interfaces.http.creating import CreateOnce
 from interfaces.http.shown import Replays
 from interfaces.jobs.background import Background
@@ -41,7 +42,6 @@ from interfaces.jobs.provisioning import ProvisioningRounds
 from interfaces.jobs.scheduler import Jobs
 from interfaces.jobs.webhooks import WebhookDispatcher
 from interfaces.providers import ProviderRegistry
-from interfaces.providers.probe import HttpProber
 from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
 from projections.engine.base import live_schema
@@ -201,7 +201,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         secret_box,
         instances,
         providers,
-        HttpProber(),
+        GatewayProber(settings.gateway_connect_timeout),
         timedelta(seconds=settings.deploy_timeout_seconds),
     )
     budgets = Budgets(store, clock, directory, spend)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from domain.instance import UPSTREAMS
 
 
 @dataclass
@@ -42,6 +44,12 @@ class Settings:
     # How long an Idempotency-Key claim with nothing saved holds off a retry (a crashed first
     # request's key is free again after it); see interfaces/stores.py IdempotencyStore.
     idempotency_lease_seconds: float = 30.0
+    # The gateway: each BYOK vendor's OpenAI-compatible base URL where it differs from the
+    # default (domain/instance.py UPSTREAMS), and the timeouts of a call to a target.
+    upstream_urls: dict[str, str] = field(default_factory=dict)
+    gateway_connect_timeout: float = 5.0
+    gateway_first_byte_timeout: float = 60.0
+    gateway_total_timeout: float = 600.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -73,7 +81,19 @@ class Settings:
             max_hourly_range_days=int(env.get("HOSTPLANE_MAX_HOURLY_RANGE_DAYS", "31")),
             max_body_bytes=int(env.get("HOSTPLANE_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
             idempotency_lease_seconds=float(env.get("HOSTPLANE_IDEMPOTENCY_LEASE_SECONDS", "30")),
+            upstream_urls={
+                vendor: env[f"HOSTPLANE_UPSTREAM_{vendor.upper()}_URL"]
+                for vendor in UPSTREAMS
+                if env.get(f"HOSTPLANE_UPSTREAM_{vendor.upper()}_URL")
+            },
+            gateway_connect_timeout=float(env.get("HOSTPLANE_GATEWAY_CONNECT_TIMEOUT", "5")),
+            gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
+            gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
         )
+
+    def upstream_url(self, vendor: str) -> str:
+        """A BYOK vendor's OpenAI-compatible base URL (``HOSTPLANE_UPSTREAM_<VENDOR>_URL``)."""
+        return (self.upstream_urls.get(vendor) or UPSTREAMS[vendor]).rstrip("/")
 
     def for_operator(self) -> Settings:
         """For the operator's commands (``projections rebuild``, ``export``, ``reconcile``):

@@ -10,7 +10,10 @@ import orjson
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
+from application.gateway import GatewaySecrets
 from interfaces.bootstrap import Container
+from interfaces.gateway import Gateway, GatewayRoutes
+from interfaces.gateway.meter import Meter
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
@@ -79,13 +82,31 @@ class HostplaneApi(FastAPI):
         return openapi.document(self)
 
 
+def create_gateway(container: Container, app: FastAPI) -> Gateway:
+    settings = container.settings
+    return Gateway(
+        settings=settings,
+        auth=container.auth,
+        rate_limiter=container.rate_limiter,
+        secrets=GatewaySecrets(container.store, container.secret_box),
+        meter=Meter(container.usage),
+        pool=lambda: app.state.async_pool,
+        expected_deploy_seconds=settings.simulated_deploy_seconds,
+    )
+
+
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Authentication and the hottest reads query from the event loop, without a thread.
         async with container.async_pool() as pool:
             app.state.async_pool = pool
-            yield
+            await gateway.start()
+            try:
+                yield
+            finally:
+                # The server has drained its requests (SIGTERM): every record is written.
+                await gateway.stop()
 
     app = HostplaneApi(
         lifespan=lifespan,
@@ -101,10 +122,14 @@ def create_app(container: Container) -> FastAPI:
         dependencies=[Depends(storable_parameters)],
     )
     app.state.container = container
+    gateway = create_gateway(container, app)
+    app.state.gateway = gateway
     errors.install(app)
     for module in ROUTES:
         app.include_router(module.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
-    app.add_middleware(errors.UnexpectedErrorsAs500)  # the outermost of ours
+    app.add_middleware(errors.UnexpectedErrorsAs500)
+    # The inference paths, before any of the management API's machinery (the outermost).
+    app.add_middleware(GatewayRoutes, gateway=gateway)
     return app

@@ -32,7 +32,7 @@ class UsageRecordIn(Strict):
     model: str
     prompt_tokens: StrictInt
     completion_tokens: StrictInt
-    status: Literal["success", "error"]
+    status: Literal["success", "error", "cancelled"]
     latency_ms: StrictInt = 0
     occurred_at: datetime
     instance_id: UUID | None = None

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import orjson
 
-PATH_RE = re.compile(r"^/instances/([0-9a-fA-F-]{36})/v1/(chat/completions|models)$")
+PATH_RE = re.compile(r"^/instances/([0-9a-fA-F-]{36})/v1/(chat/completions|embeddings|models)$")
 
 
 def _words(text: object) -> int:
@@ -46,6 +46,54 @@ def echo_completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
+    }
+
+
+def echo_chunks(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same answer as ``echo_completion``, as vLLM streams it: one chunk a word, a last
+    chunk with the finish reason, and a usage chunk when ``stream_options.include_usage``."""
+    answer = echo_completion(model, body)
+    reply = answer["choices"][0]["message"]["content"]
+    base = {k: answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    words = reply.split(" ")
+    chunks = [
+        base
+        | {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": ({"role": "assistant"} if i == 0 else {})
+                    | {"content": word if i == 0 else " " + word},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        }
+        for i, word in enumerate(words)
+    ]
+    chunks.append(
+        base | {"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+    )
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        chunks.append(base | {"choices": [], "usage": answer["usage"]})
+    return chunks
+
+
+def echo_embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI embeddings: a small vector per input, derived from its text."""
+    inputs = body.get("input")
+    texts = inputs if isinstance(inputs, list) else [inputs]
+    data = []
+    for i, text in enumerate(texts):
+        seed = uuid.uuid5(uuid.NAMESPACE_OID, str(text)).bytes
+        data.append({"object": "embedding", "index": i, "embedding": [b / 255 for b in seed[:8]]})
+    tokens = sum(_words(t) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 
@@ -99,6 +147,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _stream(self, instance_id: UUID, chunks: list[dict[str, Any]]) -> None:
+        """Server-sent events, one chunk at a time (chunked transfer encoding)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in chunks:
+            self._write_chunk(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        self._write_chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        self.provider.note(instance_id, "POST /v1/chat/completions 200 streamed")
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
     def _error(self, status: int, message: str) -> None:
         self._send(status, {"error": {"message": message, "type": "invalid_request_error"}})
 
@@ -117,12 +183,22 @@ class _Handler(BaseHTTPRequestHandler):
         if error:
             return self._error(status, error)
         if route == "models":
-            return self._send(200, {"object": "list", "data": [{"id": model, "object": "model"}]})
+            listed = {"id": model, "object": "model", "created": 0, "owned_by": "vllm"}
+            return self._send(200, {"object": "list", "data": [listed]})
+        if route == "embeddings":
+            try:
+                body = orjson.loads(raw)
+                assert isinstance(body, dict) and "input" in body
+            except (orjson.JSONDecodeError, AssertionError):
+                return self._error(400, "the body must be a JSON object with an input")
+            return self._send(200, echo_embeddings(model, body))
         try:
             body = orjson.loads(raw)
             assert isinstance(body, dict) and isinstance(body.get("messages"), list)
         except (orjson.JSONDecodeError, AssertionError):
             return self._error(400, "the body must be a JSON object with a messages list")
+        if body.get("stream") is True:
+            return self._stream(instance_id, echo_chunks(model, body))
         answer = echo_completion(model, body)
         usage = answer["usage"]
         self.provider.note(

@@ -40,8 +40,10 @@ CREATE_IDS = "CREATE TABLE IF NOT EXISTS {s}.ids (id uuid PRIMARY KEY, slug text
 
 INSERT_MODEL = """
 INSERT INTO {s}.models (id, display_name, modality, context_length, input_eur_per_mtok,
-    output_eur_per_mtok, serveable, created_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+    output_eur_per_mtok, serveable, vendor, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+# Read models made before models had a vendor: the same table, widened in place.
+WIDEN_MODELS = "ALTER TABLE {s}.models ADD COLUMN IF NOT EXISTS vendor text"
 INSERT_ID = "INSERT INTO {s}.ids (id, slug) VALUES (%s, %s)"
 SLUG_OF = "SELECT slug FROM {s}.ids WHERE id = %s"
 INSERT_PRICE = "INSERT INTO {s}.prices VALUES (%s, %s, %s, %s, %s)"
@@ -66,13 +68,13 @@ CREATE TABLE IF NOT EXISTS {s}.rate_ids (id uuid PRIMARY KEY, instance_type text
 
 MODEL_COLUMNS = (
     "id, display_name, modality, context_length, input_eur_per_mtok, output_eur_per_mtok,"
-    " price_effective_from, serveable, created_at, updated_at"
+    " price_effective_from, serveable, vendor, created_at, updated_at"
 )
 
 
 class PricebookProjection(Projection):
     name = "pricebook"
-    tables = [CREATE_MODELS, CREATE_PRICES, CREATE_GPU_RATES, CREATE_IDS, RATE_IDS]
+    tables = [CREATE_MODELS, WIDEN_MODELS, CREATE_PRICES, CREATE_GPU_RATES, CREATE_IDS, RATE_IDS]
 
     def registered(self, curs: Cursor[Any], e: Any) -> None:
         curs.execute(
@@ -85,6 +87,7 @@ class PricebookProjection(Projection):
                 e.input_eur_per_mtok,
                 e.output_eur_per_mtok,
                 e.serveable,
+                getattr(e, "vendor", None),
                 e.timestamp,
                 e.timestamp,
             ),

@@ -31,6 +31,9 @@ class ModelCreate(Strict):
     input_eur_per_mtok: Decimal
     output_eur_per_mtok: Decimal
     serveable: StrictBool = False
+    vendor: str | None = Field(
+        None, description="Whose model it is (openai, anthropic, ...): BYOK upstreams serve it"
+    )
 
 
 class ModelUpdate(Strict):
@@ -61,6 +64,7 @@ class ModelPublic(BaseModel):
     output_eur_per_mtok: Decimal
     price_effective_from: UtcTime | None
     serveable: bool
+    vendor: str | None = None
     created_at: UtcTime
     updated_at: UtcTime
     prices: list[PricePublic] | None = None

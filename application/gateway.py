@@ -1,0 +1,268 @@
+"""The inference gateway's decisions: who may call which model, and which target serves it.
+
+Pure functions over data the interfaces layer reads (keys, the catalog, a tenant's instances),
+plus ``GatewaySecrets``, which opens the keys a target is called with. Nothing here does I/O on
+the request path except ``GatewaySecrets``' first load of an aggregate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from application.ports import SecretBox
+from application.store import EventStore
+from domain.instance import Instance
+from domain.tenant import Tenant
+
+SOVEREIGN_REGION = "EU"
+COLD_STATUSES = ("pending", "deploying")
+
+
+class GatewayRefusal(Exception):  # noqa: N818 - an answer, not a failure
+    """A request the gateway answers itself, with an OpenAI-shaped error."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.retry_after = retry_after
+
+
+def forbidden(code: str, message: str) -> GatewayRefusal:
+    return GatewayRefusal(403, code, message, "permission_error")
+
+
+def unavailable(code: str, message: str, retry_after: int | None = None) -> GatewayRefusal:
+    return GatewayRefusal(503, code, message, "service_unavailable", retry_after=retry_after)
+
+
+@dataclass(frozen=True)
+class GatewayCaller:
+    """An authenticated inference caller: a router key, or an instance's own key."""
+
+    tenant_id: UUID
+    key_id: UUID  # the ApiKey's id; for an instance key, the instance's id
+    allowed_models: tuple[str, ...] | None = None
+    sovereignty: bool = False
+    instance_id: UUID | None = None  # an instance key reaches only this instance
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    slug: str
+    serveable: bool
+    vendor: str | None
+    created: int  # Unix seconds, for the OpenAI model list
+
+
+@dataclass(frozen=True)
+class Target:
+    """A GPU instance or a BYOK upstream (both are instances), as the read model lists it."""
+
+    instance_id: UUID
+    tenant_id: UUID
+    kind: str  # gpu or byok
+    model_id: str | None
+    region: str | None
+    vendor: str | None  # a BYOK upstream's vendor
+    status: str
+    endpoint_url: str | None
+    created_at: datetime
+
+    @property
+    def is_byok(self) -> bool:
+        return self.kind == "byok"
+
+
+def may_use(caller: GatewayCaller, model: CatalogModel) -> bool:
+    """Whether the caller may name this model at all (the models list shows these)."""
+    if caller.allowed_models is not None and model.slug not in caller.allowed_models:
+        return False
+    return not (caller.sovereignty and not model.serveable)
+
+
+def check_model(caller: GatewayCaller, slug: object, model: CatalogModel | None) -> CatalogModel:
+    """The model a request names, if it exists and the caller may use it."""
+    if not isinstance(slug, str) or not slug:
+        raise GatewayRefusal(400, "model_not_found", "the body must name a model", param="model")
+    if model is None:
+        raise GatewayRefusal(
+            400, "model_not_found", f"the model {slug!r} does not exist", param="model"
+        )
+    if caller.allowed_models is not None and slug not in caller.allowed_models:
+        raise forbidden("model_not_allowed", f"this key may not use the model {slug!r}")
+    if caller.sovereignty and not model.serveable:
+        raise forbidden(
+            "sovereignty_violation",
+            f"this key is in sovereignty mode; {slug!r} can't run on the tenant's EU GPUs",
+        )
+    return model
+
+
+def route(
+    caller: GatewayCaller,
+    model: CatalogModel,
+    instances: list[Target],
+    in_flight: Mapping[UUID, int],
+    now: datetime,
+    expected_deploy_seconds: float,
+    vendor: str | None = None,
+    key_id: UUID | None = None,
+) -> list[Target]:
+    """The targets that may serve this request, best first (the rest for one retry).
+
+    ``instances`` are the caller's tenant's live instances and BYOK upstreams; ``vendor`` is
+    the body's ``vendor`` field and ``key_id`` the ``X-Key-Id`` header (already known to name
+    one of this tenant's instances). Raises ``GatewayRefusal`` when nothing can serve.
+    """
+    if caller.instance_id is not None:
+        return _own_instance(caller, model, instances, now, expected_deploy_seconds)
+    if key_id is not None or vendor is not None:
+        if caller.sovereignty:
+            raise forbidden(
+                "sovereignty_violation",
+                "this key is in sovereignty mode: it never reaches a BYOK upstream",
+            )
+        if key_id is not None:
+            chosen = [t for t in instances if t.instance_id == key_id]
+            if not chosen or not chosen[0].is_byok or chosen[0].status != "running":
+                raise forbidden("forbidden", "X-Key-Id must name one of your active BYOK keys")
+            return chosen
+        byok = [t for t in instances if t.is_byok and t.status == "running" and t.vendor == vendor]
+        if not byok:
+            raise unavailable("model_unavailable", f"you have no active BYOK key for {vendor!r}")
+        return byok
+    gpus = [
+        t
+        for t in instances
+        if not t.is_byok
+        and t.model_id == model.slug
+        and (not caller.sovereignty or t.region == SOVEREIGN_REGION)
+    ]
+    running = sorted(
+        (t for t in gpus if t.status == "running" and t.endpoint_url),
+        key=lambda t: in_flight.get(t.instance_id, 0),
+    )
+    byok = []
+    if not caller.sovereignty and model.vendor is not None:
+        byok = [
+            t for t in instances if t.is_byok and t.status == "running" and t.vendor == model.vendor
+        ]
+    if running or byok:
+        return running + byok
+    _refuse_cold(
+        model.slug, [t for t in gpus if t.status in COLD_STATUSES], now, expected_deploy_seconds
+    )
+    raise unavailable("model_unavailable", f"the model {model.slug!r} has no running instance")
+
+
+def _own_instance(
+    caller: GatewayCaller,
+    model: CatalogModel,
+    instances: list[Target],
+    now: datetime,
+    expected_deploy_seconds: float,
+) -> list[Target]:
+    own = next((t for t in instances if t.instance_id == caller.instance_id), None)
+    if own is None:
+        raise unavailable("model_unavailable", "this key's instance is gone")
+    if own.model_id != model.slug:
+        raise forbidden(
+            "model_not_allowed", f"this instance key reaches only its instance of {own.model_id!r}"
+        )
+    if own.status == "running" and own.endpoint_url:
+        return [own]
+    _refuse_cold(
+        model.slug, [own] if own.status in COLD_STATUSES else [], now, expected_deploy_seconds
+    )
+    raise unavailable("model_unavailable", f"this key's instance is {own.status}")
+
+
+def _refuse_cold(slug: str, cold: list[Target], now: datetime, expected: float) -> None:
+    if not cold:
+        return
+    started = max(t.created_at for t in cold)
+    remaining = expected - (now - started).total_seconds()
+    raise unavailable(
+        "cold_start",
+        f"the model {slug!r} is starting; retry shortly",
+        retry_after=max(1, math.ceil(remaining)),
+    )
+
+
+def estimate_tokens(characters: int) -> int:
+    """Tokens of text when no upstream counted them: about four characters a token."""
+    return 0 if characters <= 0 else max(1, round(characters / 4))
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class GatewaySecrets:
+    """The keys a target is called with, opened only in memory, at call time.
+
+    What is kept per process: the ciphertexts and the tenant's wrapped data key (an instance's
+    never change), and for instance keys only their hashes.
+    """
+
+    def __init__(self, store: EventStore, secret_box: SecretBox) -> None:
+        self.store = store
+        self.secret_box = secret_box
+        self._sealed: dict[UUID, tuple[bytes, bytes, bytes]] = {}  # id: (wrapped, ik, external)
+
+    def _sealed_of(self, instance_id: UUID) -> tuple[bytes, bytes, bytes] | None:
+        sealed = self._sealed.get(instance_id)
+        if sealed is None:
+            instance = self.store.find(Instance, instance_id)
+            tenant = None if instance is None else self.store.find(Tenant, instance.tenant_id)
+            if instance is None or tenant is None:
+                return None
+            sealed = (
+                tenant.wrapped_data_key,
+                instance.api_key_ciphertext,
+                instance.external_key_ciphertext,
+            )
+            if len(self._sealed) >= 100_000:
+                self._sealed.clear()
+            self._sealed[instance_id] = sealed
+        return sealed
+
+    def is_loaded(self, instance_id: UUID) -> bool:
+        return instance_id in self._sealed
+
+    def instance_key(self, instance_id: UUID) -> str | None:
+        """A GPU instance's own key (the bearer its endpoint wants)."""
+        sealed = self._sealed_of(instance_id)
+        if sealed is None or not sealed[1]:
+            return None
+        return self.secret_box.decrypt(sealed[0], sealed[1])
+
+    def upstream_key(self, instance_id: UUID) -> str | None:
+        """A BYOK upstream's external key."""
+        sealed = self._sealed_of(instance_id)
+        if sealed is None or not sealed[2]:
+            return None
+        return self.secret_box.decrypt(sealed[0], sealed[2])
+
+    def instance_key_matches(self, instance_id: UUID, token: str) -> bool:
+        """Whether ``token`` is this instance's key (compared in constant time)."""
+        key = self.instance_key(instance_id)
+        return key is not None and secrets.compare_digest(token_hash(key), token_hash(token))

@@ -1,0 +1,114 @@
+"""What the gateway reads to decide: the catalog, a tenant's instances, instance keys.
+
+Read from the read models on the event loop's own pool and kept per process for about a
+second (``FRESH_SECONDS``), so that a busy key costs no query for them; a request about to be
+refused reads afresh first (``fresh=True``), so a just-started instance serves at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+
+from application.gateway import CatalogModel, Target
+from projections.readmodels.instances import SCHEMA as INSTANCES
+from projections.readmodels.pricebook import SCHEMA as PRICEBOOK
+
+FRESH_SECONDS = 1.0
+MAX_TENANTS = 10_000
+
+SELECT_MODELS = (
+    f"SELECT id, serveable, vendor, created_at FROM {PRICEBOOK}.models WHERE NOT deleted"
+)
+TARGET_COLUMNS = "id, tenant_id, kind, model_id, region, provider, status, endpoint_url, created_at"
+SELECT_TENANT = (
+    f"SELECT {TARGET_COLUMNS} FROM {INSTANCES}.instances"
+    " WHERE tenant_id = %s AND status <> 'destroyed'"
+)
+SELECT_ONE = f"SELECT {TARGET_COLUMNS} FROM {INSTANCES}.instances WHERE id = %s"
+SELECT_BY_PREFIX = (
+    f"SELECT id, tenant_id FROM {INSTANCES}.instances"
+    " WHERE api_key_prefix = %s AND kind = 'gpu' AND status <> 'destroyed'"
+)
+
+
+def _target(row: dict[str, Any]) -> Target:
+    return Target(
+        instance_id=row["id"],
+        tenant_id=row["tenant_id"],
+        kind=row["kind"],
+        model_id=row["model_id"],
+        region=row["region"],
+        vendor=row["provider"] if row["kind"] == "byok" else None,
+        status=row["status"],
+        endpoint_url=row["endpoint_url"],
+        created_at=row["created_at"],
+    )
+
+
+class GatewayDirectory:
+    def __init__(self, pool: Callable[[], AsyncConnectionPool[Any]]) -> None:
+        self._pool = pool  # the event loop's pool, opened with the app
+        self._models: dict[str, CatalogModel] = {}
+        self._models_at = -FRESH_SECONDS
+        self._models_lock = asyncio.Lock()
+        self._tenants: dict[UUID, tuple[float, list[Target]]] = {}
+
+    async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        async with self._pool().connection() as conn:
+            cursor = await conn.execute(sql, args)
+            return await cursor.fetchall()
+
+    async def models(self, fresh: bool = False) -> dict[str, CatalogModel]:
+        if fresh or time.monotonic() - self._models_at > FRESH_SECONDS:
+            started = time.monotonic()
+            async with self._models_lock:  # one load at a time; who waited takes its answer
+                if self._models_at < started:
+                    await self._load_models()
+        return self._models
+
+    async def _load_models(self) -> None:
+        rows = await self._rows(SELECT_MODELS)
+        self._models = {
+            r["id"]: CatalogModel(
+                slug=r["id"],
+                serveable=r["serveable"],
+                vendor=r["vendor"],
+                created=int(r["created_at"].timestamp()),
+            )
+            for r in rows
+        }
+        self._models_at = time.monotonic()
+
+    async def model(self, slug: object, fresh: bool = False) -> CatalogModel | None:
+        if not isinstance(slug, str):
+            return None
+        found = (await self.models(fresh)).get(slug)
+        if found is None and not fresh:
+            found = (await self.models(True)).get(slug)
+        return found
+
+    async def targets(self, tenant_id: UUID, fresh: bool = False) -> list[Target]:
+        """The tenant's instances and BYOK upstreams that are not destroyed."""
+        kept = self._tenants.get(tenant_id)
+        if not fresh and kept is not None and time.monotonic() - kept[0] <= FRESH_SECONDS:
+            return kept[1]
+        targets = [_target(r) for r in await self._rows(SELECT_TENANT, (tenant_id,))]
+        if len(self._tenants) >= MAX_TENANTS:
+            self._tenants.clear()
+        self._tenants[tenant_id] = (time.monotonic(), targets)
+        return targets
+
+    async def target(self, instance_id: UUID) -> Target | None:
+        """Any instance by id (whoever's: to tell another tenant's key from none)."""
+        rows = await self._rows(SELECT_ONE, (instance_id,))
+        return _target(rows[0]) if rows else None
+
+    async def instances_with_prefix(self, prefix: str) -> list[tuple[UUID, UUID]]:
+        """(instance id, tenant id) of the live GPU instances whose key starts so."""
+        return [(r["id"], r["tenant_id"]) for r in await self._rows(SELECT_BY_PREFIX, (prefix,))]

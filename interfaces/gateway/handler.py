@@ -1,0 +1,863 @@
+"""The gateway's request path: authenticate, route, forward (streamed or not), meter.
+
+A raw ASGI handler, in front of FastAPI for the inference paths only: FastAPI's per-request
+machinery measured as costly as the forwarding itself (README "Performance"). Prompts and
+completions pass through memory only: nothing of a body is logged or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from application.authentication import Authenticator
+from application.errors import AuthenticationError
+from application.gateway import (
+    GatewayCaller,
+    GatewayRefusal,
+    GatewaySecrets,
+    Target,
+    check_model,
+    estimate_tokens,
+    forbidden,
+    may_use,
+    route,
+    token_hash,
+)
+from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
+from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
+from domain.usage import UsageInput
+from domain.values import MAX_LATENCY_MS, MAX_TOKENS
+from interfaces.db.stores import RateLimiter
+from interfaces.gateway.directory import GatewayDirectory
+from interfaces.gateway.meter import Meter, MeteringError
+from interfaces.settings import Settings
+
+log = logging.getLogger("hostplane.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+INSTANCE_KEY_PREFIX_LEN = 16  # as Instances.deploy_instance stores it
+MAX_KEPT_INSTANCE_KEYS = 10_000
+RETRIES = 1  # another target, only while nothing reached the client
+
+
+class Upstream(Exception):  # noqa: N818 - a failed call, retried or answered
+    def __init__(self, refusal: GatewayRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def upstream_error(message: str = "the upstream failed to answer") -> Upstream:
+    return Upstream(GatewayRefusal(502, "upstream_error", message, "upstream_error"))
+
+
+def upstream_timeout() -> Upstream:
+    return Upstream(
+        GatewayRefusal(504, "upstream_timeout", "the upstream did not answer in time", "timeout")
+    )
+
+
+def error_body(refusal: GatewayRefusal) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {
+                "message": refusal.message,
+                "type": refusal.type,
+                "code": refusal.code,
+                "param": refusal.param,
+            }
+        }
+    )
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *JSON_HEADERS,
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_refusal(send: Send, refusal: GatewayRefusal, request_id: str | None = None) -> None:
+    headers = []
+    if refusal.retry_after is not None:
+        headers.append((b"retry-after", str(refusal.retry_after).encode()))
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send_json(send, refusal.status, error_body(refusal), headers)
+
+
+async def forward_once(
+    session: aiohttp.ClientSession, url: str, key: str, payload: bytes
+) -> tuple[int, bytes]:
+    """POST a JSON body with ``key`` as bearer; (status, body) of an answer below 500.
+
+    Upstream 5xx and connection errors raise ``upstream_error``, timeouts ``upstream_timeout``.
+    """
+    try:
+        async with session.post(
+            url,
+            data=payload,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as response:
+            raw = await response.read()
+            status = response.status
+    except TimeoutError:
+        raise upstream_timeout() from None
+    except aiohttp.ClientError:
+        raise upstream_error() from None
+    if status >= 500:
+        raise upstream_error(f"the upstream answered HTTP {status}")
+    return status, raw
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+def bearer(scope: Scope) -> str | None:
+    header = _header(scope, b"authorization") or ""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def is_inference_token(scope: Scope) -> bool:
+    token = bearer(scope) or ""
+    return token.startswith(("hp_rk_", INSTANCE_KEY_PREFIX))
+
+
+def _int(value: object) -> int:
+    return min(value, MAX_TOKENS) if type(value) is int and value >= 0 else 0
+
+
+def _characters(value: object) -> int:
+    """Characters of the text in a prompt (messages, input), for an estimate of its tokens."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_characters(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_characters(v) for k, v in value.items() if k in ("content", "text", "input"))
+    return 0
+
+
+class Gateway:
+    """One per process; ``start`` and ``stop`` run with the app's lifespan."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        auth: Authenticator,
+        rate_limiter: RateLimiter,
+        secrets: GatewaySecrets,
+        meter: Meter,
+        pool: Callable[[], AsyncConnectionPool[Any]],
+        expected_deploy_seconds: float,
+    ) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.rate_limiter = rate_limiter
+        self.secrets = secrets
+        self.meter = meter
+        self.pool = pool
+        self.directory = GatewayDirectory(pool)
+        self.expected_deploy_seconds = expected_deploy_seconds
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight: dict[UUID, int] = {}
+        self.active = 0
+        self._instance_keys: dict[bytes, tuple[UUID, UUID]] = {}
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.gateway_total_timeout,
+            sock_connect=settings.gateway_connect_timeout,
+            sock_read=settings.gateway_first_byte_timeout,
+        )
+
+    async def start(self) -> None:
+        self.meter.start()
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
+            timeout=self.timeout,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Wait (bounded) for requests still running, write every record, close."""
+        deadline = time.monotonic() + drain_seconds
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(self.meter.stop)
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- who calls ------------------------------------------------------------------------
+
+    async def authenticate(self, scope: Scope) -> GatewayCaller:
+        token = bearer(scope)
+        if token is None:
+            raise GatewayRefusal(
+                401,
+                "invalid_api_key",
+                "missing bearer token: send 'Authorization: Bearer <key>'",
+                "authentication_error",
+            )
+        client = scope.get("client")
+        ip = client[0] if client else None
+        try:
+            if token.startswith(INSTANCE_KEY_PREFIX):
+                return await self._instance_caller(token)
+            return await self._key_caller(token, ip)
+        except (AuthenticationError, KeyUnusableError) as e:
+            raise GatewayRefusal(401, "invalid_api_key", str(e), "authentication_error") from None
+        except KeyIpNotAllowedError as e:
+            raise forbidden("ip_not_allowed", str(e)) from None
+
+    async def _key_caller(self, token: str, ip: str | None) -> GatewayCaller:
+        auth = self.auth
+        cheap = auth.knows_without_loading(token)
+        key_id = auth.key_id_of(token) if cheap else await asyncio.to_thread(auth.key_id_of, token)
+        if key_id is None:
+            raise forbidden("wrong_key_kind", "the admin token can't call models: use a router key")
+        retry_after, version, _ = await self.rate_limiter.hit_and_version(
+            self.pool(), f"key:{key_id}", key_id
+        )
+        principal = auth.authenticate_cached(token, key_id, ip, version) if cheap else None
+        if principal is None:
+            principal = await asyncio.to_thread(auth.authenticate, token, ip, None, version)
+        if principal.kind != "router":
+            raise forbidden(
+                "wrong_key_kind", "a management key can't call models: use a router key"
+            )
+        if retry_after is not None:
+            raise GatewayRefusal(
+                429,
+                "rate_limit_exceeded",
+                f"rate limit of {self.rate_limiter.per_minute} requests per minute exceeded",
+                "rate_limit_error",
+                retry_after=retry_after,
+            )
+        key = auth.kept_key(key_id)
+        assert key is not None and principal.tenant_id is not None
+        return GatewayCaller(
+            tenant_id=principal.tenant_id,
+            key_id=key_id,
+            allowed_models=None if key.allowed_models is None else tuple(key.allowed_models),
+            sovereignty=key.sovereignty_mode,
+        )
+
+    async def _instance_caller(self, token: str) -> GatewayCaller:
+        digest = token_hash(token)
+        kept = self._instance_keys.get(digest)
+        if kept is None:
+            for instance_id, tenant_id in await self.directory.instances_with_prefix(
+                token[:INSTANCE_KEY_PREFIX_LEN]
+            ):
+                if await asyncio.to_thread(self.secrets.instance_key_matches, instance_id, token):
+                    kept = (instance_id, tenant_id)
+                    if len(self._instance_keys) >= MAX_KEPT_INSTANCE_KEYS:
+                        self._instance_keys.clear()
+                    self._instance_keys[digest] = kept
+                    break
+            else:
+                raise AuthenticationError("invalid API key")
+        instance_id, tenant_id = kept
+        live = await self.directory.targets(tenant_id)
+        if not any(t.instance_id == instance_id for t in live):
+            live = await self.directory.targets(tenant_id, fresh=True)
+            if not any(t.instance_id == instance_id for t in live):
+                self._instance_keys.pop(digest, None)
+                raise AuthenticationError("this instance has been destroyed")
+        return GatewayCaller(tenant_id=tenant_id, key_id=instance_id, instance_id=instance_id)
+
+    # -- routes ---------------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.active += 1
+        try:
+            path = scope["path"].removeprefix("/api")
+            if path == "/v1/models":
+                await self._models(scope, send)
+            else:
+                await self._inference(scope, receive, send, path.removeprefix("/v1/"))
+        except Exception as exc:  # noqa: BLE001 - an answer, never a dropped connection
+            log.exception("gateway request failed: %s", type(exc).__name__)
+            refusal = GatewayRefusal(500, "internal_error", "internal error", "api_error")
+            with contextlib.suppress(Exception):  # unless the response had already started
+                await send_refusal(send, refusal)
+        finally:
+            self.active -= 1
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        try:
+            caller = await self.authenticate(scope)
+        except GatewayRefusal as refusal:
+            return await send_refusal(send, refusal)
+        models = await self.directory.models()
+        if caller.instance_id is not None:
+            own = next(
+                (
+                    t
+                    for t in await self.directory.targets(caller.tenant_id)
+                    if t.instance_id == caller.instance_id
+                ),
+                None,
+            )
+            usable = [models[own.model_id]] if own and own.model_id in models else []
+        else:
+            usable = [m for m in models.values() if may_use(caller, m)]
+        data = [
+            {
+                "id": m.slug,
+                "object": "model",
+                "created": m.created,
+                "owned_by": m.vendor or "hostplane",
+            }
+            for m in sorted(usable, key=lambda m: m.slug)
+        ]
+        await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _inference(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+        started = time.perf_counter()
+        try:
+            raw = await self._read_body(receive)
+            caller = await self.authenticate(scope)
+        except GatewayRefusal as refusal:
+            return await send_refusal(send, refusal)
+        request_id = ("chatcmpl-" if kind == "chat/completions" else "embd-") + uuid.uuid4().hex
+        model_slug: str | None = None
+        try:
+            body = self._parse(raw)
+            model = check_model(
+                caller, body.get("model"), await self.directory.model(body.get("model"))
+            )
+            model_slug = model.slug
+            targets = await self._targets(scope, caller, model, body)
+        except GatewayRefusal as refusal:
+            if model_slug is not None:  # a known model: the refusal is counted (0 tokens)
+                await self._bill_quietly(
+                    caller, request_id, model_slug, "error", 0, 0, 0, started, None
+                )
+            return await send_refusal(send, refusal, request_id)
+        if kind == "chat/completions" and body.get("stream") is True:
+            await self._stream(
+                scope, receive, send, caller, request_id, model_slug, body, targets, started
+            )
+        else:
+            await self._once(send, caller, request_id, model_slug, body, targets, started, kind)
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayRefusal(400, "invalid_request", "the client went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.settings.max_body_bytes:
+                raise GatewayRefusal(413, "request_too_large", "the request body is too large")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise GatewayRefusal(400, "invalid_json", "the body must be a JSON object")
+        return body
+
+    async def _targets(
+        self, scope: Scope, caller: GatewayCaller, model: Any, body: dict[str, Any]
+    ) -> list[Target]:
+        vendor = body.pop("vendor", None)
+        if vendor is not None and vendor not in UPSTREAMS:
+            raise GatewayRefusal(
+                400,
+                "invalid_value",
+                f"vendor must be one of {', '.join(UPSTREAMS)}",
+                param="vendor",
+            )
+        key_id = None
+        header = _header(scope, b"x-key-id")
+        if header is not None:
+            try:
+                key_id = UUID(header.strip())
+            except ValueError:
+                raise forbidden("forbidden", "X-Key-Id must name one of your BYOK keys") from None
+        fresh = False
+        while True:
+            instances = await self.directory.targets(caller.tenant_id, fresh=fresh)
+            if key_id is not None and not any(t.instance_id == key_id for t in instances):
+                if fresh:
+                    raise forbidden("forbidden", "X-Key-Id names no BYOK key of yours")
+                fresh = True
+                continue
+            try:
+                return route(
+                    caller,
+                    model,
+                    instances,
+                    self.in_flight,
+                    datetime.now(UTC),
+                    self.expected_deploy_seconds,
+                    vendor=vendor,
+                    key_id=key_id,
+                )
+            except GatewayRefusal as refusal:
+                if fresh or refusal.status != 503:
+                    raise
+                fresh = True  # a just-started instance may not be in what was kept
+
+    async def _call(self, target: Target, kind: str) -> tuple[str, str]:
+        """The URL and bearer of a target; a BYOK key is opened here, for this call only."""
+        if target.is_byok:
+            assert target.vendor is not None
+            base = self.settings.upstream_url(target.vendor)
+            opener = self.secrets.upstream_key
+        else:
+            base = (target.endpoint_url or "").rstrip("/")
+            opener = self.secrets.instance_key
+        if self.secrets.is_loaded(target.instance_id):
+            key = opener(target.instance_id)
+        else:
+            key = await asyncio.to_thread(opener, target.instance_id)
+        if key is None:
+            raise upstream_error("the target's key is gone")
+        return f"{base}/{kind}", key
+
+    # -- metering -------------------------------------------------------------------------
+
+    async def _bill(
+        self,
+        caller: GatewayCaller,
+        request_id: str,
+        model: str,
+        status: str,
+        prompt: int,
+        completion: int,
+        cached: int,
+        started: float,
+        instance_id: UUID | None,
+    ) -> None:
+        latency = min(MAX_LATENCY_MS, round((time.perf_counter() - started) * 1000))
+        prompt = _int(prompt)
+        await self.meter.record(
+            UsageInput(
+                request_id=request_id,
+                key_id=caller.key_id,
+                model=model,
+                prompt_tokens=prompt,
+                completion_tokens=_int(completion),
+                status=status,
+                latency_ms=latency,
+                occurred_at=datetime.now(UTC),
+                instance_id=instance_id,
+                cached_tokens=min(_int(cached), prompt),
+            )
+        )
+
+    async def _bill_quietly(self, *args: Any) -> None:
+        with contextlib.suppress(MeteringError):  # nothing was answered that must be billed
+            await self._bill(*args)
+
+    # -- forwarding -----------------------------------------------------------------------
+
+    async def _once(
+        self,
+        send: Send,
+        caller: GatewayCaller,
+        request_id: str,
+        model: str,
+        body: dict[str, Any],
+        targets: list[Target],
+        started: float,
+        kind: str,
+    ) -> None:
+        payload = orjson.dumps(body)
+        failure: Upstream | None = None
+        last: Target | None = None
+        for target in targets[: 1 + RETRIES]:
+            last = target
+            try:
+                status, raw = await self._post(target, kind, payload)
+            except Upstream as e:
+                failure = e
+                continue
+            if status >= 400:
+                await self._bill_quietly(
+                    caller, request_id, model, "error", 0, 0, 0, started, target.instance_id
+                )
+                return await send_json(
+                    send,
+                    status,
+                    self._upstream_error(status, raw),
+                    [(b"x-request-id", request_id.encode())],
+                )
+            try:
+                answer = orjson.loads(raw)
+                assert isinstance(answer, dict)
+            except (orjson.JSONDecodeError, AssertionError):
+                failure = upstream_error("the upstream's answer is not JSON")
+                continue
+            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+            prompt, completion, cached = self._usage_of(usage, body, answer, kind)
+            answer["id"] = request_id
+            try:
+                await self._bill(
+                    caller,
+                    request_id,
+                    model,
+                    "success",
+                    prompt,
+                    completion,
+                    cached,
+                    started,
+                    target.instance_id,
+                )
+            except MeteringError:
+                return await send_refusal(
+                    send,
+                    GatewayRefusal(
+                        503,
+                        "metering_unavailable",
+                        "the answer could not be recorded; retry",
+                        "service_unavailable",
+                        retry_after=2,
+                    ),
+                    request_id,
+                )
+            return await send_json(
+                send, 200, orjson.dumps(answer), [(b"x-request-id", request_id.encode())]
+            )
+        assert failure is not None
+        await self._bill_quietly(
+            caller, request_id, model, "error", 0, 0, 0, started, last.instance_id if last else None
+        )
+        await send_refusal(send, failure.refusal, request_id)
+
+    async def _post(self, target: Target, kind: str, payload: bytes) -> tuple[int, bytes]:
+        assert self.session is not None
+        url, key = await self._call(target, kind)
+        self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
+        try:
+            return await forward_once(self.session, url, key, payload)
+        finally:
+            self._done(target)
+
+    def _done(self, target: Target) -> None:
+        left = self.in_flight.get(target.instance_id, 1) - 1
+        if left > 0:
+            self.in_flight[target.instance_id] = left
+        else:
+            self.in_flight.pop(target.instance_id, None)
+
+    @staticmethod
+    def _upstream_error(status: int, raw: bytes) -> bytes:
+        """An upstream's 4xx, in the OpenAI error shape (as it is, if it already is)."""
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+            error = answer["error"]
+            return orjson.dumps(
+                {
+                    "error": {
+                        "message": str(error.get("message") or f"upstream HTTP {status}"),
+                        "type": error.get("type") or "invalid_request_error",
+                        "code": error.get("code"),
+                        "param": error.get("param"),
+                    }
+                }
+            )
+        refusal = GatewayRefusal(status, "upstream_refused", f"the upstream answered HTTP {status}")
+        return error_body(refusal)
+
+    @staticmethod
+    def _usage_of(
+        usage: dict[str, Any], body: dict[str, Any], answer: dict[str, Any], kind: str
+    ) -> tuple[int, int, int]:
+        if usage and "prompt_tokens" in usage:
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+            return (
+                _int(usage.get("prompt_tokens")),
+                _int(usage.get("completion_tokens")),
+                _int(cached),
+            )
+        # No usage from the upstream: counted here (an estimate; the record can't say so).
+        prompt = estimate_tokens(
+            _characters(body.get("messages" if kind == "chat/completions" else "input"))
+        )
+        completion = 0
+        if kind == "chat/completions":
+            choices = answer.get("choices")
+            completion = estimate_tokens(
+                sum(_characters(c.get("message")) for c in choices if isinstance(c, dict))
+                if isinstance(choices, list)
+                else 0
+            )
+        return prompt, completion, 0
+
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        caller: GatewayCaller,
+        request_id: str,
+        model: str,
+        body: dict[str, Any],
+        targets: list[Target],
+        started: float,
+    ) -> None:
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        payload = orjson.dumps(body)
+        prompt_characters = _characters(body.get("messages"))
+        failure: Upstream | None = None
+        last: Target | None = None
+        assert self.session is not None
+        for target in targets[: 1 + RETRIES]:
+            last = target
+            try:
+                url, key = await self._call(target, "chat/completions")
+            except Upstream as e:
+                failure = e
+                continue
+            self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
+            try:
+                response = await self.session.post(
+                    url,
+                    data=payload,
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                )
+            except TimeoutError:
+                self._done(target)
+                failure = upstream_timeout()
+                continue
+            except aiohttp.ClientError:
+                self._done(target)
+                failure = upstream_error()
+                continue
+            try:
+                if response.status >= 500:
+                    failure = upstream_error(f"the upstream answered HTTP {response.status}")
+                    continue
+                if response.status >= 400:
+                    raw = await response.read()
+                    await self._bill_quietly(
+                        caller, request_id, model, "error", 0, 0, 0, started, target.instance_id
+                    )
+                    return await send_json(
+                        send,
+                        response.status,
+                        self._upstream_error(response.status, raw),
+                        [(b"x-request-id", request_id.encode())],
+                    )
+                # From here on bytes reach the client: no retry any more.
+                return await self._relay(
+                    receive,
+                    send,
+                    response,
+                    caller,
+                    request_id,
+                    model,
+                    target,
+                    started,
+                    wants_usage,
+                    prompt_characters,
+                )
+            except TimeoutError:
+                failure = upstream_timeout()
+                continue
+            except aiohttp.ClientError:
+                failure = upstream_error()
+                continue
+            finally:
+                response.release()
+                self._done(target)
+        assert failure is not None
+        await self._bill_quietly(
+            caller, request_id, model, "error", 0, 0, 0, started, last.instance_id if last else None
+        )
+        await send_refusal(send, failure.refusal, request_id)
+
+    async def _relay(
+        self,
+        receive: Receive,
+        send: Send,
+        response: aiohttp.ClientResponse,
+        caller: GatewayCaller,
+        request_id: str,
+        model: str,
+        target: Target,
+        started: float,
+        wants_usage: bool,
+        prompt_characters: int,
+    ) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())],
+            }
+        )
+        usage: dict[str, Any] | None = None
+        completion_characters = 0
+        status = "success"
+        done = False
+        try:
+            async for line in response.content:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(chunk, dict):
+                    continue
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                    if not wants_usage:
+                        if not chunk.get("choices"):
+                            continue  # the usage chunk the client did not ask for
+                        chunk["usage"] = None
+                choices = chunk.get("choices")
+                if isinstance(choices, list):
+                    for choice in choices:
+                        if isinstance(choice, dict):
+                            completion_characters += _characters(choice.get("delta"))
+                if "id" in chunk:
+                    chunk["id"] = request_id
+                if not gone.is_set():
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                            "more_body": True,
+                        }
+                    )
+        except (TimeoutError, aiohttp.ClientError):
+            status = "error"
+        if not done and status == "success":
+            status = "error"  # the upstream ended without [DONE]
+        if gone.is_set():
+            status = "cancelled"
+        if usage is not None and "prompt_tokens" in usage:
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+            prompt, completion = (
+                _int(usage.get("prompt_tokens")),
+                _int(usage.get("completion_tokens")),
+            )
+        else:  # no usage from the upstream: counted here (an estimate)
+            prompt = estimate_tokens(prompt_characters)
+            completion, cached = estimate_tokens(completion_characters), 0
+        try:
+            await self._bill(
+                caller,
+                request_id,
+                model,
+                status,
+                prompt,
+                completion,
+                cached,
+                started,
+                target.instance_id,
+            )
+            billed = True
+        except MeteringError:
+            billed = False
+        watcher.cancel()
+        if gone.is_set():
+            return
+        if status == "success" and billed:
+            tail = b"data: [DONE]\n\n"
+            if wants_usage and usage is None:  # asked for, not given: the gateway's count
+                counted = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+                chunk = {
+                    "id": request_id,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [],
+                    "usage": counted,
+                }
+                tail = b"data: " + orjson.dumps(chunk) + b"\n\n" + tail
+        else:
+            refusal = (
+                GatewayRefusal(
+                    503,
+                    "metering_unavailable",
+                    "the answer could not be recorded",
+                    "service_unavailable",
+                )
+                if status == "success"
+                else GatewayRefusal(
+                    502, "upstream_error", "the upstream's stream broke off", "upstream_error"
+                )
+            )
+            tail = b"data: " + error_body(refusal) + b"\n\n"
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
