@@ -9,6 +9,7 @@ vendor to the fake upstream (``tests/fake_upstream.py``) with short timeouts: se
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from tests.fake_upstream import FakeUpstream, running_fake_upstream
 __all__ = [
     "GATEWAY_TIMEOUTS",
     "HELLO",
+    "UNREACHABLE_VENDOR",
     "Gateway",
     "GatewayTenant",
     "external_key",
@@ -46,6 +48,8 @@ GATEWAY_TIMEOUTS = {
     "gateway_total_timeout": 10.0,
 }
 HELLO = [{"role": "user", "content": "hello there"}]
+# This vendor's upstream URL is a closed port (a connection error); every other is the fake.
+UNREACHABLE_VENDOR = "minimax"
 # The first fields of a stored usage record (domain/usage.py StoredRecord), in order; the
 # gateway's own fields (status, vendor, estimated, ...) may follow them.
 RECORD_FIELDS = (
@@ -66,11 +70,19 @@ def external_key() -> str:
     return "sk-proj-" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def gateway_settings(conninfo: str, data_dir: Path, fake: FakeUpstream, **overrides: Any) -> Any:
     """``make_settings`` with the gateway's upstreams at the fake and short timeouts."""
     from interfaces.settings import Settings
 
-    wanted = {"upstream_urls": fake.upstream_urls(), **GATEWAY_TIMEOUTS, **overrides}
+    urls = {**fake.upstream_urls(), UNREACHABLE_VENDOR: f"http://127.0.0.1:{closed_port()}/v1"}
+    wanted = {"upstream_urls": urls, **GATEWAY_TIMEOUTS, **overrides}
     known = {f.name for f in dataclasses.fields(Settings)}
     settings = make_settings(conninfo, data_dir, **{k: v for k, v in wanted.items() if k in known})
     # Before the gateway exists these fields don't: set them anyway, so that the tests fail
