@@ -39,6 +39,8 @@ __all__ = [
     "gateway",
     "gateway_settings",
     "named_record",
+    "new_model",
+    "records_of",
 ]
 
 # Short, so that a stalled upstream answers 504 within the test's patience.
@@ -150,35 +152,9 @@ class Gateway:
         _, secret = self.admin.new_key(t["id"], "management")
         return GatewayTenant(self, t["id"], self.admin.as_token(secret))
 
-    def model(
-        self,
-        vendor: str | None = "openai",
-        prefix: str = "gpt-gw",
-        modality: str = "chat",
-        input_price: str = "1.10",
-        output_price: str = "4.40",
-        **fields: Any,
-    ) -> str:
-        """A catalog model of our own, of ``vendor`` (its slug also starts with ``gpt-``)."""
-        slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        body = {
-            "id": slug,
-            "display_name": slug,
-            "modality": modality,
-            "context_length": 8192,
-            "input_eur_per_mtok": input_price,
-            "output_eur_per_mtok": output_price,
-            **fields,
-        }
-        if vendor is not None:
-            body["vendor"] = vendor
-        r = self.admin.post("/models", json=body)
-        if r.status_code == 400 and "vendor" in r.text:
-            # Before the catalog knows vendors: a ``gpt-`` slug is OpenAI's by default.
-            del body["vendor"]
-            r = self.admin.post("/models", json=body)
-        assert r.status_code == 201, r.text
-        return slug
+    def model(self, vendor: str | None = "openai", **fields: Any) -> str:
+        """A catalog model of our own, of ``vendor`` (its slug starts with ``gpt-``)."""
+        return new_model(self.admin, vendor, **fields)
 
     def client(self, secret: str, base: str = "/v1", **kwargs: Any) -> openai.OpenAI:
         return openai.OpenAI(
@@ -209,6 +185,37 @@ class Gateway:
     def records(self, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
         """The tenant's stored usage records by request id, from its export (the events)."""
         return records_of(self.admin, tenant_id)
+
+
+def new_model(
+    admin: Api,
+    vendor: str | None = "openai",
+    prefix: str = "gpt-gw",
+    modality: str = "chat",
+    input_price: str = "1.10",
+    output_price: str = "4.40",
+    **fields: Any,
+) -> str:
+    """Register a model of ``vendor`` (``POST /api/v1/models`` with ``"vendor"``)."""
+    slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    body = {
+        "id": slug,
+        "display_name": slug,
+        "modality": modality,
+        "context_length": 8192,
+        "input_eur_per_mtok": input_price,
+        "output_eur_per_mtok": output_price,
+        **fields,
+    }
+    if vendor is not None:
+        body["vendor"] = vendor
+    r = admin.post("/models", json=body)
+    if r.status_code == 400 and "vendor" in r.text:
+        # Before the catalog knows vendors: a ``gpt-`` slug is OpenAI's by default.
+        del body["vendor"]
+        r = admin.post("/models", json=body)
+    assert r.status_code == 201, r.text
+    return slug
 
 
 def records_of(admin: Api, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
