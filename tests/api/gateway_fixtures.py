@@ -37,6 +37,7 @@ __all__ = [
     "external_key",
     "fake",
     "gateway",
+    "gateway_overrides",
     "gateway_settings",
     "named_record",
     "new_model",
@@ -247,13 +248,23 @@ def fake() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
+def gateway_overrides() -> dict[str, Any]:
+    """More settings of the module's server (a module may override this fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def gateway(
-    database_conninfo: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream
+    database_conninfo: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    fake: FakeUpstream,
+    gateway_overrides: dict[str, Any],
 ) -> Iterator[Gateway]:
     dbname = f"hostplane_gateway_{uuid.uuid4().hex[:8]}"
     create_database_if_missing(database_conninfo, dbname)
     conninfo = with_dbname(database_conninfo, dbname)
-    settings = gateway_settings(conninfo, tmp_path_factory.mktemp("gateway"), fake)
+    data_dir = tmp_path_factory.mktemp("gateway")
+    settings = gateway_settings(conninfo, data_dir, fake, **gateway_overrides)
     container = Container.open(settings)
     server = None
     try:

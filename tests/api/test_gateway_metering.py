@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -184,3 +185,92 @@ def test_each_retry_of_the_sdk_is_a_request_of_its_own(gateway: Gateway):
     attempts = len(gateway.fake.requests_for(model))
     assert attempts == 3
     assert t.wait_billed(3)["requests"] == 3
+
+
+# -- GPU instances (the simulated provider's endpoint), seed 000 §9 ------------------------
+
+DEPLOY = {"model_id": "llama-3.1-8b", "region": "EU", "provider": "simulated"}
+
+
+@pytest.fixture(scope="module")
+def gateway_overrides() -> dict[str, Any]:
+    """This module's server runs the provisioning jobs, with short simulated delays."""
+    return {
+        "provision_interval_seconds": 0.1,
+        "status_sync_seconds": 0.2,
+        "simulated_deploy_seconds": 0.3,
+    }
+
+
+def wait_for(t: Any, instance_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        instance = t.api.get(f"/instances/{instance_id}").json()
+        if instance["status"] == status:
+            return instance
+        assert time.monotonic() < deadline, f"still {instance['status']}"
+        time.sleep(0.05)
+
+
+def test_seed_000_deploy_running_chat_destroy_with_the_instance_key_is_billed(gateway: Gateway):
+    t = gateway.new_tenant()
+    r = t.api.post("/instances", json=DEPLOY)
+    assert r.status_code == 201, r.text
+    instance = wait_for(t, r.json()["id"], "running")
+    instance_key = t.api.get(f"/instances/{instance['id']}/api-key").json()["api_key"]
+    client = gateway.client(instance_key, "/api/v1")
+    answer = client.chat.completions.create(model="llama-3.1-8b", messages=HELLO)
+    assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(
+            model="llama-3.1-8b",
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens > 0
+    _, router = t.router_key()  # a router key reaches the tenant's running instance too
+    routed = gateway.client(router).chat.completions.create(model="llama-3.1-8b", messages=HELLO)
+
+    bill = t.wait_billed(3)
+    assert bill["requests"] == 3
+    assert bill["prompt_tokens"] == (
+        answer.usage.prompt_tokens + usage.prompt_tokens + routed.usage.prompt_tokens
+    )
+    assert bill["completion_tokens"] == (
+        answer.usage.completion_tokens + usage.completion_tokens + routed.usage.completion_tokens
+    )
+    records = t.records()
+    for rid in (answer.id, chunks[0].id, routed.id):
+        [record] = records[rid]
+        assert record["instance_id"] == instance["id"] and record["model"] == "llama-3.1-8b"
+
+    assert t.api.delete(f"/instances/{instance['id']}").status_code in (200, 202)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            gateway.client(router).chat.completions.create(model="llama-3.1-8b", messages=HELLO)
+        except openai.AuthenticationError:
+            pytest.fail("a router key is still valid after its tenant's instance is destroyed")
+        except openai.APIStatusError as e:
+            assert e.status_code == 503 and e.code == "model_unavailable", e.body
+            break
+        assert time.monotonic() < deadline, "the destroyed instance still answers"
+        time.sleep(0.1)
+
+
+def test_an_instance_key_reaches_only_its_own_instance(gateway: Gateway):
+    t = gateway.new_tenant()
+    t.byok("openai")
+    model = gateway.model("openai")
+    r = t.api.post("/instances", json=DEPLOY)
+    assert r.status_code == 201, r.text
+    instance = wait_for(t, r.json()["id"], "running")
+    instance_key = t.api.get(f"/instances/{instance['id']}/api-key").json()["api_key"]
+    before = len(gateway.fake.requests_for(model))
+    with pytest.raises(openai.APIStatusError) as raised:
+        gateway.client(instance_key).chat.completions.create(model=model, messages=HELLO)
+    assert raised.value.status_code in (400, 403), raised.value.body
+    assert len(gateway.fake.requests_for(model)) == before
