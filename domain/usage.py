@@ -134,9 +134,14 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
     return problems
 
 
+PLAIN_STATUSES = ("success", "error")  # told apart by the stored success flag alone
+
+
 class StoredRecord(NamedTuple):
     """One rated record as a ``UsageBatch.Recorded`` event stores it: a JSON list of these
-    fields, in this order (README "Export format"). ``StoredRecord._make(stored)`` names them."""
+    fields, in this order (README "Export format"). ``StoredRecord._make(stored[:FIELDS])``
+    names them. A record whose status is neither success nor error (``cancelled``) carries it
+    as an eleventh element; readers take the first ``FIELDS``."""
 
     request_id: str
     key_id: str  # the key's UUID, as text
@@ -148,6 +153,9 @@ class StoredRecord(NamedTuple):
     latency_ms: int
     occurred_at_us: int  # µs since the epoch (``to_us``)
     instance_id: str | None  # the instance's UUID as text, or None
+
+
+FIELDS = len(StoredRecord._fields)
 
 
 @dataclass(frozen=True)
@@ -217,20 +225,21 @@ class UsageBatch(Aggregate):
                 ids[instance] = str(instance)
             # The stored list, in ``StoredRecord``'s order: making a ``StoredRecord`` (by
             # keyword) and listing it measured 1.3 ms per 1,000 records against 0.6 ms.
-            append(
-                [
-                    r.request_id,
-                    key_text,
-                    rate,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    r.cached_tokens,
-                    r.status == "success",
-                    r.latency_ms,
-                    to_us(r.occurred_at),
-                    ids[instance],
-                ]
-            )
+            stored = [
+                r.request_id,
+                key_text,
+                rate,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.cached_tokens,
+                r.status == "success",
+                r.latency_ms,
+                to_us(r.occurred_at),
+                ids[instance],
+            ]
+            if r.status not in PLAIN_STATUSES:  # e.g. a stream its client left: "cancelled"
+                stored.append(r.status)
+            append(stored)
         rates = [[m, str(i), str(o)] for (m, i, o) in rate_index]
         return cls(tenant_id=tenant_id, rates=rates, records=records, actor=actor)
 
@@ -238,7 +247,7 @@ class UsageBatch(Aggregate):
 def iter_lines(e: UsageBatch.Recorded) -> Iterator[UsageLine]:
     """The rated records of a stored batch event."""
     rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.rates]
-    for r in map(StoredRecord._make, e.records):
+    for r in (StoredRecord._make(stored[:FIELDS]) for stored in e.records):
         model, input_price, output_price = rates[r.rate]
         yield UsageLine(
             request_id=r.request_id,

@@ -327,6 +327,8 @@ class Gateway:
         except GatewayRefusal as refusal:
             return await send_refusal(send, refusal)
         models = await self.directory.models()
+        if caller.allowed_models is not None and not set(caller.allowed_models) <= models.keys():
+            models = await self.directory.models(fresh=True)  # a model registered a moment ago
         if caller.instance_id is not None:
             own = next(
                 (
@@ -361,10 +363,11 @@ class Gateway:
         model_slug: str | None = None
         try:
             body = self._parse(raw)
-            model = check_model(
-                caller, body.get("model"), await self.directory.model(body.get("model"))
-            )
-            model_slug = model.slug
+            known = await self.directory.model(body.get("model"))
+            # A known model is billed even when refused (0 tokens, a failure): every request
+            # after authentication is one usage record.
+            model_slug = known.slug if known is not None else None
+            model = check_model(caller, body.get("model"), known)
             targets = await self._targets(scope, caller, model, body)
         except GatewayRefusal as refusal:
             if model_slug is not None:  # a known model: the refusal is counted (0 tokens)
@@ -569,10 +572,47 @@ class Gateway:
                 send, 200, orjson.dumps(answer), [(b"x-request-id", request_id.encode())]
             )
         assert failure is not None
+        await self._fail(send, caller, request_id, model, started, last, failure)
+
+    async def _fail(
+        self,
+        send: Send,
+        caller: GatewayCaller,
+        request_id: str,
+        model: str,
+        started: float,
+        last: Target | None,
+        failure: Upstream,
+    ) -> None:
+        """Answer a request no target served, billed as an error.
+
+        The targets were read from a copy kept for about a second: a GPU instance destroyed
+        meanwhile fails as an upstream error. Read afresh, the request is answered as routing
+        now would answer it (``model_unavailable``, ``cold_start``) instead of a 502.
+        """
+        refusal = failure.refusal
+        if last is not None and not last.is_byok:
+            now_there = await self.directory.targets(caller.tenant_id, fresh=True)
+            if not any(
+                t.instance_id == last.instance_id and t.status == "running" for t in now_there
+            ):
+                catalog = await self.directory.model(model)
+                if catalog is not None:
+                    try:
+                        route(
+                            caller,
+                            catalog,
+                            now_there,
+                            self.in_flight,
+                            datetime.now(UTC),
+                            self.expected_deploy_seconds,
+                        )
+                    except GatewayRefusal as rerouted:
+                        refusal = rerouted
         await self._bill_quietly(
             caller, request_id, model, "error", 0, 0, 0, started, last.instance_id if last else None
         )
-        await send_refusal(send, failure.refusal, request_id)
+        await send_refusal(send, refusal, request_id)
 
     async def _post(self, target: Target, kind: str, payload: bytes) -> tuple[int, bytes]:
         assert self.session is not None
@@ -721,10 +761,7 @@ class Gateway:
                 response.release()
                 self._done(target)
         assert failure is not None
-        await self._bill_quietly(
-            caller, request_id, model, "error", 0, 0, 0, started, last.instance_id if last else None
-        )
-        await send_refusal(send, failure.refusal, request_id)
+        await self._fail(send, caller, request_id, model, started, last, failure)
 
     async def _relay(
         self,

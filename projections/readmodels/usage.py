@@ -176,7 +176,19 @@ class UsageProjection(Projection):
         raw = self._raw[e.schema]
         tenant = str(e.event.tenant_id)
         rates = [rate(m, i, o) for m, i, o in e.event.rates]
-        for _rid, key, idx, prompt, completion, cached, ok, latency, at, inst in e.event.records:
+        for (
+            _rid,
+            key,
+            idx,
+            prompt,
+            completion,
+            cached,
+            ok,
+            latency,
+            at,
+            inst,
+            *_,
+        ) in e.event.records:
             model, ci, co, factor, floor, input_price, output_price = rates[idx]
             sums = raw[(tenant, at - at % HOUR_US, key, model, inst)]
             sums[REQUESTS] += 1

@@ -78,7 +78,7 @@ class EventBilling:
         tokens = self.tokens
         # Unpacked in ``StoredRecord``'s order: an export reads every record the tenant ever
         # sent, and ``StoredRecord._make`` measured 0.44 ms per 1,000 records against 0.19 ms.
-        for _rid, _key, idx, prompt, completion, _cached, _ok, _latency, at, _inst in records:
+        for _rid, _key, idx, prompt, completion, _cached, _ok, _latency, at, _inst, *_ in records:
             _, input_price, output_price = rates[idx]
             key = (at // DAY_US, input_price, output_price)
             sums = tokens.get(key)
