@@ -32,6 +32,7 @@ from interfaces.http.routes import (
     usage,
     webhooks,
 )
+from interfaces.settings import Settings
 
 # Every route module of the management API, in the order the OpenAPI document lists them.
 ROUTES = (
@@ -95,19 +96,9 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
     )
 
 
-def create_app(container: Container) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Authentication and the hottest reads query from the event loop, without a thread.
-        async with container.async_pool() as pool:
-            app.state.async_pool = pool
-            await gateway.start()
-            try:
-                yield
-            finally:
-                # The server has drained its requests (SIGTERM): every record is written.
-                await gateway.stop()
-
+def management_api(settings: Settings, lifespan: Any = None) -> HostplaneApi:
+    """The management API's routes, errors and middleware (no container needed: the OpenAPI
+    document can be built from it alone)."""
     app = HostplaneApi(
         lifespan=lifespan,
         title="hostplane",
@@ -121,15 +112,34 @@ def create_app(container: Container) -> FastAPI:
         telemetry={"tracing": False, "metrics": False},
         dependencies=[Depends(storable_parameters)],
     )
-    app.state.container = container
-    gateway = create_gateway(container, app)
-    app.state.gateway = gateway
     errors.install(app)
     for module in ROUTES:
         app.include_router(module.router, prefix="/api/v1")
     app.add_middleware(JsonBodyByDefault)
-    app.add_middleware(BodyLimit, max_bytes=container.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrorsAs500)
+    return app
+
+
+def create_app(container: Container) -> FastAPI:
+    """The served app: the management API, and the gateway in front of it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Authentication and the hottest reads query from the event loop, without a thread.
+        async with container.async_pool() as pool:
+            app.state.async_pool = pool
+            await gateway.start()
+            try:
+                yield
+            finally:
+                # The server has drained its requests (SIGTERM): every record is written.
+                await gateway.stop()
+
+    app = management_api(container.settings, lifespan)
+    app.state.container = container
+    gateway = create_gateway(container, app)
+    app.state.gateway = gateway
     # The inference paths, before any of the management API's machinery (the outermost).
     app.add_middleware(GatewayRoutes, gateway=gateway)
     return app

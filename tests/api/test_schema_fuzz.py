@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from schemathesis.config import SchemathesisConfig
 
 from interfaces.bootstrap import Container
 from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
-from interfaces.http.app import create_app
+from interfaces.http.app import management_api
 from interfaces.settings import Settings
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer, make_settings
 from tests.helpers import new_model, usage_record
@@ -121,7 +120,7 @@ def seeded(database_conninfo: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def document() -> dict[str, Any]:
     """The OpenAPI document, from an app that is never served (no database behind it)."""
-    return create_app(SimpleNamespace(settings=Settings())).openapi()  # type: ignore[arg-type]
+    return management_api(Settings()).openapi()
 
 
 def fuzz_schema(run: str) -> Any:
