@@ -42,6 +42,8 @@ class Settings:
     # How long an Idempotency-Key claim with nothing saved holds off a retry (a crashed first
     # request's key is free again after it); see interfaces/stores.py IdempotencyStore.
     idempotency_lease_seconds: float = 30.0
+    # Upstream requests each serving process admits at once, until PUT /capacity sets it.
+    max_in_flight: int = 256
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -73,6 +75,7 @@ class Settings:
             max_hourly_range_days=int(env.get("HOSTPLANE_MAX_HOURLY_RANGE_DAYS", "31")),
             max_body_bytes=int(env.get("HOSTPLANE_MAX_BODY_BYTES", str(32 * 1024 * 1024))),
             idempotency_lease_seconds=float(env.get("HOSTPLANE_IDEMPOTENCY_LEASE_SECONDS", "30")),
+            max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
         )
 
     def for_operator(self) -> Settings:

@@ -19,7 +19,9 @@ from interfaces.http.routes import (
     billing,
     budgets,
     byok,
+    capacity,
     export,
+    fairshare,
     health,
     instances,
     keys,
@@ -45,6 +47,8 @@ ROUTES = (
     webhooks,
     byok,
     mcp_servers,
+    capacity,
+    fairshare,
 )
 
 
