@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StrictInt
 
 from interfaces.db.readgate import ReadGate
 from interfaces.http.deps import AdminCaller, FairshareDep, Gate, Once
+from interfaces.http.openapi import also_answers
 from interfaces.http.routes.common import CursorQuery, LimitQuery, found, listing
 from interfaces.http.schemas import Page, Strict, WeightUpdate
 from projections.readmodels import fairshare
@@ -67,13 +68,15 @@ def list_groups(
         return listing(lambda: fairshare.list_groups(curs, limit, cursor))
 
 
-@router.get("/fairshare/groups/{name}", response_model=GroupPublic)
+@router.get("/fairshare/groups/{name}", response_model=GroupPublic, responses=also_answers(404))
 def get_group(name: str, caller: AdminCaller, gate: Gate) -> GroupPublic:
     """Get one fair-share group by name (admin)."""
     return read_group(gate, name)
 
 
-@router.patch("/fairshare/groups/{name}/weight", response_model=GroupPublic)
+@router.patch(
+    "/fairshare/groups/{name}/weight", response_model=GroupPublic, responses=also_answers(404)
+)
 def change_weight(
     name: str, body: WeightUpdate, caller: AdminCaller, commands: FairshareDep, gate: Gate
 ) -> GroupPublic:
