@@ -51,3 +51,9 @@ def list_groups(
     curs: Cursor[Any], limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     return keyset_page(curs, f"{SCHEMA}.groups", COLUMNS, {}, limit, cursor, dict)
+
+
+def group_weights(curs: Cursor[Any]) -> dict[str, int]:
+    """Every group's weight by name: what a scheduler loads (groups are few, and only grow)."""
+    rows = curs.execute(f"SELECT name, weight FROM {SCHEMA}.groups").fetchall()
+    return {r["name"]: r["weight"] for r in rows}

@@ -137,3 +137,13 @@ def test_group_names_are_matched_exactly(admin):
 
     r = admin.patch(f"/tenants/{t['id']}/group", json={"group": group["name"].upper()})
     assert_error(r, 404)
+
+
+def test_the_read_model_gives_a_scheduler_every_groups_weight_by_name(admin, container):
+    from projections.readmodels import fairshare
+
+    group = new_group(admin, weight=4)
+    admin.patch(f"/fairshare/groups/{group['name']}/weight", json={"weight": 5})
+
+    with container.gate.reading("fairshare") as curs:
+        assert fairshare.group_weights(curs)[group["name"]] == 5
