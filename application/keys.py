@@ -40,6 +40,7 @@ class Keys:
         sovereignty_mode: bool = False,
         expires_at: datetime | None = None,
         ip_allowlist: list[str] | None = None,
+        rpm_limit: int | None = None,
         now: datetime | None = None,
     ) -> tuple[ApiKey, str]:
         """Issue a key; returns it as saved and the plaintext token, which is never stored."""
@@ -55,6 +56,7 @@ class Keys:
             sovereignty_mode=sovereignty_mode,
             expires_at=expires_at,
             ip_allowlist=ip_allowlist,
+            rpm_limit=rpm_limit,
         )
         name_key = key_name_key(tenant.id, check_key_name(name))
         index = claim_name(self.store, "key", name_key, key.id, principal.actor)

@@ -83,6 +83,15 @@ class Pricing:
             )
         self.store.commit(model)
 
+    def configure_cache(
+        self, principal: Principal, slug: str, enabled: bool, ttl_seconds: int | None = None
+    ) -> None:
+        """Turn a model's response cache on or off (admin); no ``ttl_seconds`` keeps the TTL."""
+        principal.check_admin()
+        model = self.load_model(slug)
+        model.configure_cache(enabled, ttl_seconds, actor=principal.actor)
+        self.store.commit(model)
+
     def delete_model(self, principal: Principal, slug: str) -> None:
         principal.check_admin()
         model = self.load_model(slug)

@@ -6,6 +6,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
+from application.fairshare import require_group
 from application.names import claim_name, commit_claim
 from application.ports import SecretBox
 from application.store import EventStore
@@ -40,6 +41,8 @@ class Tenants:
             wrapped_data_key=self.secret_box.new_wrapped_data_key(),
             actor=principal.actor,
         )
+        if tenant.group is not None:
+            require_group(self.store, tenant.group)
         index = claim_name(
             self.store, "tenant", check_name(name).lower(), tenant.id, principal.actor
         )
@@ -64,9 +67,12 @@ class Tenants:
         self.store.commit(tenant)
 
     def assign_tenant_group(self, principal: Principal, tenant_id: UUID, group: str | None) -> None:
+        """Assign a fair-share group (admin); one that doesn't exist is 404, ``None`` leaves."""
         principal.check_admin()
         tenant = self.store.load(Tenant, tenant_id, "tenant")
-        tenant.assign_group(group, actor=principal.actor)
+        tenant.assign_group(group, actor=principal.actor)  # checked first: 409, 400, then 404
+        if tenant.group is not None:
+            require_group(self.store, tenant.group)
         self.store.commit(tenant)
 
     def add_credits(self, principal: Principal, tenant_id: UUID, amount_eur: Decimal) -> None:

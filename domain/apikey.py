@@ -18,7 +18,14 @@ from domain.base import (
     name_id,
     sha256_hex,
 )
-from domain.values import Text, TextList, check_flag, check_instant
+from domain.values import (
+    MAX_REQUESTS_PER_MINUTE,
+    BoundedInt,
+    Text,
+    TextList,
+    check_flag,
+    check_instant,
+)
 
 KINDS = ("management", "router")
 TOKEN_PREFIX = {"management": "hp_mk_", "router": "hp_rk_"}
@@ -34,6 +41,9 @@ ALLOWED_MODELS = TextList(
     Text(200, message="{field} must be a model id of {min}-{max} characters"), 1000
 )
 IP_ALLOWLIST = TextList(Text(64, min_length=0), 1000)  # ip_network says what is wrong
+RPM_LIMIT = BoundedInt(
+    1, MAX_REQUESTS_PER_MINUTE, "{field} must be a whole number of requests from 1 to {maximum}"
+)
 
 
 class KeyUnusableError(DomainError):
@@ -77,6 +87,11 @@ def check_allowed_models(models: list[str] | None) -> list[str] | None:
     return None if models is None else ALLOWED_MODELS.check("allowed_models", models)
 
 
+def check_rpm_limit(rpm_limit: object) -> int | None:
+    """Requests per minute the key may make (``None``: no limit of its own)."""
+    return None if rpm_limit is None else RPM_LIMIT.check("rpm_limit", rpm_limit)
+
+
 class ApiKey(Aggregate):
     """A bearer token of one tenant, of kind management or router."""
 
@@ -93,6 +108,8 @@ class ApiKey(Aggregate):
         expires_at: datetime | None
         ip_allowlist: list[str]
         actor: Actor
+        # Added later: keys issued before it have none (the default, on replay).
+        rpm_limit: int | None = None
 
     @event(Issued)
     def __init__(
@@ -107,6 +124,7 @@ class ApiKey(Aggregate):
         expires_at: datetime | None,
         ip_allowlist: list[str],
         actor: Actor,
+        rpm_limit: int | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.name = name
@@ -117,6 +135,7 @@ class ApiKey(Aggregate):
         self.sovereignty_mode = sovereignty_mode
         self.expires_at = expires_at
         self.ip_allowlist = ip_allowlist
+        self.rpm_limit = rpm_limit
         self.disabled = False
         self.deleted = False
         self.budget_ids: list[UUID] = []
@@ -133,6 +152,7 @@ class ApiKey(Aggregate):
         sovereignty_mode: bool = False,
         expires_at: datetime | None = None,
         ip_allowlist: list[str] | None = None,
+        rpm_limit: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Issue a new key; returns the key and its plaintext token (to be shown once)."""
         if kind not in KINDS:
@@ -155,6 +175,7 @@ class ApiKey(Aggregate):
             expires_at=expires_at,
             ip_allowlist=check_ip_allowlist(ip_allowlist or []),
             actor=actor,
+            rpm_limit=check_rpm_limit(rpm_limit),
         )
         return key, token
 

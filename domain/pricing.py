@@ -22,6 +22,9 @@ DISPLAY_NAME = Text(  # not blank
     200, pattern=re.compile(r"\s*\S"), message="{field} must be 1-200 characters"
 )
 CONTEXT_LENGTH = BoundedInt(1, 100_000_000, "{field} must be a positive number of tokens")
+# How long a cached answer may be served again: up to 30 days (integer column).
+CACHE_TTL = BoundedInt(1, 30 * 86_400, "{field} must be between {minimum} and {maximum} seconds")
+DEFAULT_CACHE_TTL_SECONDS = 3600  # until an operator sets one
 MODALITIES = ("text", "chat", "embedding", "image", "audio", "multimodal")
 MTOK = Decimal(1_000_000)
 HOUR_US = Decimal(3_600_000_000)
@@ -86,6 +89,9 @@ class Model(Aggregate):
         # The registration price applies to all usage until a later change.
         self.prices = [Price(None, input_eur_per_mtok, output_eur_per_mtok)]
         self.deleted = False
+        # The response cache (off until configured, ``PUT /models/{id}/cache``).
+        self.cache_enabled = False
+        self.cache_ttl_seconds = DEFAULT_CACHE_TTL_SECONDS
 
     @classmethod
     def register(
@@ -185,6 +191,20 @@ class Model(Aggregate):
     ) -> None:
         self.prices.append(Price(effective_from, input_eur_per_mtok, output_eur_per_mtok))
 
+    def configure_cache(self, enabled: bool, ttl_seconds: int | None, actor: Actor) -> None:
+        """Turn the response cache on or off; ``ttl_seconds`` ``None`` keeps the current TTL.
+        A setting that changes nothing records nothing."""
+        self.check_not_deleted()
+        enabled = check_flag("enabled", enabled)
+        ttl = self.cache_ttl_seconds if ttl_seconds is None else check_cache_ttl(ttl_seconds)
+        if (enabled, ttl) != (self.cache_enabled, self.cache_ttl_seconds):
+            self._cache_configured(enabled=enabled, ttl_seconds=ttl, actor=actor)
+
+    @event("CacheConfigured")
+    def _cache_configured(self, enabled: bool, ttl_seconds: int, actor: Actor) -> None:
+        self.cache_enabled = enabled
+        self.cache_ttl_seconds = ttl_seconds
+
     def delete(self, actor: Actor) -> None:
         self.check_not_deleted()
         self._deleted(actor=actor)
@@ -198,6 +218,10 @@ def check_vendor(vendor: str) -> str:
     if vendor not in UPSTREAMS:
         raise InvalidValueError("vendor", f"vendor must be one of {', '.join(UPSTREAMS)}")
     return vendor
+
+
+def check_cache_ttl(value: object) -> int:
+    return CACHE_TTL.check("ttl_seconds", value)
 
 
 def check_model_slug(slug: str) -> str:

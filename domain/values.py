@@ -24,6 +24,7 @@ from domain.base import InvalidValueError, utc
 MAX_TOKENS = 10**9
 MAX_LATENCY_MS = 86_400_000  # a day: no request is still answering after it
 MAX_TOKENS_PER_MINUTE = 10**12  # bigint column; far above any deployment, safe to multiply
+MAX_REQUESTS_PER_MINUTE = 10**9  # a key's rpm_limit: ~16.7 million requests a second
 # Characters no read model can store: NUL (PostgreSQL text and jsonb refuse it) and lone UTF-16
 # surrogates (not Unicode scalar values: no UTF-8 encoding, so no event JSON holds them).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -15,6 +15,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from application.authentication import Authenticator
 from application.budgets import Budgets
 from application.byok import Upstreams
+from application.capacity import CapacityControl
+from application.fairshare import Fairshare
 from application.instances import Instances
 from application.keys import Keys
 from application.mcp_servers import McpServers
@@ -95,6 +97,8 @@ class Container:
     usage: Usage
     webhooks: Webhooks
     mcp_servers: McpServers
+    capacity: CapacityControl
+    fairshare: Fairshare
     # What runs in the background.
     provider: SimulatedProvider
     providers: ProviderRegistry
@@ -260,6 +264,8 @@ def _assemble(settings: Settings, database: Database) -> Container:
         usage=Usage(store, clock, recorder, recorder, budget_watch),
         webhooks=webhooks,
         mcp_servers=McpServers(store, secret_box),
+        capacity=CapacityControl(store, settings.max_in_flight),
+        fairshare=Fairshare(store),
         provider=provider,
         providers=providers,
         budget_watch=budget_watch,

@@ -50,6 +50,8 @@ class Settings:
     gateway_connect_timeout: float = 5.0
     gateway_first_byte_timeout: float = 60.0
     gateway_total_timeout: float = 600.0
+    # Upstream requests each serving process admits at once, until PUT /capacity sets it.
+    max_in_flight: int = 256
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             gateway_connect_timeout=float(env.get("HOSTPLANE_GATEWAY_CONNECT_TIMEOUT", "5")),
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
+            max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
         )
 
     def upstream_url(self, vendor: str) -> str:

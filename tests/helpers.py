@@ -68,3 +68,10 @@ def usage_record(key_id: str, model: str, at: str, **fields: Any) -> dict[str, A
         "occurred_at": at,
         **fields,
     }
+
+
+def ensure_group(admin: Any, name: str, weight: int = 100) -> str:
+    """A fair-share group named ``name`` (a tenant can only be put in one that exists)."""
+    r = admin.post("/fairshare/groups", json={"name": name, "weight": weight})
+    assert r.status_code in (201, 409), r.text  # 409: another test made it already
+    return name

@@ -22,7 +22,9 @@ from interfaces.http.routes import (
     billing,
     budgets,
     byok,
+    capacity,
     export,
+    fairshare,
     health,
     instances,
     keys,
@@ -49,6 +51,8 @@ ROUTES = (
     webhooks,
     byok,
     mcp_servers,
+    capacity,
+    fairshare,
 )
 
 

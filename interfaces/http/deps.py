@@ -15,7 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from application.auth import Principal
 from application.budgets import Budgets
 from application.byok import Upstreams
+from application.capacity import CapacityControl
 from application.errors import AuthenticationError
+from application.fairshare import Fairshare
 from application.instances import Instances
 from application.keys import Keys
 from application.mcp_servers import McpServers
@@ -58,6 +60,8 @@ PricingDep = Annotated[Pricing, Depends(part("pricing"))]
 UsageDep = Annotated[Usage, Depends(part("usage"))]
 WebhooksDep = Annotated[Webhooks, Depends(part("webhooks"))]
 McpServersDep = Annotated[McpServers, Depends(part("mcp_servers"))]
+CapacityDep = Annotated[CapacityControl, Depends(part("capacity"))]
+FairshareDep = Annotated[Fairshare, Depends(part("fairshare"))]
 
 
 def client_ip(request: Request) -> str | None:
@@ -143,3 +147,14 @@ async def management_principal(request: Request, _: BearerDoc) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(management_principal)]
+
+
+async def admin_principal(request: Request, _: BearerDoc) -> Principal:
+    """The caller of an operator-only route (capacity, fair-share groups): the admin token;
+    a tenant's management key is 403 there, as on every admin-only write."""
+    principal = await management_principal(request, None)
+    principal.check_admin()
+    return principal
+
+
+AdminCaller = Annotated[Principal, Depends(admin_principal)]

@@ -90,6 +90,8 @@ class GroupUpdate(Strict):
 
 # -- keys ----------------------------------------------------------------------------------
 
+RPM_LIMIT = "Requests per minute this key may make (a positive integer); null: no limit of its own."
+
 
 class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=63)
@@ -98,6 +100,7 @@ class KeyCreate(Strict):
     sovereignty_mode: StrictBool = False
     expires_at: datetime | None = None
     ip_allowlist: list[str] = Field(default_factory=list, max_length=MAX_IP_ALLOWLIST)
+    rpm_limit: StrictInt | None = Field(None, description=RPM_LIMIT)
 
 
 class KeyPublic(BaseModel):
@@ -110,6 +113,7 @@ class KeyPublic(BaseModel):
     sovereignty_mode: bool
     expires_at: datetime | None
     ip_allowlist: list[str]
+    rpm_limit: int | None = Field(None, description=RPM_LIMIT)
     disabled: bool
     created_at: datetime
     updated_at: datetime

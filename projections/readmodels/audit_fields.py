@@ -12,6 +12,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.base import Actor
+from domain.capacity import Capacity
+from domain.fairshare import FairshareGroup
 from domain.operator import Operator
 from domain.owned import OWNED
 from domain.pricing import GpuRate, Model
@@ -19,13 +21,15 @@ from domain.tenant import Tenant
 from domain.usage import UsageBatch
 
 # Every aggregate whose events are audited: the tenants, every kind they own (``domain.owned``)
-# and the operator's. NameIndex is left out on purpose: its events are internal bookkeeping of
+# and the operator's (the price book, capacity, fair-share groups). NameIndex is left out on purpose: its events are internal bookkeeping of
 # unique names, and each one accompanies an audited event anyway.
 AUDITED: tuple[type[Aggregate], ...] = (
     Tenant,
     *(k.aggregate for k in OWNED),
     Model,
     GpuRate,
+    Capacity,
+    FairshareGroup,
     Operator,
 )
 # The owned kinds' names (``ApiKey`` is ``key``); any other aggregate is its class in snake case.

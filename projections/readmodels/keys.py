@@ -33,15 +33,17 @@ CREATE TABLE IF NOT EXISTS {s}.keys (
 CREATE_KEYS_ORDER = (
     "CREATE INDEX IF NOT EXISTS keys_tenant_order ON {s}.keys (tenant_id, created_at DESC, id DESC)"
 )
+# Added after the table: a read model kept from before gains it (empty: no key had one).
+ADD_RPM_LIMIT = "ALTER TABLE {s}.keys ADD COLUMN IF NOT EXISTS rpm_limit bigint"
 INSERT_KEY = """
 INSERT INTO {s}.keys (id, tenant_id, name, kind, key_prefix, allowed_models, sovereignty_mode,
-                      expires_at, ip_allowlist, created_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+                      expires_at, ip_allowlist, rpm_limit, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 UPDATE_FLAG = "UPDATE {s}.keys SET {col} = %s, updated_at = %s WHERE id = %s"
 
 COLUMNS = (
     "id, tenant_id, name, kind, key_prefix, allowed_models, sovereignty_mode, expires_at,"
-    " ip_allowlist, disabled, created_at, updated_at"
+    " ip_allowlist, rpm_limit, disabled, created_at, updated_at"
 )
 SELECT_LIVE_IDS = "SELECT id FROM {s}.keys WHERE tenant_id = %s AND NOT deleted"
 
@@ -50,7 +52,7 @@ class KeysProjection(OwnedListing):
     name = "keys"
     lists = ApiKey
     live_ids_sql = SELECT_LIVE_IDS
-    tables = [CREATE_KEYS, CREATE_KEYS_ORDER]
+    tables = [CREATE_KEYS, CREATE_KEYS_ORDER, ADD_RPM_LIMIT]
 
     def issued(self, curs: Cursor[Any], e: Any) -> None:
         allowed = Jsonb(e.allowed_models) if e.allowed_models is not None else None
@@ -66,6 +68,7 @@ class KeysProjection(OwnedListing):
                 e.sovereignty_mode,
                 e.expires_at,
                 Jsonb(e.ip_allowlist),
+                e.rpm_limit,
                 e.timestamp,
                 e.timestamp,
             ),

@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg import Cursor
 
-from domain.pricing import GpuRate, Model
+from domain.pricing import DEFAULT_CACHE_TTL_SECONDS, GpuRate, Model
 from projections.engine.base import Projection, live_schema
 
 SCHEMA = live_schema("pricebook")
@@ -36,14 +36,20 @@ CREATE TABLE IF NOT EXISTS {s}.gpu_rates (
     instance_type text NOT NULL, region text NOT NULL, eur_per_hour numeric NOT NULL,
     updated_at timestamptz NOT NULL, PRIMARY KEY (instance_type, region)
 )"""
+# Columns added after the table: a read model kept from before gains them with the values
+# every model had then (no vendor; the response cache off, the default TTL).
+WIDEN_MODELS = [
+    "ALTER TABLE {s}.models ADD COLUMN IF NOT EXISTS vendor text",
+    "ALTER TABLE {s}.models ADD COLUMN IF NOT EXISTS cache_enabled boolean NOT NULL DEFAULT false",
+    "ALTER TABLE {s}.models ADD COLUMN IF NOT EXISTS cache_ttl_seconds integer NOT NULL"
+    f" DEFAULT {DEFAULT_CACHE_TTL_SECONDS}",
+]
 CREATE_IDS = "CREATE TABLE IF NOT EXISTS {s}.ids (id uuid PRIMARY KEY, slug text NOT NULL)"
 
 INSERT_MODEL = """
 INSERT INTO {s}.models (id, display_name, modality, context_length, input_eur_per_mtok,
     output_eur_per_mtok, serveable, vendor, created_at, updated_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
-# Read models made before models had a vendor: the same table, widened in place.
-WIDEN_MODELS = "ALTER TABLE {s}.models ADD COLUMN IF NOT EXISTS vendor text"
 INSERT_ID = "INSERT INTO {s}.ids (id, slug) VALUES (%s, %s)"
 SLUG_OF = "SELECT slug FROM {s}.ids WHERE id = %s"
 INSERT_PRICE = "INSERT INTO {s}.prices VALUES (%s, %s, %s, %s, %s)"
@@ -58,6 +64,8 @@ UPDATE {s}.models m SET input_eur_per_mtok = p.input_eur_per_mtok,
 FROM (SELECT * FROM {s}.prices WHERE model = %s
       ORDER BY effective_from DESC NULLS LAST, version DESC LIMIT 1) p
 WHERE m.id = %s"""
+CONFIGURE_CACHE = """
+UPDATE {s}.models SET cache_enabled = %s, cache_ttl_seconds = %s, updated_at = %s WHERE id = %s"""
 DELETE = "UPDATE {s}.models SET deleted = true, updated_at = %s WHERE id = %s"
 UPSERT_RATE = """
 INSERT INTO {s}.gpu_rates (instance_type, region, eur_per_hour, updated_at) VALUES (%s, %s, %s, %s)
@@ -68,13 +76,14 @@ CREATE TABLE IF NOT EXISTS {s}.rate_ids (id uuid PRIMARY KEY, instance_type text
 
 MODEL_COLUMNS = (
     "id, display_name, modality, context_length, input_eur_per_mtok, output_eur_per_mtok,"
-    " price_effective_from, serveable, vendor, created_at, updated_at"
+    " price_effective_from, serveable, vendor, cache_enabled, cache_ttl_seconds, created_at,"
+    " updated_at"
 )
 
 
 class PricebookProjection(Projection):
     name = "pricebook"
-    tables = [CREATE_MODELS, WIDEN_MODELS, CREATE_PRICES, CREATE_GPU_RATES, CREATE_IDS, RATE_IDS]
+    tables = [CREATE_MODELS, *WIDEN_MODELS, CREATE_PRICES, CREATE_GPU_RATES, CREATE_IDS, RATE_IDS]
 
     def registered(self, curs: Cursor[Any], e: Any) -> None:
         curs.execute(
@@ -128,6 +137,10 @@ class PricebookProjection(Projection):
         )
         curs.execute(e.sql(REPRICE), (e.timestamp, slug, slug))
 
+    def cache_configured(self, curs: Cursor[Any], e: Any) -> None:
+        row = (e.enabled, e.ttl_seconds, e.timestamp, self._slug(curs, e))
+        curs.execute(e.sql(CONFIGURE_CACHE), row)
+
     def deleted(self, curs: Cursor[Any], e: Any) -> None:
         curs.execute(e.sql(DELETE), (e.timestamp, self._slug(curs, e)))
 
@@ -151,6 +164,7 @@ class PricebookProjection(Projection):
         Model.Registered: registered,
         Model.Described: described,
         Model.PriceChanged: price_changed,
+        Model.CacheConfigured: cache_configured,
         Model.Deleted: deleted,
         GpuRate.Set: rate_set,
         GpuRate.Changed: rate_changed,
@@ -163,7 +177,7 @@ def get_model(curs: Cursor[Any], slug: str) -> dict[str, Any] | None:
     ).fetchone()
     if row is None:
         return None
-    row = dict(row)
+    row = shaped(row)
     row["prices"] = curs.execute(
         f"SELECT effective_from, input_eur_per_mtok, output_eur_per_mtok FROM {SCHEMA}.prices"
         " WHERE model = %s ORDER BY version",
@@ -173,9 +187,20 @@ def get_model(curs: Cursor[Any], slug: str) -> dict[str, Any] | None:
 
 
 def list_models(curs: Cursor[Any]) -> list[dict[str, Any]]:
-    return curs.execute(
+    rows = curs.execute(
         f"SELECT {MODEL_COLUMNS} FROM {SCHEMA}.models WHERE NOT deleted ORDER BY id"
     ).fetchall()
+    return [shaped(r) for r in rows]
+
+
+def shaped(row: dict[str, Any]) -> dict[str, Any]:
+    """A model's row with its cache settings together, as ``cache``."""
+    row = dict(row)
+    row["cache"] = {
+        "enabled": row.pop("cache_enabled"),
+        "ttl_seconds": row.pop("cache_ttl_seconds"),
+    }
+    return row
 
 
 def list_gpu_rates(curs: Cursor[Any]) -> list[dict[str, Any]]:

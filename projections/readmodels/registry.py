@@ -5,7 +5,9 @@ from __future__ import annotations
 from projections.engine.base import Projection
 from projections.readmodels.audit import AuditProjection
 from projections.readmodels.budgets import BudgetsProjection
+from projections.readmodels.capacity import CapacityProjection
 from projections.readmodels.costs import CostsProjection
+from projections.readmodels.fairshare import FairshareProjection
 from projections.readmodels.instances import InstancesProjection
 from projections.readmodels.keys import KeysProjection
 from projections.readmodels.mcp_servers import McpServersProjection
@@ -27,4 +29,6 @@ def all_projections() -> list[Projection]:
         CostsProjection(),
         WebhooksProjection(),
         McpServersProjection(),
+        CapacityProjection(),
+        FairshareProjection(),
     ]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from domain.owned import ENDED_AT_OFFBOARDING
+from tests.helpers import ensure_group
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,15 @@ ROUTES = [
     Route("GET", "/mcp-servers/{mcp_server_id}"),
     Route("PUT", "/mcp-servers/{mcp_server_id}", {"enabled": False}),
     Route("DELETE", "/mcp-servers/{mcp_server_id}"),
+    # The operator's own settings: no tenant's key reads or changes them.
+    Route("GET", "/capacity", foreign="admin-only"),
+    # The settings' default (the admin's call must leave the installation as other tests expect).
+    Route("PUT", "/capacity", {"max_in_flight": 256}, foreign="admin-only"),
+    Route("GET", "/fairshare/groups", foreign="admin-only"),
+    Route("POST", "/fairshare/groups", {"name": "iso-{unique}"}, foreign="admin-only"),
+    Route("GET", "/fairshare/groups/iso", foreign="admin-only"),
+    Route("PATCH", "/fairshare/groups/iso/weight", {"weight": 2}, foreign="admin-only"),
+    Route("PUT", "/models/llama-3.1-8b/cache", {"enabled": False}, foreign="admin-only"),
 ]
 # The collection of each kind the owner holds one of: every kind that offboarding ends.
 COLLECTIONS = {
@@ -136,6 +146,9 @@ class Owner:
 
 @pytest.fixture
 def owner(admin, tenant) -> Owner:
+    ensure_group(
+        admin, "iso"
+    )  # the group the routes above name: a tenant joins only one that exists
     router_key, router_secret = admin.new_key(tenant.id, "router")
     instance = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
     budget = tenant.api.post("/budgets", json={"limit_eur": "50"})

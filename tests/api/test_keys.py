@@ -523,3 +523,34 @@ def test_the_same_idempotency_key_for_another_tenant_is_a_409(admin, tenant, oth
     assert admin.get("/keys", params={"tenant_id": other_tenant.id}).json()["data"] == [
         other_tenant.key
     ]
+
+
+def test_a_keys_rpm_limit_is_kept_and_shown_wherever_the_key_is(admin, tenant):
+    key, _ = admin.new_key(tenant.id, "router", rpm_limit=120)
+
+    assert key["rpm_limit"] == 120
+    assert admin.get(f"/keys/{key['id']}").json()["rpm_limit"] == 120
+    listed = admin.get("/keys", params={"tenant_id": tenant.id}).json()["data"]
+    assert {k["id"]: k["rpm_limit"] for k in listed}[key["id"]] == 120
+
+
+def test_a_key_issued_without_an_rpm_limit_has_none(admin, tenant):
+    key, _ = admin.new_key(tenant.id, "router")
+
+    assert key["rpm_limit"] is None
+    assert admin.get(f"/keys/{key['id']}").json()["rpm_limit"] is None
+
+
+@pytest.mark.parametrize("rpm_limit", [0, -1, 10**9 + 1, "60", 1.5, True])
+def test_an_rpm_limit_that_is_not_a_positive_whole_number_is_a_400(admin, tenant, rpm_limit):
+    body = {"name": "rpm", "kind": "router", "rpm_limit": rpm_limit}
+    r = admin.post(f"/tenants/{tenant.id}/keys", json=body)
+
+    assert names_field(error_of(r, 400), "rpm_limit")
+
+
+def test_a_keys_rpm_limit_is_audited_with_its_issue(admin, tenant):
+    key, _ = admin.new_key(tenant.id, "router", rpm_limit=30)
+
+    log = admin.get("/audit", params={"target_id": key["id"]}).json()["data"]
+    assert [(e["action"], e["changes"]["rpm_limit"]) for e in log] == [("key.issued", 30)]

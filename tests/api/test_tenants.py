@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import error_of, names_field
+from tests.helpers import ensure_group, error_of, names_field
 from tests.helpers import unique_name as shared_unique_name
 
 
@@ -35,6 +35,7 @@ def all_tenant_ids(api: Any) -> list[str]:
 
 def test_creating_a_tenant_answers_201_with_the_given_fields(admin):
     name = unique_name()
+    ensure_group(admin, "gold")
     r = admin.post(
         "/tenants", json={"name": name, "weight": 200, "tokens_per_minute": 100000, "group": "gold"}
     )
@@ -219,6 +220,7 @@ def test_putting_a_negative_quota_is_a_400(admin):
 
 def test_patching_the_group_assigns_it(admin):
     t = admin.new_tenant()
+    ensure_group(admin, "premium")
     r = admin.patch(f"/tenants/{t['id']}/group", json={"group": "premium"})
     assert r.status_code == 200, r.text
     assert r.json()["group"] == "premium"
@@ -226,7 +228,7 @@ def test_patching_the_group_assigns_it(admin):
 
 
 def test_patching_a_null_group_removes_it(admin):
-    t = admin.new_tenant(group="premium")
+    t = admin.new_tenant(group=ensure_group(admin, "premium"))
     r = admin.patch(f"/tenants/{t['id']}/group", json={"group": None})
     assert r.status_code == 200, r.text
     assert r.json()["group"] is None

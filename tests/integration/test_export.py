@@ -13,7 +13,7 @@ from freezegun import freeze_time
 
 from application.auth import Principal
 from domain.base import Actor
-from tests.helpers import new_model, unique_name
+from tests.helpers import ensure_group, new_model, unique_name
 from tests.integration.test_cli import hostplane
 
 ADMIN = Principal(kind="admin", actor=Actor(id="admin", ip=None))
@@ -82,7 +82,7 @@ def test_the_cli_writes_the_same_export_as_the_api_with_a_progress_bar(
 
 
 def test_the_cli_exports_a_past_state_with_as_of(database_conninfo, tmp_path, admin, tenant):
-    r = admin.patch(f"/tenants/{tenant.id}/group", json={"group": "gold"})
+    r = admin.patch(f"/tenants/{tenant.id}/group", json={"group": ensure_group(admin, "gold")})
     assert r.status_code == 200, r.text
 
     result = hostplane(

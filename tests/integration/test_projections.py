@@ -19,10 +19,13 @@ from projections.readmodels.audit import AuditProjection
 from projections.readmodels.keys import KeysProjection
 from projections.readmodels.registry import all_projections
 from projections.readmodels.tenants import TenantsProjection
+from tests.helpers import ensure_group, new_model
 
 # Every read model hostplane keeps; the listings are among them.
 PROJECTIONS = [p.name for p in all_projections()]
 LISTINGS = ["tenants", "keys", "instances", "budgets", "mcp_servers"]
+# Read models the history below must leave with rows, so that their rebuild compares something.
+FILLED = [*LISTINGS, "capacity", "fairshare"]
 
 
 def caught_up(container: Any, timeout: float = 10.0) -> None:
@@ -61,15 +64,23 @@ def snapshot(container: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @pytest.fixture(scope="module")
-def history(admin: Any) -> None:
+def history(admin: Any, container: Any) -> None:
     """Writes that touch every read model with every kind of event."""
+    group = ensure_group(admin, "gold", weight=2)
+    assert admin.patch(f"/fairshare/groups/{group}/weight", json={"weight": 3}).is_success
+    for value in (5, container.settings.max_in_flight):  # set back: other tests share it
+        assert admin.put("/capacity", json={"max_in_flight": value}).is_success
+    model = new_model(admin)
+    for enabled in (True, False):
+        body = {"enabled": enabled, "ttl_seconds": 90}
+        assert admin.put(f"/models/{model}/cache", json=body).is_success
     for _ in range(2):
         t = admin.new_tenant(tokens_per_minute=1000)
         assert admin.patch(f"/tenants/{t['id']}/weight", json={"weight": 5}).status_code == 200
         assert admin.put(f"/tenants/{t['id']}/quota", json={"tokens_per_minute": None}).is_success
-        assert admin.patch(f"/tenants/{t['id']}/group", json={"group": "gold"}).is_success
+        assert admin.patch(f"/tenants/{t['id']}/group", json={"group": group}).is_success
         key, _ = admin.new_key(t["id"], "management", allowed_models=["llama-3.1-8b", "gpt-4o"])
-        router, _ = admin.new_key(t["id"], "router", ip_allowlist=["10.0.0.0/8"])
+        router, _ = admin.new_key(t["id"], "router", ip_allowlist=["10.0.0.0/8"], rpm_limit=60)
         assert admin.put(f"/keys/{router['id']}/disabled", json={"disabled": True}).is_success
         assert admin.put(f"/keys/{router['id']}/disabled", json={"disabled": False}).is_success
         r = admin.post(
@@ -127,7 +138,7 @@ def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, 
             caught_up(container)
             head = container.runner.max_notification_id()
             before = snapshot(container, schema)
-            if name in LISTINGS:
+            if name in FILLED:
                 assert sum(len(rows) for t, rows in before.items() if t != "tracking") > 0
 
             container.runner.rebuild(name)

@@ -49,6 +49,20 @@ class ModelUpdate(Strict):
     )
 
 
+class CacheUpdate(Strict):
+    enabled: StrictBool
+    ttl_seconds: StrictInt | None = Field(
+        None, description="How long an answer may be served again (1-2,592,000); default: kept."
+    )
+
+
+class CachePublic(BaseModel):
+    enabled: bool = Field(
+        description="Whether identical non-streamed requests are answered from it."
+    )
+    ttl_seconds: int
+
+
 class PricePublic(BaseModel):
     effective_from: UtcTime | None
     input_eur_per_mtok: Decimal
@@ -65,6 +79,7 @@ class ModelPublic(BaseModel):
     price_effective_from: UtcTime | None
     serveable: bool
     vendor: str | None = None
+    cache: CachePublic = Field(description="The response cache's settings (per tenant entries).")
     created_at: UtcTime
     updated_at: UtcTime
     prices: list[PricePublic] | None = None
@@ -126,6 +141,15 @@ def update_model(
 ) -> ModelPublic:
     """Update a model (admin). A changed price takes effect at ``effective_from``."""
     commands.update_model(caller, model_id, **body.model_dump())
+    return read_model(gate, model_id)
+
+
+@router.put("/models/{model_id}/cache", response_model=ModelPublic)
+def configure_cache(
+    model_id: str, body: CacheUpdate, caller: Caller, commands: PricingDep, gate: Gate
+) -> ModelPublic:
+    """Turn the model's response cache on or off and set its TTL (admin; audited)."""
+    commands.configure_cache(caller, model_id, body.enabled, body.ttl_seconds)
     return read_model(gate, model_id)
 
 

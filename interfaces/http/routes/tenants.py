@@ -51,7 +51,8 @@ def list_tenants(
         return listing(lambda: tenants.list_tenants(curs, caller.tenant_filter(), limit, cursor))
 
 
-@router.post("/tenants", status_code=201, response_model=TenantPublic)
+# 404: a ``group`` that doesn't exist.
+@router.post("/tenants", status_code=201, response_model=TenantPublic, responses=also_answers(404))
 def create_tenant(
     body: TenantCreate,
     caller: Caller,
