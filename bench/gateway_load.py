@@ -21,7 +21,7 @@ from bench.client import encode
 from bench.gateway_upstream import run_loop
 from bench.report import percentile
 
-GRACE = 15.0  # a paced run that has fallen this far behind its last due time stops sending
+GRACE = 5.0  # a paced run that has fallen this far behind its last due time stops sending
 
 
 @dataclass
@@ -44,10 +44,10 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
     @property
-    def cpu_ms_per_request(self) -> float | None:
+    def cpu_us_per_request(self) -> float | None:
         if self.cpu_seconds is None or not self.requests:
             return None
-        return self.cpu_seconds * 1000 / self.requests
+        return self.cpu_seconds * 1e6 / self.requests
 
     def summary(self) -> str:
         text = (
@@ -56,8 +56,10 @@ class Result:
         )
         if self.ttfb_p50_ms is not None:
             text += f", first byte p50 {self.ttfb_p50_ms:.2f} ms p99 {self.ttfb_p99_ms:.2f} ms"
+        if self.offered and self.rate < 0.95 * self.offered:
+            text += f"; fell behind the offered {self.offered:,.0f}/s"
         if self.unsent:
-            text += f", {self.unsent} never sent (fell > {GRACE:g} s behind)"
+            text += f", {self.unsent:,} never sent (more than {GRACE:g} s late)"
         return text
 
 
