@@ -18,9 +18,11 @@ embedded PostgreSQL's) divided by the requests; memory is their peak resident se
 PostgreSQL's not counted). After hostplane's runs its billing summary for the tenant is
 compared with the usage the fake upstream reported over the same runs: they must be equal.
 
-LiteLLM is found at ``$BENCH_LITELLM``, beside this interpreter, or on ``PATH`` (install the
-``bench`` extra, or ``litellm[proxy]`` in a virtualenv of its own and point ``BENCH_LITELLM`` at
-its ``litellm``); without it, its rows say why they are missing.
+LiteLLM is found at ``$BENCH_LITELLM``, beside this interpreter, or on ``PATH``; without it,
+its rows say why they are missing. ``litellm[proxy]`` pins ``rich<14`` while the test extra's
+import-linter needs ``rich>=14.2``, so ``.[test,bench]`` in one virtualenv does not resolve:
+install ``.[bench]`` in a virtualenv of its own and run the bench from there, or install
+``litellm[proxy]`` alone in one and point ``BENCH_LITELLM`` at its ``litellm``.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ def minimal_proxy(upstream: Upstream, workdir: Path) -> Iterator[Target]:
 
 def litellm_bin() -> str | None:
     if found := os.environ.get("BENCH_LITELLM"):
-        return found
+        return found if Path(found).exists() else None
     beside = Path(sys.executable).with_name("litellm")
     return str(beside) if beside.exists() else shutil.which("litellm")
 
@@ -639,7 +641,8 @@ def matrix(targets: list[Target]) -> str:
     rows = []
     for t in targets:
         if t.missing:
-            rows.append([t.name, t.missing, *[""] * (len(header) - 2)])
+            why = t.missing if len(t.missing) <= 90 else t.missing[:89] + "…"
+            rows.append([t.name, why, *[""] * (len(header) - 2)])
             continue
         r = t.results
 
