@@ -403,6 +403,12 @@ def billing_check(
             f" tokens; the upstream answered {want[0]:,} requests reporting {want[1]:,} prompt"
             f" + {want[2]:,} completion tokens"
             + ("" if got[0] == want[0] else " (request counts differ)")
+            + (
+                f"; {reported['wrong_bearer']:,} requests reached the upstream without the BYOK"
+                " key as their bearer"
+                if reported.get("wrong_bearer")
+                else "; every request bore the BYOK key"
+            )
         ),
         extra={"billed": got, "reported": want},
     )
@@ -441,9 +447,8 @@ def hostplane(
 
         def check() -> Figure:
             after = upstream.stats()
-            reported = {
-                k: after[k] - before[k] for k in ("requests", "prompt_tokens", "completion_tokens")
-            }
+            keys = ("requests", "prompt_tokens", "completion_tokens", "wrong_bearer")
+            reported = {k: after[k] - before[k] for k in keys}
             return billing_check(server, tenant, reported, name)
 
         note = "API processes + embedded PostgreSQL" if not database_url else "API processes"
