@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import export, ingest, load, queries, seed
+from bench import export, gateway, ingest, load, queries, seed
 from bench.ingest import Dataset
 from bench.report import Figure, machine, table, write_json
 from bench.server import Server
 
-GROUPS = ("ingest", "billing", "rebuild", "ryw", "load", "audit", "export", "rss")
+GROUPS = ("ingest", "billing", "rebuild", "ryw", "load", "audit", "export", "rss", "gateway")
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -33,6 +33,7 @@ class Scale:
     export_events: int = 20_000  # events of one tenant for the export figures
     audit_entries: int = 2_500  # one-record usage batches for the audit and catch-up figures
     baseline_events: int = 20_000  # events the library's one-transaction-per-event runner replays
+    gateway_seconds: float = 3.0  # each of the gateway's 6 loads, per target
 
 
 SCALES = {
@@ -48,6 +49,7 @@ SCALES = {
         export_events=1_000_000,
         audit_entries=1_000_000,
         baseline_events=30_000,
+        gateway_seconds=10.0,
     ),
 }
 
@@ -177,21 +179,31 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    server = Server(args.database_url, workers=args.workers)
-    say(
-        f"starting hostplane serve --workers {args.workers} on port {server.port},"
-        f" data in {server.data_dir}"
-    )
-    try:
-        server.start()
-        with server.connect() as conn:
-            postgres = conn.execute("SELECT version()").fetchone()[0]
-        figures = run(scale, only, server)
-        if "rss" in only:
-            figures.append(rss_figure(server))
-    finally:
-        say("stopping hostplane serve (SIGINT)")
-        server.stop(keep=args.keep)
+    figures: list[Figure] = []
+    postgres = None
+    if only - {"gateway"}:
+        server = Server(args.database_url, workers=args.workers)
+        say(
+            f"starting hostplane serve --workers {args.workers} on port {server.port},"
+            f" data in {server.data_dir}"
+        )
+        try:
+            server.start()
+            with server.connect() as conn:
+                postgres = conn.execute("SELECT version()").fetchone()[0]
+            figures = run(scale, only, server)
+            if "rss" in only:
+                figures.append(rss_figure(server))
+        finally:
+            say("stopping hostplane serve (SIGINT)")
+            server.stop(keep=args.keep)
+    if "gateway" in only:
+        # its own servers: the fake upstream, the proxies, hostplane with one and two processes
+        guarded(
+            "gateway",
+            figures,
+            lambda: gateway.gateway_figures(scale.gateway_seconds, args.database_url),
+        )
 
     load_after = os.getloadavg()
     print(table(figures))
