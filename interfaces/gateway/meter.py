@@ -2,8 +2,11 @@
 
 Each request hands its record to ``Meter.record`` and awaits it: the record is durable (its
 usage batch committed, through ``Usage.ingest_usage``, the path of ``POST /usage/events``)
-when the await returns. One thread per process writes: it takes what has queued up, waits a
-few milliseconds for more, and ingests them all at once.
+when the await returns. One thread per process writes: it takes what has queued up and
+ingests it all at once. A record that arrives alone is written at once; when others are
+queued beside it, the write waits a little (2 ms) for more. Measured (bench --only gateway,
+one process): a fixed 2 ms gather added ~1.4 ms at p50 to every answer at one client; no
+gather at all cost ~20% of the throughput at 32 clients (smaller batches, more commits).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ log = logging.getLogger("hostplane.gateway")
 
 # The gateway records for every tenant (like the operator's token on POST /usage/events).
 GATEWAY = Principal(kind="admin", actor=Actor(id="gateway", ip=None))
-GATHER_SECONDS = 0.002  # how long a write waits for more records after the first
+GATHER_SECONDS = 0.002  # how long a write under load waits for more records
 
 
 class MeteringError(Exception):
@@ -70,7 +73,10 @@ class Meter:
                 items: list[tuple[UsageInput, Waiter]] = []
             else:
                 items = [item]
-            deadline = time.monotonic() + self.gather_seconds
+            # Alone, a record is written at once; when others queued beside it (load), the
+            # write waits up to ``gather_seconds`` for more, so batches grow with the load.
+            busy = self._queue.qsize() > 0
+            deadline = time.monotonic() + (self.gather_seconds if busy else 0.0)
             while len(items) < MAX_BATCH:
                 try:
                     wait = deadline - time.monotonic()
