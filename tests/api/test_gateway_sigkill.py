@@ -225,3 +225,50 @@ def _billing(admin: Api, tenant_id: str) -> dict[str, Any]:
     )
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def test_sigterm_lets_running_streams_finish_and_bills_them(
+    conninfo: str, tmp_path: Path, fake: FakeUpstream
+):
+    env = server_env(conninfo, tmp_path, fake)
+    server = Server(env).start()
+    restarted: Server | None = None
+    try:
+        admin = Api(server.url, ADMIN_TOKEN)
+        tenant_id = admin.new_tenant()["id"]
+        _, management = admin.new_key(tenant_id, "management")
+        r = admin.as_token(management).post(
+            "/byok",
+            json={"name": "openai", "upstream": "openai", "external_key": "sk-" + "t" * 40},
+        )
+        assert r.status_code == 201, r.text
+        model = new_model(admin, "openai")
+        fake.script(model, chunk_delay=0.15, words=10)  # ~1.5 s a stream
+        _, secret = admin.new_key(tenant_id, "router")
+        url = server.url + "/v1/chat/completions"
+        seen: list[Stream] = []
+
+        def one() -> None:
+            with httpx.Client(timeout=httpx.Timeout(15, connect=2)) as client:
+                seen.append(stream_once(client, url, secret, model))
+
+        threads = [threading.Thread(target=one) for _ in range(5)]
+        for th in threads:
+            th.start()
+        time.sleep(0.5)  # every stream has begun
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        for th in threads:
+            th.join(timeout=30)
+        assert server.proc.wait(timeout=30) == 0
+
+        assert len(seen) == 5 and all(s.done and s.usage for s in seen), seen
+        restarted = Server(env).start()
+        records = records_of(Api(restarted.url, ADMIN_TOKEN), tenant_id)
+        for s in seen:
+            [record] = records[s.id]
+            assert record["completion_tokens"] == s.usage["completion_tokens"]
+    finally:
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
