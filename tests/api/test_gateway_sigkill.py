@@ -138,6 +138,23 @@ def stream_once(client: httpx.Client, url: str, secret: str, model: str) -> Stre
     return seen
 
 
+def byok_tenant(server: Server, fake: FakeUpstream, **script: Any) -> tuple[str, str, str]:
+    """A tenant with an openai BYOK upstream at the fake, a model the fake answers as
+    ``script`` says, and a router key: (tenant id, model, router secret)."""
+    admin = Api(server.url, ADMIN_TOKEN)
+    tenant_id = admin.new_tenant()["id"]
+    _, management = admin.new_key(tenant_id, "management")
+    r = admin.as_token(management).post(
+        "/byok",
+        json={"name": "openai", "upstream": "openai", "external_key": "sk-" + "k" * 40},
+    )
+    assert r.status_code == 201, r.text
+    model = new_model(admin, "openai")
+    fake.script(model, **script)
+    _, secret = admin.new_key(tenant_id, "router")
+    return tenant_id, model, secret
+
+
 def test_every_stream_that_saw_done_is_billed_exactly_once_after_a_sigkill(
     conninfo: str, tmp_path: Path, fake: FakeUpstream
 ):
@@ -145,17 +162,7 @@ def test_every_stream_that_saw_done_is_billed_exactly_once_after_a_sigkill(
     server = Server(env).start()
     restarted: Server | None = None
     try:
-        admin = Api(server.url, ADMIN_TOKEN)
-        tenant_id = admin.new_tenant()["id"]
-        _, management = admin.new_key(tenant_id, "management")
-        r = admin.as_token(management).post(
-            "/byok",
-            json={"name": "openai", "upstream": "openai", "external_key": "sk-" + "k" * 40},
-        )
-        assert r.status_code == 201, r.text
-        model = new_model(admin, "openai")
-        fake.script(model, chunk_delay=0.02, words=8)  # ~0.2 s a stream
-        _, secret = admin.new_key(tenant_id, "router")
+        tenant_id, model, secret = byok_tenant(server, fake, chunk_delay=0.02, words=8)  # ~0.2 s
 
         url = server.url + "/v1/chat/completions"
         killed = threading.Event()
@@ -234,17 +241,7 @@ def test_sigterm_lets_running_streams_finish_and_bills_them(
     server = Server(env).start()
     restarted: Server | None = None
     try:
-        admin = Api(server.url, ADMIN_TOKEN)
-        tenant_id = admin.new_tenant()["id"]
-        _, management = admin.new_key(tenant_id, "management")
-        r = admin.as_token(management).post(
-            "/byok",
-            json={"name": "openai", "upstream": "openai", "external_key": "sk-" + "t" * 40},
-        )
-        assert r.status_code == 201, r.text
-        model = new_model(admin, "openai")
-        fake.script(model, chunk_delay=0.15, words=10)  # ~1.5 s a stream
-        _, secret = admin.new_key(tenant_id, "router")
+        tenant_id, model, secret = byok_tenant(server, fake, chunk_delay=0.15, words=10)  # ~1.5 s
         url = server.url + "/v1/chat/completions"
         seen: list[Stream] = []
 
