@@ -35,6 +35,7 @@ class GatewayRefusal(Exception):  # noqa: N818 - an answer, not a failure
         type_: str = "invalid_request_error",
         param: str | None = None,
         retry_after: int | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -43,6 +44,7 @@ class GatewayRefusal(Exception):  # noqa: N818 - an answer, not a failure
         self.type = type_
         self.param = param
         self.retry_after = retry_after
+        self.headers = headers or []  # more response headers (the x-ratelimit-* of a 429)
 
 
 def forbidden(code: str, message: str) -> GatewayRefusal:

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -24,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from application.authentication import Authenticator
 from application.errors import AuthenticationError
 from application.gateway import (
+    CatalogModel,
     GatewayCaller,
     GatewayRefusal,
     GatewaySecrets,
@@ -40,6 +42,7 @@ from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
 from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
 from interfaces.db.stores import RateLimiter
+from interfaces.gateway.admission import Actual, Admission, Admitted, Admitting
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
 from interfaces.settings import Settings
@@ -108,7 +111,7 @@ async def send_json(
 
 
 async def send_refusal(send: Send, refusal: GatewayRefusal, request_id: str | None = None) -> None:
-    headers = []
+    headers = list(refusal.headers)
     if refusal.retry_after is not None:
         headers.append((b"retry-after", str(refusal.retry_after).encode()))
     if request_id is not None:
@@ -174,6 +177,29 @@ def _characters(value: object) -> int:
     return 0
 
 
+@dataclass
+class Exchange:
+    """One inference request, from its authentication to its usage record."""
+
+    caller: GatewayCaller
+    request_id: str
+    kind: str  # "chat/completions" or "embeddings"
+    started: float  # time.perf_counter() when the request arrived
+    model: str | None = None  # the catalog slug, once the body named a known model
+    admitted: Admitted | None = None  # the admission grants, settled with the usage record
+    streamed: bool = False
+    first_token_at: float | None = None  # time.perf_counter() of the first streamed content
+    estimated: bool = False  # the tokens were counted here: the upstream gave no usage
+
+
+def answer_headers(exchange: Exchange) -> list[tuple[bytes, bytes]]:
+    """An answer's headers beyond its content type: its id, and the admission's (limits)."""
+    headers = [(b"x-request-id", exchange.request_id.encode())]
+    if exchange.admitted is not None:
+        headers += exchange.admitted.headers
+    return headers
+
+
 class Gateway:
     """One per process; ``start`` and ``stop`` run with the app's lifespan."""
 
@@ -186,6 +212,7 @@ class Gateway:
         meter: Meter,
         pool: Callable[[], AsyncConnectionPool[Any]],
         expected_deploy_seconds: float,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.auth = auth
@@ -195,6 +222,7 @@ class Gateway:
         self.pool = pool
         self.directory = GatewayDirectory(pool)
         self.expected_deploy_seconds = expected_deploy_seconds
+        self.admission = admission or Admission()
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: dict[UUID, int] = {}
         self.active = 0
@@ -360,27 +388,45 @@ class Gateway:
         except GatewayRefusal as refusal:
             return await send_refusal(send, refusal)
         request_id = ("chatcmpl-" if kind == "chat/completions" else "embd-") + uuid.uuid4().hex
-        model_slug: str | None = None
+        exchange = Exchange(caller, request_id, kind, started)
         try:
-            body = self._parse(raw)
-            known = await self.directory.model(body.get("model"))
-            # A known model is billed even when refused (0 tokens, a failure): every request
-            # after authentication is one usage record.
-            model_slug = known.slug if known is not None else None
-            model = check_model(caller, body.get("model"), known)
-            targets = await self._targets(scope, caller, model, body)
-        except GatewayRefusal as refusal:
-            if model_slug is not None:  # a known model: the refusal is counted (0 tokens)
-                await self._bill_quietly(
-                    caller, request_id, model_slug, "error", 0, 0, 0, started, None
+            try:
+                body = self._parse(raw)
+                known = await self.directory.model(body.get("model"))
+                # A known model is billed even when refused (0 tokens, a failure): every
+                # request after authentication is one usage record.
+                exchange.model = known.slug if known is not None else None
+                model = check_model(caller, body.get("model"), known)
+                targets = await self._targets(scope, caller, model, body)
+                exchange.admitted = await self.admission.admit(
+                    self._admitting(exchange, model, body)
                 )
-            return await send_refusal(send, refusal, request_id)
-        if kind == "chat/completions" and body.get("stream") is True:
-            await self._stream(
-                scope, receive, send, caller, request_id, model_slug, body, targets, started
-            )
-        else:
-            await self._once(send, caller, request_id, model_slug, body, targets, started, kind)
+            except GatewayRefusal as refusal:
+                if exchange.model is not None:  # a known model: the refusal is counted
+                    await self._bill_quietly(exchange, "error", 0, 0, 0, None)
+                return await send_refusal(send, refusal, request_id)
+            async with self.admission.slot(caller):
+                if kind == "chat/completions" and body.get("stream") is True:
+                    exchange.streamed = True
+                    await self._stream(scope, receive, send, exchange, body, targets)
+                else:
+                    await self._once(send, exchange, body, targets)
+        finally:
+            if exchange.admitted is not None:  # settled by its usage record, else released
+                await exchange.admitted.settle(None)
+
+    @staticmethod
+    def _admitting(exchange: Exchange, model: CatalogModel, body: dict[str, Any]) -> Admitting:
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        text = body.get("messages" if exchange.kind == "chat/completions" else "input")
+        return Admitting(
+            caller=exchange.caller,
+            model=model,
+            kind=exchange.kind,
+            prompt_tokens=estimate_tokens(_characters(text)),
+            max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+            body=body,
+        )
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks = []
@@ -471,50 +517,56 @@ class Gateway:
 
     async def _bill(
         self,
-        caller: GatewayCaller,
-        request_id: str,
-        model: str,
+        exchange: Exchange,
         status: str,
         prompt: int,
         completion: int,
         cached: int,
-        started: float,
-        instance_id: UUID | None,
+        target: Target | None,
     ) -> None:
-        latency = min(MAX_LATENCY_MS, round((time.perf_counter() - started) * 1000))
+        """Make the request's usage record durable, then settle its admission with it."""
+        assert exchange.model is not None
+        latency = min(MAX_LATENCY_MS, round((time.perf_counter() - exchange.started) * 1000))
         prompt = _int(prompt)
-        await self.meter.record(
-            UsageInput(
-                request_id=request_id,
-                key_id=caller.key_id,
-                model=model,
-                prompt_tokens=prompt,
-                completion_tokens=_int(completion),
-                status=status,
-                latency_ms=latency,
-                occurred_at=datetime.now(UTC),
-                instance_id=instance_id,
-                cached_tokens=min(_int(cached), prompt),
+        completion = _int(completion)
+        cached = min(_int(cached), prompt)
+        try:
+            await self.meter.record(
+                UsageInput(
+                    request_id=exchange.request_id,
+                    key_id=exchange.caller.key_id,
+                    model=exchange.model,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    status=status,
+                    latency_ms=latency,
+                    occurred_at=datetime.now(UTC),
+                    instance_id=None if target is None else target.instance_id,
+                    cached_tokens=cached,
+                )
             )
-        )
+        finally:
+            if exchange.admitted is not None:
+                await exchange.admitted.settle(Actual(status, prompt, completion, cached))
 
-    async def _bill_quietly(self, *args: Any) -> None:
+    async def _bill_quietly(
+        self,
+        exchange: Exchange,
+        status: str,
+        prompt: int,
+        completion: int,
+        cached: int,
+        target: Target | None,
+    ) -> None:
         with contextlib.suppress(MeteringError):  # nothing was answered that must be billed
-            await self._bill(*args)
+            await self._bill(exchange, status, prompt, completion, cached, target)
 
     # -- forwarding -----------------------------------------------------------------------
 
     async def _once(
-        self,
-        send: Send,
-        caller: GatewayCaller,
-        request_id: str,
-        model: str,
-        body: dict[str, Any],
-        targets: list[Target],
-        started: float,
-        kind: str,
+        self, send: Send, exchange: Exchange, body: dict[str, Any], targets: list[Target]
     ) -> None:
+        kind, request_id = exchange.kind, exchange.request_id
         payload = orjson.dumps(body)
         failure: Upstream | None = None
         last: Target | None = None
@@ -526,14 +578,9 @@ class Gateway:
                 failure = e
                 continue
             if status >= 400:
-                await self._bill_quietly(
-                    caller, request_id, model, "error", 0, 0, 0, started, target.instance_id
-                )
+                await self._bill_quietly(exchange, "error", 0, 0, 0, target)
                 return await send_json(
-                    send,
-                    status,
-                    self._upstream_error(status, raw),
-                    [(b"x-request-id", request_id.encode())],
+                    send, status, self._upstream_error(status, raw), answer_headers(exchange)
                 )
             try:
                 answer = orjson.loads(raw)
@@ -542,20 +589,10 @@ class Gateway:
                 failure = upstream_error("the upstream's answer is not JSON")
                 continue
             usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-            prompt, completion, cached = self._usage_of(usage, body, answer, kind)
+            prompt, completion, cached = self._usage_of(exchange, usage, body, answer)
             answer["id"] = request_id
             try:
-                await self._bill(
-                    caller,
-                    request_id,
-                    model,
-                    "success",
-                    prompt,
-                    completion,
-                    cached,
-                    started,
-                    target.instance_id,
-                )
+                await self._bill(exchange, "success", prompt, completion, cached, target)
             except MeteringError:
                 return await send_refusal(
                     send,
@@ -568,21 +605,12 @@ class Gateway:
                     ),
                     request_id,
                 )
-            return await send_json(
-                send, 200, orjson.dumps(answer), [(b"x-request-id", request_id.encode())]
-            )
+            return await send_json(send, 200, orjson.dumps(answer), answer_headers(exchange))
         assert failure is not None
-        await self._fail(send, caller, request_id, model, started, last, failure)
+        await self._fail(send, exchange, last, failure)
 
     async def _fail(
-        self,
-        send: Send,
-        caller: GatewayCaller,
-        request_id: str,
-        model: str,
-        started: float,
-        last: Target | None,
-        failure: Upstream,
+        self, send: Send, exchange: Exchange, last: Target | None, failure: Upstream
     ) -> None:
         """Answer a request no target served, billed as an error.
 
@@ -591,6 +619,8 @@ class Gateway:
         now would answer it (``model_unavailable``, ``cold_start``) instead of a 502.
         """
         refusal = failure.refusal
+        caller, model = exchange.caller, exchange.model
+        assert model is not None
         if last is not None and not last.is_byok:
             now_there = await self.directory.targets(caller.tenant_id, fresh=True)
             if not any(
@@ -609,10 +639,8 @@ class Gateway:
                         )
                     except GatewayRefusal as rerouted:
                         refusal = rerouted
-        await self._bill_quietly(
-            caller, request_id, model, "error", 0, 0, 0, started, last.instance_id if last else None
-        )
-        await send_refusal(send, refusal, request_id)
+        await self._bill_quietly(exchange, "error", 0, 0, 0, last)
+        await send_refusal(send, refusal, exchange.request_id)
 
     async def _post(self, target: Target, kind: str, payload: bytes) -> tuple[int, bytes]:
         assert self.session is not None
@@ -654,8 +682,9 @@ class Gateway:
 
     @staticmethod
     def _usage_of(
-        usage: dict[str, Any], body: dict[str, Any], answer: dict[str, Any], kind: str
+        exchange: Exchange, usage: dict[str, Any], body: dict[str, Any], answer: dict[str, Any]
     ) -> tuple[int, int, int]:
+        kind = exchange.kind
         if usage and "prompt_tokens" in usage:
             details = usage.get("prompt_tokens_details")
             cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
@@ -664,7 +693,8 @@ class Gateway:
                 _int(usage.get("completion_tokens")),
                 _int(cached),
             )
-        # No usage from the upstream: counted here (an estimate; the record can't say so).
+        # No usage from the upstream: counted here (an estimate).
+        exchange.estimated = True
         prompt = estimate_tokens(
             _characters(body.get("messages" if kind == "chat/completions" else "input"))
         )
@@ -683,12 +713,9 @@ class Gateway:
         scope: Scope,
         receive: Receive,
         send: Send,
-        caller: GatewayCaller,
-        request_id: str,
-        model: str,
+        exchange: Exchange,
         body: dict[str, Any],
         targets: list[Target],
-        started: float,
     ) -> None:
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -729,27 +756,16 @@ class Gateway:
                     continue
                 if response.status >= 400:
                     raw = await response.read()
-                    await self._bill_quietly(
-                        caller, request_id, model, "error", 0, 0, 0, started, target.instance_id
-                    )
+                    await self._bill_quietly(exchange, "error", 0, 0, 0, target)
                     return await send_json(
                         send,
                         response.status,
                         self._upstream_error(response.status, raw),
-                        [(b"x-request-id", request_id.encode())],
+                        answer_headers(exchange),
                     )
                 # From here on bytes reach the client: no retry any more.
                 return await self._relay(
-                    receive,
-                    send,
-                    response,
-                    caller,
-                    request_id,
-                    model,
-                    target,
-                    started,
-                    wants_usage,
-                    prompt_characters,
+                    receive, send, response, exchange, target, wants_usage, prompt_characters
                 )
             except TimeoutError:
                 failure = upstream_timeout()
@@ -761,21 +777,19 @@ class Gateway:
                 response.release()
                 self._done(target)
         assert failure is not None
-        await self._fail(send, caller, request_id, model, started, last, failure)
+        await self._fail(send, exchange, last, failure)
 
     async def _relay(
         self,
         receive: Receive,
         send: Send,
         response: aiohttp.ClientResponse,
-        caller: GatewayCaller,
-        request_id: str,
-        model: str,
+        exchange: Exchange,
         target: Target,
-        started: float,
         wants_usage: bool,
         prompt_characters: int,
     ) -> None:
+        request_id, model = exchange.request_id, exchange.model
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -790,7 +804,7 @@ class Gateway:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())],
+                "headers": [*SSE_HEADERS, *answer_headers(exchange)],
             }
         )
         usage: dict[str, Any] | None = None
@@ -824,6 +838,8 @@ class Gateway:
                             completion_characters += _characters(choice.get("delta"))
                 if "id" in chunk:
                     chunk["id"] = request_id
+                if exchange.first_token_at is None:
+                    exchange.first_token_at = time.perf_counter()
                 if not gone.is_set():
                     await send(
                         {
@@ -846,20 +862,11 @@ class Gateway:
                 _int(usage.get("completion_tokens")),
             )
         else:  # no usage from the upstream: counted here (an estimate)
+            exchange.estimated = True
             prompt = estimate_tokens(prompt_characters)
             completion, cached = estimate_tokens(completion_characters), 0
         try:
-            await self._bill(
-                caller,
-                request_id,
-                model,
-                status,
-                prompt,
-                completion,
-                cached,
-                started,
-                target.instance_id,
-            )
+            await self._bill(exchange, status, prompt, completion, cached, target)
             billed = True
         except MeteringError:
             billed = False
