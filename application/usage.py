@@ -8,7 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import ConcurrentModificationError
+from application.errors import ConcurrentModificationError, PricesChangedError
 from application.ports import BudgetWatch, Clock, RequestIdRegistry, StoredVersions
 from application.store import EventStore
 from domain.apikey import ApiKey
@@ -57,30 +57,54 @@ class Usage:
         self._models: dict[UUID, Model] = {}
 
     def ingest_usage(
-        self, principal: Principal, records: list[UsageInput], now: datetime | None = None
+        self,
+        principal: Principal,
+        records: list[UsageInput],
+        now: datetime | None = None,
+        fresh_ids: bool = False,
     ) -> IngestResult:
         """Validate, de-duplicate and rate a batch, and store it in one transaction.
 
         One invalid record refuses the whole batch. A request id already recorded for the
         tenant (in this batch, an earlier one or a concurrent one) is counted once. The
         tenants whose usage was recorded have their budgets evaluated soon (``budget_watch``).
+
+        One round trip when all goes as expected: the models are rated with the copies kept
+        here, whose stored versions the write checks under its lock (a price changed meanwhile:
+        reloaded and rated again); ``fresh_ids`` (the gateway, whose request ids are new UUIDs)
+        skips looking the ids up first: the write still refuses a repeated id, and then the
+        batch is de-duplicated and written again.
         """
         principal.check_management()
         if not 1 <= len(records) <= MAX_BATCH:
             raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
         now = now or self.clock.now()
-        tenants, models = self._check_batch(principal, records, now)
-        for _attempt in range(3):
+        tenants, models = self._check_batch(principal, records, now, trust_kept=True)
+        for attempt in range(4):
             try:
-                result = self._store_batch(principal.actor, records, tenants, models)
+                result = self._store_batch(
+                    principal.actor,
+                    records,
+                    tenants,
+                    models,
+                    look_up_ids=not fresh_ids or attempt > 0,
+                )
             except ConcurrentModificationError:
                 continue  # a concurrent batch recorded one of our ids first: dedupe again
+            except PricesChangedError:
+                self._models.clear()  # read every model's current prices again, and re-rate
+                tenants, models = self._check_batch(principal, records, now)
+                continue
             self.budget_watch.watch(result.tenant_ids)
             return result
         raise ConcurrentModificationError("usage batch conflicted repeatedly; retry")
 
     def _check_batch(
-        self, principal: Principal, records: list[UsageInput], now: datetime
+        self,
+        principal: Principal,
+        records: list[UsageInput],
+        now: datetime,
+        trust_kept: bool = False,
     ) -> tuple[list[UUID], dict[str, Model | None]]:
         """Every record's tenant, and the models; raises with every problem at once."""
         problems: list[RecordProblem] = []
@@ -88,7 +112,7 @@ class Usage:
         instance_tenant: dict[UUID, UUID | None] = {}
         tenants: list[UUID] = []
         # A model id that is no storable text names no model (and can't make an id).
-        models = self._current_models({r.model for r in records if storable(r.model)})
+        models = self._current_models({r.model for r in records if storable(r.model)}, trust_kept)
         own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
@@ -122,6 +146,7 @@ class Usage:
         records: list[UsageInput],
         tenants: list[UUID],
         models: dict[str, Model | None],
+        look_up_ids: bool = True,
     ) -> IngestResult:
         # Request ids are unique per tenant: group once, then work with strings.
         grouped: dict[UUID, list[UsageInput]] = {}
@@ -130,7 +155,11 @@ class Usage:
             if group is None:
                 group = grouped[tenant] = []
             group.append(r)
-        seen = self.request_ids.seen({t: [r.request_id for r in rs] for t, rs in grouped.items()})
+        seen = (
+            self.request_ids.seen({t: [r.request_id for r in rs] for t, rs in grouped.items()})
+            if look_up_ids
+            else {}
+        )
         fresh: dict[UUID, list[str]] = {}
         batches = []
         for tenant, group in grouped.items():
@@ -150,7 +179,8 @@ class Usage:
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
         if batches:
-            self.store.commit(*batches, usage_request_ids=fresh)
+            rated_with = {m.id: m.version for m in models.values() if m is not None}
+            self.store.commit(*batches, usage_request_ids=fresh, expected_versions=rated_with)
         accepted = sum(len(ids) for ids in fresh.values())
         return IngestResult(
             accepted=accepted,
@@ -159,13 +189,19 @@ class Usage:
             tenant_ids=set(fresh),
         )
 
-    def _current_models(self, slugs: set[str]) -> dict[str, Model | None]:
+    def _current_models(self, slugs: set[str], trust_kept: bool = False) -> dict[str, Model | None]:
         """The models of these slugs as stored now (``None``: no such model).
 
         A batch names a few models; one round trip reads their stored versions, and only a
-        model changed since it was last loaded (a new price) is loaded again.
+        model changed since it was last loaded (a new price) is loaded again. ``trust_kept``:
+        when every model is kept already, they are used as kept, without that round trip (the
+        write checks their versions).
         """
         ids = {slug: Model.create_id(slug) for slug in slugs}
+        if trust_kept:
+            kept = {slug: self._models.get(i) for slug, i in ids.items()}
+            if all(m is not None for m in kept.values()):
+                return kept
         versions = self.versions.stored_versions(list(ids.values()))
         found: dict[str, Model | None] = {}
         for slug, model_id in ids.items():

@@ -102,7 +102,8 @@ class Meter:
         if not items:
             return
         try:
-            self.usage.ingest_usage(GATEWAY, [r for r, _ in items])
+            # The gateway's request ids are new UUIDs: not looked up before the write.
+            self.usage.ingest_usage(GATEWAY, [r for r, _ in items], fresh_ids=True)
         except UsageBatchInvalidError:
             if len(items) > 1:  # one bad record must not refuse the others: one by one
                 for item in items:
