@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import Actor, InvalidValueError, name_id
-from domain.pricing import check_model_slug
+from domain.pricing import MODEL_SLUG
 from domain.values import MAX_TOKENS, BoundedInt, check_flag
 
 MAX_TOKENS_SETTING = BoundedInt(1, MAX_TOKENS, "{field} must be a whole number of tokens from 1")
@@ -29,7 +29,7 @@ DEFAULT_ALLOW_OVERWRITE = True  # until a project says otherwise, each request's
 def check_setting(field: str, value: object) -> Any:
     """One inference setting: a model slug, a token count or a number within OpenAI's bounds."""
     if field == "model":
-        return check_model_slug(value)  # type: ignore[arg-type]
+        return MODEL_SLUG.check(field, value)
     if field == "max_tokens":
         return MAX_TOKENS_SETTING.check(field, value)
     if field not in NUMBER_BOUNDS:

@@ -22,6 +22,7 @@ from domain.projectconfig import DEFAULT_ALLOW_OVERWRITE, SETTINGS, ProjectConfi
 from interfaces.db.readgate import ReadGate
 from interfaces.http.creating import shown_once
 from interfaces.http.deps import Caller, Gate, KeysDep, Once, ProjectConfigsDep
+from interfaces.http.openapi import also_answers
 from interfaces.http.routes.billing import check_tenant
 from interfaces.http.routes.common import listing
 from interfaces.http.schemas import KeyPublic, Strict
@@ -29,7 +30,11 @@ from interfaces.http.shown import key_shown
 from projections.readmodels import keys, project_configs, tenants
 from projections.reports import billing
 
-router = APIRouter(prefix="/manage", tags=["Management API (seed 002)"])
+# 404: the admin's ``tenant_id`` names no tenant (a query parameter, which the OpenAPI
+# document's derivation of statuses doesn't read).
+router = APIRouter(
+    prefix="/manage", tags=["Management API (seed 002)"], responses=also_answers(404)
+)
 
 TenantQuery = Query(
     None, description="The project (tenant) to act on: required with the admin token only."
