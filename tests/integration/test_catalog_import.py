@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from application.catalog_import import read_price_list
 from domain.pricing import Model
 from tests.helpers import usage_record
 from tests.integration.test_cli import hostplane
@@ -145,22 +144,6 @@ def test_a_price_finer_than_a_micro_euro_per_million_tokens_is_rounded_and_said_
 
     assert model(admin, slug)["input_eur_per_mtok"] == "0.123457"
     assert slug in line(output, "rounded to 6 decimal places")
-
-
-def test_prices_are_read_as_decimals_never_through_a_float():
-    # 0.1 + 0.2 style: 1.1e-07 USD per token is 0.11 USD per million, exactly.
-    prices = read_price_list(
-        b'{"m": {"mode": "chat", "max_tokens": 8, "input_cost_per_token": 1.1e-07,'
-        b' "output_cost_per_token": 3.3e-07, "litellm_provider": "x"}}',
-        Decimal("1"),
-    )
-
-    (entry,) = prices.entries
-    assert (entry.input_eur_per_mtok, entry.output_eur_per_mtok) == (
-        Decimal("0.11"),
-        Decimal("0.33"),
-    )
-    assert not entry.rounded
 
 
 def test_a_file_of_neither_format_is_refused_and_imports_nothing(database_conninfo, tmp_path):
