@@ -23,6 +23,7 @@ from application.mcp_servers import McpServers
 from application.offboarding import Offboarding
 from application.ports import SecretBox, SystemClock
 from application.pricing import Pricing
+from application.project_configs import ProjectConfigs
 from application.provisioning import Provisioning
 from application.store import EventStore
 from application.tenants import Tenants
@@ -94,6 +95,7 @@ class Container:
     provisioning: Provisioning
     budgets: Budgets
     pricing: Pricing
+    project_configs: ProjectConfigs
     usage: Usage
     webhooks: Webhooks
     mcp_servers: McpServers
@@ -261,6 +263,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         provisioning=provisioning,
         budgets=budgets,
         pricing=pricing,
+        project_configs=ProjectConfigs(store),
         usage=Usage(store, clock, recorder, recorder, budget_watch),
         webhooks=webhooks,
         mcp_servers=McpServers(store, secret_box),

@@ -37,6 +37,7 @@ from application.gateway import (
     route,
     token_hash,
 )
+from application.project_configs import apply_project_config
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
 from domain.usage import UsageInput
@@ -392,6 +393,9 @@ class Gateway:
         try:
             try:
                 body = self._parse(raw)
+                if kind == "chat/completions":  # the project's settings (seed 002)
+                    config = await self.directory.project_config(caller.tenant_id)
+                    body = apply_project_config(*config, body)
                 known = await self.directory.model(body.get("model"))
                 # A known model is billed even when refused (0 tokens, a failure): every
                 # request after authentication is one usage record.
