@@ -43,11 +43,22 @@ def lease_size(limit: int) -> int:
     return max(1, limit // LEASES_PER_WINDOW)
 
 
+_windows: dict[tuple[int, int], Window] = {}  # the last window of each length, made once
+
+
 def window_of(item: RateLimitItem, now: float) -> Window:
     """The fixed window of ``item`` that ``now`` (epoch seconds) falls in, aligned on the epoch."""
     length = item.get_expiry()
     start = math.floor(now / length) * length
-    return Window(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + length, UTC))
+    window = _windows.get((length, start))
+    if window is None:
+        window = Window(
+            datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + length, UTC)
+        )
+        if len(_windows) > 16:
+            _windows.clear()
+        _windows[length, start] = window
+    return window
 
 
 def duration(seconds: float) -> str:
@@ -60,15 +71,19 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{text}" if minutes else text
 
 
+NAMES = {
+    name: tuple(f"x-ratelimit-{part}-{name}".encode() for part in ("limit", "remaining", "reset"))
+    for name in ("requests", "tokens")
+}
+
+
 def trio(name: str, account: Account, now: float) -> Headers:
     """The ``x-ratelimit-{limit,remaining,reset}-<name>`` headers of one limit."""
+    limit, remaining, reset = NAMES[name]
     return [
-        (f"x-ratelimit-limit-{name}".encode(), str(account.limit).encode()),
-        (f"x-ratelimit-remaining-{name}".encode(), str(account.remaining).encode()),
-        (
-            f"x-ratelimit-reset-{name}".encode(),
-            duration(account.window.end.timestamp() - now).encode(),
-        ),
+        (limit, str(account.limit).encode()),
+        (remaining, str(account.remaining).encode()),
+        (reset, duration(account.window.end.timestamp() - now).encode()),
     ]
 
 
