@@ -160,7 +160,7 @@ class Allowance:
             if account.balance >= cost:
                 account.balance -= cost
                 return Taken(True, account)
-            if account.exhausted:
+            if account.exhausted or cost > limit:  # a request larger than the limit never fits
                 return Taken(False, account)
             if account.fetching is not None:
                 await asyncio.shield(account.fetching)

@@ -96,3 +96,18 @@ def test_a_debt_is_repaid_from_the_next_lease(container):
         ]
 
     assert asyncio.run(with_ledgers(container, 1, run)) == [True, True, False]
+
+
+def test_a_request_larger_than_the_whole_limit_is_refused_and_leaves_the_window_to_others(
+    container,
+):
+    subject, w = f"test:{uuid4()}", window()
+
+    async def run(ledgers: list[Ledger]) -> list[bool]:
+        mine, theirs = (Allowance(ledger, lambda limit: 1) for ledger in ledgers)
+        return [
+            (await mine.take(subject, w, 100, 101)).ok,
+            (await theirs.take(subject, w, 100, 100)).ok,
+        ]
+
+    assert asyncio.run(with_ledgers(container, 2, run)) == [False, True]
