@@ -219,7 +219,6 @@ def test_two_worker_processes_admit_a_tenants_quota_per_window_within_five_perce
     measured = sorted(admitted)[1 : 1 + WINDOWS]
     ratios = [round(admitted[w] / QUOTA, 3) for w in measured if refused.get(w) and w not in unsure]
     assert len(ratios) >= 3, f"too few windows to judge: {admitted}, {refused}, {unsure}"
-    print("admitted / quota per saturated window:", ratios, admitted, refused)
     assert all(0.95 <= r <= 1.05 for r in ratios), ratios
 
 
