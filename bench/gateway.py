@@ -774,7 +774,8 @@ def limits_figures(targets: list[Target], accuracy: list[int] | str) -> list[Fig
             "limits' accuracy: tokens admitted / quota per window, worst (2 processes)",
             worst,
             "×",
-            notes=f"per window: {', '.join(f'{r:.3f}' for r in ratios)}; quota {quota:,} tokens"
+            notes=f"per saturated window: {', '.join(f'{r:.3f}' for r in ratios)};"
+            f" quota {quota:,} tokens"
             f" per {gateway_limits.ACCURACY_WINDOW} s window, {gateway_limits.ACCURACY_CLIENTS}"
             " clients; target 0.95–1.05",
             extra={"admitted": accuracy, "quota": quota},

@@ -140,8 +140,10 @@ class Allowance:
         self._accounts: dict[str, Account] = {}
 
     def account(self, subject: str, window: Window, limit: int) -> Account:
+        """The subject's account in ``window``, or in a later one if the subject has moved on
+        (a request that waited across a window's end is counted in the window it ends in)."""
         account = self._accounts.get(subject)
-        if account is None or account.window != window:
+        if account is None or account.window.start < window.start:
             # A new window: what was left of the old lease is lost, a debt is carried over.
             debt = min(0, account.balance) if account is not None else 0
             if len(self._accounts) >= MAX_SUBJECTS:
@@ -168,7 +170,7 @@ class Allowance:
             account.fetching = asyncio.get_running_loop().create_future()
             try:
                 want = max(cost - account.balance, self.lease_size(limit))
-                granted = await self.ledger.lease(subject, window, limit, want)
+                granted = await self.ledger.lease(subject, account.window, limit, want)
                 account.balance += granted.amount
                 account.total = granted.total
                 account.exhausted = granted.total >= limit

@@ -182,6 +182,7 @@ class RateLimits:
         if rpm is not None:
             window = window_of(RateLimitItemPerSecond(rpm, self.window_seconds), now)
             taken = await self.allowance.take(requests, window, rpm, 1)
+            now = time.time()  # the take may have waited for a lease
             headers += trio("requests", taken.account, now)
             if not taken.ok:
                 if tpm is not None:
@@ -195,6 +196,7 @@ class RateLimits:
         cost = max(1, prompt_tokens)
         window = window_of(RateLimitItemPerSecond(tpm, self.window_seconds), now)
         taken = await self.allowance.take(tokens, window, tpm, cost)
+        now = time.time()
         headers += trio("tokens", taken.account, now)
         if not taken.ok:
             if rpm is not None:

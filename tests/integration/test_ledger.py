@@ -111,3 +111,23 @@ def test_a_request_larger_than_the_whole_limit_is_refused_and_leaves_the_window_
         ]
 
     assert asyncio.run(with_ledgers(container, 2, run)) == [False, True]
+
+
+def test_a_request_that_waited_across_a_windows_end_is_counted_in_the_new_window(container):
+    subject, old = f"test:{uuid4()}", window()
+    new = Window(old.end, old.end + timedelta(minutes=1))
+
+    async def run(ledgers: list[Ledger]) -> list[tuple[bool, Window, int]]:
+        allowance = Allowance(ledgers[0], lambda limit: 10)
+        seen = []
+        for w in (new, old, new):  # the second was decided late: it is the new window's
+            taken = await allowance.take(subject, w, 100, 1)
+            seen.append((taken.ok, taken.account.window, taken.account.balance))
+        return seen
+
+    # One lease of 10 in the new window serves all three; the old window is not touched.
+    assert asyncio.run(with_ledgers(container, 1, run)) == [
+        (True, new, 9),
+        (True, new, 8),
+        (True, new, 7),
+    ]
