@@ -95,7 +95,7 @@ class Settings:
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
-            limit_window_seconds=int(env.get("HOSTPLANE_LIMIT_WINDOW_SECONDS", "60")),
+            limit_window_seconds=max(1, int(env.get("HOSTPLANE_LIMIT_WINDOW_SECONDS", "60"))),
         )
 
     def upstream_url(self, vendor: str) -> str:
