@@ -11,6 +11,9 @@ sequence, and 32 clients paced at 500 req/s — goes to:
   metering: a tenant, a BYOK upstream of vendor openai whose base URL
   (``HOSTPLANE_UPSTREAM_OPENAI_URL``) is the fake upstream, a router key. Only when this build
   has the gateway: ``POST /v1/chat/completions`` answering anything but 404.
+- **hostplane ×1 + limits**: the same with the key's ``rpm_limit`` and the tenant's
+  ``tokens_per_minute`` on (never reached); then the limits' accuracy across two processes
+  (``bench.gateway_limits``).
 
 Each target's latencies are shown as added over direct at the same load. CPU is the process
 CPU time of the target's processes (from ``/proc``; for hostplane, the API processes plus the
@@ -42,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
-from bench import gateway_load
+from bench import gateway_limits, gateway_load
 from bench.gateway_load import Result
 from bench.report import Figure, fmt
 from bench.server import Server, free_port, vm_hwm
@@ -155,6 +159,8 @@ class Target:
     memory_bytes: int | None = None
     checks: list[Figure] = field(default_factory=list)  # e.g. billing = upstream usage
     missing: str = ""  # why it was not measured
+    tenant: str = ""  # hostplane's: the tenant the key calls as
+    admin: Callable[[], httpx.Client] | None = None  # hostplane's: its management API
 
 
 class Upstream:
@@ -312,9 +318,12 @@ def ok(response: httpx.Response, *statuses: int) -> Any:
     return response.json()
 
 
-def hostplane_setup(server: Server, upstream: Upstream, name: str) -> tuple[str, str]:
+def hostplane_setup(
+    server: Server, upstream: Upstream, name: str, limits: bool = False
+) -> tuple[str, str]:
     """A tenant with a BYOK upstream of vendor openai and a router key; the bench's model in
-    the catalog, of vendor openai. Returns (tenant id, router key secret)."""
+    the catalog, of vendor openai. Returns (tenant id, router key secret). With ``limits``, the
+    key has an ``rpm_limit`` and the tenant a ``tokens_per_minute`` quota, both unreachable."""
     with server.client() as c:
         model = {
             "id": MODEL,
@@ -339,10 +348,12 @@ def hostplane_setup(server: Server, upstream: Upstream, name: str) -> tuple[str,
             "external_key": UPSTREAM_KEY,
         }
         ok(c.post("/byok", json=byok), 201)
-        key = ok(
-            c.post(f"/tenants/{tenant}/keys", json={"name": "gateway-bench", "kind": "router"}),
-            201,
-        )
+        fields: dict[str, Any] = {"name": "gateway-bench", "kind": "router"}
+        if limits:
+            fields["rpm_limit"] = gateway_limits.HIGH
+            quota = {"tokens_per_minute": gateway_limits.HIGH}
+            ok(c.put(f"/tenants/{tenant}/quota", json=quota), 200)
+        key = ok(c.post(f"/tenants/{tenant}/keys", json=fields), 201)
     return tenant, key["secret"]
 
 
@@ -416,13 +427,18 @@ def billing_check(
 
 @contextmanager
 def hostplane(
-    upstream: Upstream, workers: int, database_url: str | None
+    upstream: Upstream,
+    workers: int,
+    database_url: str | None,
+    limits: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Target, Callable[[], Figure] | None]]:
     """``hostplane serve --workers N`` whose openai upstream is the fake one; yields the target
     and the billing check to run after the loads."""
-    name = f"hostplane ×{workers}"
+    name = f"hostplane ×{workers}" + (" + limits" if limits else "")
     server = Server(database_url, workers=workers)
     server.env["HOSTPLANE_UPSTREAM_OPENAI_URL"] = upstream.url
+    server.env.update(env or {})
     say(f"starting hostplane serve --workers {workers} on port {server.port}")
     try:
         server.start()
@@ -431,7 +447,7 @@ def hostplane(
             missing = "not available: POST /v1/chat/completions answers 404 in this build"
             yield Target(name, "", "", list, list, missing=missing), None
             return
-        tenant, secret = hostplane_setup(server, upstream, f"gateway-bench-{workers}")
+        tenant, secret = hostplane_setup(server, upstream, f"gateway-bench-{workers}", limits)
         before = upstream.stats()
         wait_routable(root + "/v1", secret)
 
@@ -452,7 +468,17 @@ def hostplane(
             return billing_check(server, tenant, reported, name)
 
         note = "API processes + embedded PostgreSQL" if not database_url else "API processes"
-        yield Target(name, root + "/v1", secret, all_pids, python_pids, cpu_note=note), check
+        target = Target(
+            name,
+            root + "/v1",
+            secret,
+            all_pids,
+            python_pids,
+            cpu_note=note,
+            tenant=tenant,
+            admin=server.client,
+        )
+        yield target, check
     finally:
         server.stop()
 
@@ -473,9 +499,11 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
         targets.append(run_target("LiteLLM", lambda: litellm(upstream, workdir), seconds))
         for workers in (1, 2):
             targets.append(run_hostplane(upstream, workers, database_url, seconds))
+        targets.append(run_hostplane(upstream, 1, database_url, seconds, limits=True))
+        accuracy = limits_accuracy(upstream, database_url)
     finally:
         upstream.stop()
-    figures = figures_of(targets)
+    figures = figures_of(targets) + limits_figures(targets, accuracy)
     print(matrix(targets), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return figures
@@ -494,11 +522,11 @@ def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:
 
 
 def run_hostplane(
-    upstream: Upstream, workers: int, database_url: str | None, seconds: float
+    upstream: Upstream, workers: int, database_url: str | None, seconds: float, limits: bool = False
 ) -> Target:
-    name = f"hostplane ×{workers}"
+    name = f"hostplane ×{workers}" + (" + limits" if limits else "")
     try:
-        with hostplane(upstream, workers, database_url) as (target, check):
+        with hostplane(upstream, workers, database_url, limits) as (target, check):
             if check is not None:
                 say(f"gateway: {target.name}")
                 measure(target, seconds)
@@ -678,3 +706,79 @@ def matrix(targets: list[Target]) -> str:
 
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     return "\n".join(["", *out, *(line(row) for row in rows), ""])
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def limits_accuracy(upstream: Upstream, database_url: str | None) -> list[int] | str:
+    """Tokens admitted per window to a tenant with a small quota, two processes serving; or
+    why it was not measured."""
+    window = gateway_limits.ACCURACY_WINDOW
+    env = {"HOSTPLANE_LIMIT_WINDOW_SECONDS": str(window)}
+    say(f"gateway: limits' accuracy, 2 processes, {gateway_limits.ACCURACY_CLIENTS} clients")
+    try:
+        with hostplane(upstream, 2, database_url, env=env) as (target, check):
+            if check is None or target.admin is None:
+                return target.missing
+            quota = {"tokens_per_minute": gateway_limits.ACCURACY_QUOTA}
+            with target.admin() as c:
+                ok(c.put(f"/tenants/{target.tenant}/quota", json=quota), 200)
+            time.sleep(1.5)  # each process keeps a tenant's quota about a second
+            body = orjson.loads(gateway_load.chat_body(MODEL, False))
+            per_window = gateway_limits.admitted_per_window(
+                target.base_url,
+                target.token,
+                body,
+                window,
+                gateway_limits.ACCURACY_WINDOWS,
+                gateway_limits.ACCURACY_CLIENTS,
+            )
+            say(f"  admitted per window: {per_window} (quota {gateway_limits.ACCURACY_QUOTA:,})")
+            return per_window
+    except Exception as e:
+        say(f"limits' accuracy failed: {e!r}")
+        return f"{type(e).__name__}: {e}"
+
+
+def limits_figures(targets: list[Target], accuracy: list[int] | str) -> list[Figure]:
+    by_name = {t.name: t for t in targets if not t.missing}
+    plain, limited = by_name.get("hostplane ×1"), by_name.get("hostplane ×1 + limits")
+    figures = []
+    if plain and limited:
+        for streamed in (False, True):
+            kind = "stream" if streamed else "chat"
+            a, b = plain.results[streamed, "one"], limited.results[streamed, "one"]
+            figures.append(
+                Figure(
+                    "gateway",
+                    f"limits (rpm + tokens): {kind} p50 added over hostplane ×1, one client",
+                    b.p50_ms - a.p50_ms,
+                    "ms",
+                    target=1.0,
+                    higher_is_better=False,
+                    notes=f"with limits: {b.summary()}; without: {a.summary()}",
+                )
+            )
+    quota = gateway_limits.ACCURACY_QUOTA
+    if isinstance(accuracy, str) or not accuracy:
+        figures.append(
+            Figure("gateway", "limits' accuracy: not measured", None, "", notes=str(accuracy))
+        )
+        return figures
+    ratios = [tokens / quota for tokens in accuracy]
+    worst = max(ratios, key=lambda r: abs(r - 1))
+    figures.append(
+        Figure(
+            "gateway",
+            "limits' accuracy: tokens admitted / quota per window, worst (2 processes)",
+            worst,
+            "×",
+            notes=f"per saturated window: {', '.join(f'{r:.3f}' for r in ratios)};"
+            f" quota {quota:,} tokens"
+            f" per {gateway_limits.ACCURACY_WINDOW} s window, {gateway_limits.ACCURACY_CLIENTS}"
+            " clients; target 0.95–1.05",
+            extra={"admitted": accuracy, "quota": quota},
+        )
+    )
+    return figures

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -36,6 +36,7 @@ from interfaces.db.directory import ReadModelDirectory, ReadModelSpend
 from interfaces.db.eventstore import HostplaneRecorder
 from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.db.readgate import ReadGate
+from interfaces.gateway import ledger
 from interfaces.gateway.probe import GatewayProber
 from interfaces.http.creating import CreateOnce
 from interfaces.http.shown import Replays
@@ -187,6 +188,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     runner = ProjectionRunner(pool, source, all_projections(), database.conninfo)
     runner.create_all()
     stores.create_tables(pool)
+    ledger.create_ledger(pool)
     gate = ReadGate(pool, runner, store, settings.read_your_writes_timeout)
     # Ports answered by read models (through the gate) and by the outside world.
     clock = SystemClock()
@@ -230,6 +232,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     def prune() -> None:
         rate_limiter.prune()
         idempotency.prune()
+        ledger.prune_ledger(pool, datetime.now(UTC))
 
     jobs = Jobs(
         evaluate_watched_budgets=budget_watch.evaluate_watched,

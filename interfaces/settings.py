@@ -52,6 +52,9 @@ class Settings:
     gateway_total_timeout: float = 600.0
     # Upstream requests each serving process admits at once, until PUT /capacity sets it.
     max_in_flight: int = 256
+    # The window of the gateway's request and token limits (a key's rpm_limit, a tenant's
+    # tokens_per_minute), in seconds: 60 counts them per minute as named; tests shorten it.
+    limit_window_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +95,7 @@ class Settings:
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
+            limit_window_seconds=max(1, int(env.get("HOSTPLANE_LIMIT_WINDOW_SECONDS", "60"))),
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -10,9 +10,12 @@ import orjson
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
-from application.gateway import GatewaySecrets
+from application.gateway import GatewayCaller, GatewaySecrets
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
+from interfaces.gateway.admission import Admission
+from interfaces.gateway.ledger import Allowance, Ledger
+from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
 from interfaces.gateway.meter import Meter
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
@@ -94,14 +97,30 @@ class HostplaneApi(FastAPI):
 
 def create_gateway(container: Container, app: FastAPI) -> Gateway:
     settings = container.settings
+    auth = container.auth
+
+    def pool() -> Any:
+        return app.state.async_pool
+
+    def rpm_limit(caller: GatewayCaller) -> int | None:
+        key = None if caller.instance_id is not None else auth.kept_key(caller.key_id)
+        return None if key is None else key.rpm_limit
+
+    limits = RateLimits(
+        Allowance(Ledger(pool), lease_size),
+        rpm_limit,
+        TenantQuotas(pool),
+        settings.limit_window_seconds,
+    )
     return Gateway(
         settings=settings,
         auth=container.auth,
         rate_limiter=container.rate_limiter,
         secrets=GatewaySecrets(container.store, container.secret_box),
         meter=Meter(container.usage),
-        pool=lambda: app.state.async_pool,
+        pool=pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
+        admission=Admission(gates=[limits]),
     )
 
 
