@@ -53,6 +53,9 @@ SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator
     AS version, ({current_head}) AS current_head
 FROM hit"""
 
+# The version alone: the gateway, whose request limits are the keys' own (ledger leases).
+VERSION = "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %s) AS version"
+
 
 PRUNE_RATE = "DELETE FROM hostplane_rate_limit WHERE window_start < %s"
 CLAIM = """
@@ -117,6 +120,18 @@ class RateLimiter:
             cursor = await conn.execute(self._hit_and_version, (subject, window, aggregate_id))
             row = await cursor.fetchone()
         return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
+
+    async def version(self, apool: AsyncConnectionPool[Any], aggregate_id: UUID) -> int | None:
+        """The aggregate's latest stored version (``None``: no such aggregate), counting nothing:
+        a read, where ``hit_and_version`` writes (and waits for its commit to be flushed)."""
+        async with apool.connection() as conn:
+            cursor = await conn.execute(self._version, (aggregate_id,))
+            row = await cursor.fetchone()
+        return row["version"] if row else None
+
+    @cached_property
+    def _version(self) -> str:
+        return VERSION.format(events=self.events_table)
 
     @cached_property
     def _hit_and_version(self) -> str:

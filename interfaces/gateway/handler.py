@@ -281,23 +281,15 @@ class Gateway:
         key_id = auth.key_id_of(token) if cheap else await asyncio.to_thread(auth.key_id_of, token)
         if key_id is None:
             raise forbidden("wrong_key_kind", "the admin token can't call models: use a router key")
-        retry_after, version, _ = await self.rate_limiter.hit_and_version(
-            self.pool(), f"key:{key_id}", key_id
-        )
+        # One read per request: a key changed or revoked in another process is seen at once.
+        # Its request limit is its own ``rpm_limit`` (the limits gate), not the management API's.
+        version = await self.rate_limiter.version(self.pool(), key_id)
         principal = auth.authenticate_cached(token, key_id, ip, version) if cheap else None
         if principal is None:
             principal = await asyncio.to_thread(auth.authenticate, token, ip, None, version)
         if principal.kind != "router":
             raise forbidden(
                 "wrong_key_kind", "a management key can't call models: use a router key"
-            )
-        if retry_after is not None:
-            raise GatewayRefusal(
-                429,
-                "rate_limit_exceeded",
-                f"rate limit of {self.rate_limiter.per_minute} requests per minute exceeded",
-                "rate_limit_error",
-                retry_after=retry_after,
             )
         key = auth.kept_key(key_id)
         assert key is not None and principal.tenant_id is not None
