@@ -32,6 +32,7 @@ class IngestResult:
     duplicates: int
     batch_ids: list[UUID]
     tenant_ids: set[UUID]
+    position: int | None = None  # the notification id of the last event written (None: none)
 
 
 class Usage:
@@ -149,14 +150,16 @@ class Usage:
             if rated:
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
+        position = None
         if batches:
-            self.store.commit(*batches, usage_request_ids=fresh)
+            position = self.store.commit(*batches, usage_request_ids=fresh)
         accepted = sum(len(ids) for ids in fresh.values())
         return IngestResult(
             accepted=accepted,
             duplicates=len(records) - accepted,
             batch_ids=[b.id for b in batches],
             tenant_ids=set(fresh),
+            position=position,
         )
 
     def _current_models(self, slugs: set[str]) -> dict[str, Model | None]:
