@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse
 from application.gateway import GatewaySecrets
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
+from interfaces.gateway.admission import Admission
+from interfaces.gateway.budgets import budget_gate
 from interfaces.gateway.meter import Meter
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
@@ -97,6 +99,7 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         meter=Meter(container.usage),
         pool=lambda: app.state.async_pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
+        admission=Admission(gates=[budget_gate(container.pool, settings.gateway_total_timeout)]),
     )
 
 
