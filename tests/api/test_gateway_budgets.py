@@ -4,17 +4,26 @@ reserves a request's worst case, settlement accounts its actual cost."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
+from interfaces.db.database import create_database_if_missing, drop_database, with_dbname
 from tests.api.gateway_fixtures import *  # noqa: F403
-from tests.api.gateway_fixtures import Gateway, GatewayTenant, token_cost
+from tests.api.gateway_fixtures import Gateway, GatewayTenant, new_model, token_cost
+from tests.api.test_gateway_sigkill import Server, server_env
+from tests.conftest import ADMIN_TOKEN, Api
+from tests.fake_upstream import FakeUpstream
 
 # 1 EUR per thousand tokens either way: a token costs 0.001 EUR.
 PRICE = "1000"
@@ -179,3 +188,144 @@ def test_a_keys_budget_limits_that_key_only(gateway: Gateway):
         model=model, messages=PROMPT, max_tokens=WORDS
     )
     assert answer.usage.completion_tokens == WORDS
+
+
+# -- across processes: ``hostplane serve --workers 2`` ----------------------------------------
+
+
+@dataclass
+class Workers:
+    server: Server
+    admin: Api
+    fake: FakeUpstream
+
+    def tenant(self, limit: Decimal) -> tuple[str, str, str, dict[str, Any]]:
+        """A tenant with a BYOK upstream, a model at PRICE, a router key with a daily budget of
+        ``limit``: (tenant id, model, router secret, router key)."""
+        admin = self.admin
+        tenant_id = admin.new_tenant()["id"]
+        _, management = admin.new_key(tenant_id, "management")
+        api = admin.as_token(management)
+        r = api.post(
+            "/byok",
+            json={"name": "openai", "upstream": "openai", "external_key": "sk-" + "k" * 40},
+        )
+        assert r.status_code == 201, r.text
+        model = new_model(admin, "openai", input_price=PRICE, output_price=PRICE)
+        self.fake.script(model, words=WORDS)
+        key, secret = admin.new_key(tenant_id, "router")
+        body = {"key_id": key["id"], "limit_eur": str(limit), "period": "daily", "thresholds": []}
+        r = api.post("/budgets", json=body)
+        assert r.status_code == 201, r.text
+        return tenant_id, model, secret, key
+
+    def burst(self, secret: str, model: str, n: int) -> list[Any]:
+        """``n`` requests at once, each on a connection of its own: handed to either process."""
+
+        async def run() -> list[Any]:
+            clients = [
+                openai.AsyncOpenAI(base_url=self.server.url + "/v1", api_key=secret, max_retries=0)
+                for _ in range(n)
+            ]
+            try:
+                return await asyncio.gather(
+                    *(
+                        c.chat.completions.create(model=model, messages=PROMPT, max_tokens=WORDS)
+                        for c in clients
+                    ),
+                    return_exceptions=True,
+                )
+            finally:
+                for c in clients:
+                    await c.close()
+
+        answers = asyncio.run(run())
+        unexpected = [a for a in answers if isinstance(a, Exception)]
+        unexpected = [a for a in unexpected if not isinstance(a, openai.RateLimitError)]
+        assert not unexpected, unexpected[:3]
+        return answers
+
+    def billing(self, tenant_id: str, requests: int) -> dict[str, Any]:
+        """The tenant's billing once the read models count ``requests`` records."""
+        today = datetime.now(UTC).date()
+        path = f"/team-billing/summary/{tenant_id}/{today - timedelta(days=1)}/"
+        path += str(today + timedelta(days=2))
+        deadline = time.monotonic() + 20
+        while True:
+            r = self.admin.get(path)
+            assert r.status_code == 200, r.text
+            if r.json()["requests"] >= requests or time.monotonic() > deadline:
+                return r.json()
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def workers(
+    database_conninfo: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream
+) -> Iterator[Workers]:
+    dbname = f"hostplane_budgets_{uuid.uuid4().hex[:8]}"
+    create_database_if_missing(database_conninfo, dbname)
+    server = Server(
+        server_env(with_dbname(database_conninfo, dbname), tmp_path_factory.mktemp("w"), fake)
+    )
+    command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--port", str(server.port)]
+    server.proc = subprocess.Popen(
+        [*command, "--workers", "2"], env=server.env, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the first process accepts connections once both are ready
+            assert server.proc.poll() is None, "hostplane serve exited"
+            try:
+                if httpx.get(server.url + "/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "hostplane serve did not start"
+            time.sleep(0.1)
+        yield Workers(server, Api(server.url, ADMIN_TOKEN), fake)
+    finally:
+        server.stop()
+        drop_database(database_conninfo, dbname)
+
+
+def test_two_processes_together_admit_no_more_than_the_budget_has_room_for(workers: Workers):
+    limit = 10 * WORST
+    tenant_id, model, secret, _ = workers.tenant(limit)
+
+    answers = workers.burst(secret, model, 64)
+
+    admitted = [a for a in answers if not isinstance(a, Exception)]
+    # Room one process holds is no other's: a process may refuse while the other still holds
+    # room (at most a 64th of the limit, or one request's worst case), never admit beyond it.
+    assert 8 <= len(admitted) <= 10
+    bill = workers.billing(tenant_id, 64)
+    assert bill["requests"] == 64
+    assert Decimal(bill["token_cost"]) == len(admitted) * WORST <= limit
+
+
+def test_every_process_refuses_within_a_second_of_usage_posted_that_exhausted_the_budget(
+    workers: Workers,
+):
+    tenant_id, model, secret, key = workers.tenant(1000 * WORST)
+    # Both processes hold leases with room to spare.
+    assert not [a for a in workers.burst(secret, model, 16) if isinstance(a, Exception)]
+    record = {
+        "request_id": uuid.uuid4().hex,
+        "key_id": key["id"],
+        "model": model,
+        "prompt_tokens": 100_000,  # 100 EUR: far past the budget
+        "completion_tokens": 0,
+        "status": "success",
+        "latency_ms": 10,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    r = workers.admin.post("/usage/events", json={"records": [record]})
+    assert r.status_code == 200, r.text
+    workers.billing(tenant_id, 17)
+    time.sleep(1.0)  # the bound: every process asks the ledger again within a second
+
+    answers = workers.burst(secret, model, 16)
+
+    assert all(isinstance(a, openai.RateLimitError) for a in answers)
+    assert {a.code for a in answers} == {"budget_exceeded"}
