@@ -15,7 +15,6 @@ case, up to a 64th of the limit) and admits from it in memory while it is less t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -212,17 +211,21 @@ class BudgetGate:
 
     async def admit(self, request: Admitting) -> BudgetGrant | NoBudget:
         caller = request.caller
-        rules = await self._rules.get(
-            caller.tenant_id, lambda: asyncio.to_thread(self._load_rules, caller.tenant_id)
-        )
-        rules = [r for r in rules if r.key_id is None or r.key_id == caller.key_id]
-        if not rules:
-            return NO_BUDGET
         slug = request.model.slug
-        price = await self._prices.get(slug, lambda: asyncio.to_thread(self._load_price, slug))
+        try:
+            rules = await self._rules.get(
+                caller.tenant_id, lambda: asyncio.to_thread(self._load_rules, caller.tenant_id)
+            )
+            rules = [r for r in rules if r.key_id is None or r.key_id == caller.key_id]
+            if not rules:
+                return NO_BUDGET
+            price = await self._prices.get(slug, lambda: asyncio.to_thread(self._load_price, slug))
+        except Exception:  # noqa: BLE001 - the database is unreachable: never admitted unchecked
+            log.exception("reading budgets failed")
+            raise unavailable() from None
         if price is None:
             return NO_BUDGET  # a model deleted a moment ago: routing refuses it
-        worst = self._worst_case(request, price)
+        worst = worst_case(request, price)
         now = datetime.now(UTC)
         taken: list[Held] = []
         try:
@@ -238,21 +241,6 @@ class BudgetGate:
         finally:
             self._maybe_prune()
         return BudgetGrant(self, taken, worst, price)
-
-    @staticmethod
-    def _worst_case(request: Admitting, price: Price) -> Decimal:
-        if request.kind == "embeddings":
-            completion = 0
-        elif request.max_tokens is not None:
-            completion = request.max_tokens
-        else:
-            completion = price.context_length
-        return token_cost(
-            request.prompt_tokens,
-            completion,
-            price.input_eur_per_mtok,
-            price.output_eur_per_mtok,
-        )
 
     async def _reserve(self, held: Held, worst: Decimal, now: datetime) -> bool:
         # In memory while the lease is fresh and nobody is asking the ledger for this subject
@@ -297,13 +285,7 @@ class BudgetGate:
         except Exception:  # noqa: BLE001 - answered as a 503: the ledger is unreachable
             log.exception("taking a budget lease failed")
             held.unsettled = taken + held.unsettled
-            raise GatewayRefusal(
-                503,
-                "budget_unavailable",
-                "the budget could not be checked; retry",
-                "service_unavailable",
-                retry_after=2,
-            ) from None
+            raise unavailable() from None
         # Requests settled while it was asked left the lease after the answer was written.
         held.amount = lease.amount + (held.amount - before)
         held.written, held.limit, held.asked_at = lease.amount, lease.limit, asked
@@ -364,15 +346,36 @@ class BudgetGate:
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
-    async def drain(self) -> None:
-        """Wait for the settlements still being written."""
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+def worst_case(request: Admitting, price: Price) -> Decimal:
+    """The most a request can cost: its prompt and its longest possible answer."""
+    if request.kind == "embeddings":
+        completion = 0
+    elif request.max_tokens is not None and request.max_tokens > 0:
+        completion = min(request.max_tokens, price.context_length)
+    else:  # none (or one an upstream may not honour): as long as the context allows
+        completion = price.context_length
+    return token_cost(
+        max(0, request.prompt_tokens),
+        completion,
+        price.input_eur_per_mtok,
+        price.output_eur_per_mtok,
+    )
 
 
 def budget_gate(pool: ConnectionPool[Any], total_timeout: float) -> BudgetGate:
     """The gate of one serving process: its leases outlive its longest request."""
     return BudgetGate(pool, BudgetLedger(pool, uuid4(), total_timeout + LEASE_MARGIN_SECONDS))
+
+
+def unavailable() -> GatewayRefusal:
+    return GatewayRefusal(
+        503,
+        "budget_unavailable",
+        "the budget could not be checked; retry",
+        "service_unavailable",
+        retry_after=2,
+    )
 
 
 def refusal(held: Held, worst: Decimal) -> GatewayRefusal:
