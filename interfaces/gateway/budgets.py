@@ -41,6 +41,7 @@ ZERO = Decimal(0)
 FRESH_SECONDS = 1.0  # how long a tenant's budgets and a model's prices are kept per process
 LEASE_SECONDS = 0.5  # how long a process admits from a lease without asking the ledger again
 CHUNK = 64  # a lease gives up to limit / CHUNK beyond the request's worst case
+FLUSH_SECONDS = 0.05  # settlements gathered into one ledger write (meanwhile it holds more)
 PRUNE_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = 60.0  # a lease lives this much longer than a request may last
 MAX_KEPT = 10_000
@@ -204,7 +205,7 @@ class BudgetGate:
 
     def _forget_idle(self) -> None:
         for subject, held in list(self._held.items()):
-            if held.in_flight == 0 and not held.lock.locked():
+            if held.in_flight == 0 and not (held.lock.locked() or held.unsettled or held.flushing):
                 del self._held[subject]
 
     # -- admission ------------------------------------------------------------------------
@@ -324,6 +325,7 @@ class BudgetGate:
                 task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, held: Held) -> None:
+        await asyncio.sleep(FLUSH_SECONDS)  # one write for the settlements of a moment
         async with held.lock:
             held.flushing = False
             if not held.unsettled and held.amount >= held.written:
