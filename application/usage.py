@@ -32,6 +32,7 @@ class IngestResult:
     duplicates: int
     batch_ids: list[UUID]
     tenant_ids: set[UUID]
+    position: int | None = None  # the notification id of the last event written (None: none)
 
 
 class Usage:
@@ -178,15 +179,19 @@ class Usage:
             if rated:
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
+        position = None
         if batches:
             rated_with = {m.id: m.version for m in models.values() if m is not None}
-            self.store.commit(*batches, usage_request_ids=fresh, expected_versions=rated_with)
+            position = self.store.commit(
+                *batches, usage_request_ids=fresh, expected_versions=rated_with
+            )
         accepted = sum(len(ids) for ids in fresh.values())
         return IngestResult(
             accepted=accepted,
             duplicates=len(records) - accepted,
             batch_ids=[b.id for b in batches],
             tenant_ids=set(fresh),
+            position=position,
         )
 
     def _current_models(self, slugs: set[str], trust_kept: bool = False) -> dict[str, Model | None]:

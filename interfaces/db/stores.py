@@ -54,7 +54,9 @@ SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator
 FROM hit"""
 
 # The version alone: the gateway, whose request limits are the keys' own (ledger leases).
-VERSION = "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %s) AS version"
+VERSION = (
+    "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %s) AS version"
+)
 
 
 PRUNE_RATE = "DELETE FROM hostplane_rate_limit WHERE window_start < %s"

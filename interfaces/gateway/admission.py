@@ -51,6 +51,8 @@ class Actual:
     completion_tokens: int
     cached_tokens: int = 0
     cache_hit: bool = False  # answered from the response cache (zero token cost)
+    # The notification id its usage record was written at (None: no record was made durable).
+    position: int | None = None
 
 
 class Grant(Protocol):

@@ -526,8 +526,9 @@ class Gateway:
         prompt = _int(prompt)
         completion = _int(completion)
         cached = min(_int(cached), prompt)
+        position = None
         try:
-            await self.meter.record(
+            position = await self.meter.record(
                 UsageInput(
                     request_id=exchange.request_id,
                     key_id=exchange.caller.key_id,
@@ -543,7 +544,9 @@ class Gateway:
             )
         finally:
             if exchange.admitted is not None:
-                await exchange.admitted.settle(Actual(status, prompt, completion, cached))
+                await exchange.admitted.settle(
+                    Actual(status, prompt, completion, cached, position=position)
+                )
 
     async def _bill_quietly(
         self,

@@ -14,6 +14,7 @@ from application.gateway import GatewayCaller, GatewaySecrets
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
 from interfaces.gateway.admission import Admission
+from interfaces.gateway.budgets import budget_gate
 from interfaces.gateway.ledger import Allowance, Ledger
 from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
 from interfaces.gateway.meter import Meter
@@ -120,7 +121,9 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         meter=Meter(container.usage),
         pool=pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
-        admission=Admission(gates=[limits]),
+        admission=Admission(
+            gates=[limits, budget_gate(container.pool, settings.gateway_total_timeout)]
+        ),
     )
 
 
