@@ -72,6 +72,7 @@ class CatalogModel:
     serveable: bool
     vendor: str | None
     created: int  # Unix seconds, for the OpenAI model list
+    modality: str | None = None  # chat, embedding, ... (domain.pricing.MODALITIES)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,14 @@ def may_use(caller: GatewayCaller, model: CatalogModel) -> bool:
     return not (caller.sovereignty and not model.serveable)
 
 
-def check_model(caller: GatewayCaller, slug: object, model: CatalogModel | None) -> CatalogModel:
-    """The model a request names, if it exists and the caller may use it."""
+def check_model(
+    caller: GatewayCaller,
+    slug: object,
+    model: CatalogModel | None,
+    kind: str = "chat/completions",
+) -> CatalogModel:
+    """The model a request names, if it exists, the caller may use it, and it does what
+    ``kind`` (the endpoint: chat/completions or embeddings) asks of it."""
     if not isinstance(slug, str) or not slug:
         raise GatewayRefusal(400, "model_not_found", "the body must name a model", param="model")
     if model is None:
@@ -115,7 +122,22 @@ def check_model(caller: GatewayCaller, slug: object, model: CatalogModel | None)
             "sovereignty_violation",
             f"this key is in sovereignty mode; {slug!r} can't run on the tenant's EU GPUs",
         )
+    check_modality(model, kind)
     return model
+
+
+def check_modality(model: CatalogModel, kind: str) -> None:
+    """An embedding model answers only /embeddings, and /embeddings only an embedding model
+    (when the catalog knows the model's modality)."""
+    if model.modality is None or (kind == "embeddings") == (model.modality == "embedding"):
+        return
+    wanted = "an embedding model" if kind == "embeddings" else "a chat model"
+    raise GatewayRefusal(
+        400,
+        "wrong_modality",
+        f"the model {model.slug!r} is a {model.modality!r} model; /v1/{kind} needs {wanted}",
+        param="model",
+    )
 
 
 def route(

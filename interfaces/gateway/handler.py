@@ -396,7 +396,7 @@ class Gateway:
                 # A known model is billed even when refused (0 tokens, a failure): every
                 # request after authentication is one usage record.
                 exchange.model = known.slug if known is not None else None
-                model = check_model(caller, body.get("model"), known)
+                model = check_model(caller, body.get("model"), known, kind)
                 targets = await self._targets(scope, caller, model, body)
                 exchange.admitted = await self.admission.admit(
                     self._admitting(exchange, model, body)
