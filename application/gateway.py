@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from application.instances import Booting, Instances
 from application.ports import SecretBox
 from application.store import EventStore
+from domain.base import Actor
 from domain.instance import Instance
 from domain.tenant import Tenant
 
@@ -222,9 +224,47 @@ def _own_instance(
 def _refuse_cold(slug: str, cold: list[Target], now: datetime, expected: float) -> None:
     if not cold:
         return
-    started = max(t.created_at for t in cold)
-    remaining = expected - (now - started).total_seconds()
-    raise unavailable(
+    raise cold_start(slug, max(t.created_at for t in cold), now, expected)
+
+
+class OnDemand:
+    """Boots a model for a tenant with on-demand boot on, when nothing serves it (issue 18 §3).
+
+    ``boot`` runs only on the way to a ``model_unavailable`` refusal: never on a request that
+    a target serves.
+    """
+
+    def __init__(self, instances: Instances, region: str, provider: str, instance_type: str):
+        self.instances = instances
+        self.region = region
+        self.provider = provider
+        self.instance_type = instance_type
+
+    @staticmethod
+    def applies(caller: GatewayCaller, model: CatalogModel) -> bool:
+        """Whether a request may boot its model: a router key's, of a serveable model."""
+        return caller.instance_id is None and model.serveable
+
+    def boot(
+        self, caller: GatewayCaller, model: CatalogModel, ip: str | None = None
+    ) -> Booting | None:
+        """The instance booting for this request (started now or before); ``None``: the
+        tenant has on-demand boot off."""
+        return self.instances.boot_on_demand(
+            caller.tenant_id,
+            model.slug,
+            # A sovereign key reaches only EU GPUs: what it boots runs there.
+            SOVEREIGN_REGION if caller.sovereignty else self.region,
+            self.provider,
+            self.instance_type,
+            Actor(id=f"key:{caller.key_id}", ip=ip),
+        )
+
+
+def cold_start(slug: str, requested_at: datetime, now: datetime, expected: float) -> GatewayRefusal:
+    """503 ``cold_start``, with ``Retry-After`` from the deploy's expected remaining time."""
+    remaining = expected - (now - requested_at).total_seconds()
+    return unavailable(
         "cold_start",
         f"the model {slug!r} is starting; retry shortly",
         retry_after=max(1, math.ceil(remaining)),

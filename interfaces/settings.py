@@ -52,6 +52,10 @@ class Settings:
     gateway_total_timeout: float = 600.0
     # Upstream requests each serving process admits at once, until PUT /capacity sets it.
     max_in_flight: int = 256
+    # Where the gateway deploys a model for a tenant with on-demand boot on (issue 18 §3).
+    on_demand_region: str = "EU"
+    on_demand_provider: str = "simulated"
+    on_demand_instance_type: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +96,9 @@ class Settings:
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
+            on_demand_region=env.get("HOSTPLANE_ON_DEMAND_REGION", "EU"),
+            on_demand_provider=env.get("HOSTPLANE_ON_DEMAND_PROVIDER", "simulated"),
+            on_demand_instance_type=env.get("HOSTPLANE_ON_DEMAND_INSTANCE_TYPE", "text"),
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -10,7 +10,7 @@ import orjson
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
-from application.gateway import GatewaySecrets
+from application.gateway import GatewaySecrets, OnDemand
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
 from interfaces.gateway.meter import Meter
@@ -97,6 +97,12 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         meter=Meter(container.usage),
         pool=lambda: app.state.async_pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
+        on_demand=OnDemand(
+            container.instances,
+            settings.on_demand_region,
+            settings.on_demand_provider,
+            settings.on_demand_instance_type,
+        ),
     )
 
 
