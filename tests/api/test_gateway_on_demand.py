@@ -101,9 +101,7 @@ def test_without_on_demand_boot_nothing_is_deployed_and_the_answer_is_model_unav
     model = serveable_model(gateway)
     _, secret = t.router_key()
 
-    e = refusal(
-        lambda: gateway.client(secret).chat.completions.create(model=model, messages=HELLO)
-    )
+    e = refusal(lambda: gateway.client(secret).chat.completions.create(model=model, messages=HELLO))
 
     assert (e.status_code, e.code) == (503, "model_unavailable"), e.body
     assert instances_of(t, model) == []
@@ -115,9 +113,7 @@ def test_a_model_our_gpus_cannot_serve_is_never_booted(gateway: Gateway):
     model = gateway.model(None, prefix="od-api-only")  # not serveable
     _, secret = t.router_key()
 
-    e = refusal(
-        lambda: gateway.client(secret).chat.completions.create(model=model, messages=HELLO)
-    )
+    e = refusal(lambda: gateway.client(secret).chat.completions.create(model=model, messages=HELLO))
 
     assert (e.status_code, e.code) == (503, "model_unavailable"), e.body
     assert instances_of(t, model) == []
