@@ -207,7 +207,7 @@ DEFAULTS = tuple(NO_DETAIL)
 
 def detail_of(stored: list[Any]) -> StoredDetail:
     """The ``StoredDetail`` of a stored record (its defaults for what it doesn't hold)."""
-    return StoredDetail._make(stored[FIELDS:]) if len(stored) > FIELDS else NO_DETAIL
+    return StoredDetail(*stored[FIELDS:]) if len(stored) > FIELDS else NO_DETAIL
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,16 @@ VENDOR_COLUMNS = (
 )
 CREATE_VENDOR_HOURLY = "CREATE TABLE IF NOT EXISTS {s}.vendor_hourly (" + VENDOR_COLUMNS + ")"
 CREATE_VENDOR_DAILY = "CREATE TABLE IF NOT EXISTS {s}.vendor_daily (" + VENDOR_COLUMNS + ")"
+# A read model made before the vendor buckets: they are filled once from its buckets (all its
+# records named no vendor), so that an upgrade needs no rebuild; a rebuild counts the detail.
+BACKFILL_VENDORS = [
+    f"INSERT INTO {{s}}.vendor_{table} (tenant_id, at, vendor, model,"
+    f" {', '.join(SUM_COLUMNS)}, {', '.join(DETAIL_COLUMNS)}, cost)"
+    f" SELECT tenant_id, at, '', model, {', '.join(f'sum({c})' for c in SUM_COLUMNS)},"
+    f" {', '.join('0' for _ in DETAIL_COLUMNS)}, sum(cost) FROM {{s}}.{table}"
+    f" WHERE NOT EXISTS (SELECT FROM {{s}}.vendor_{table}) GROUP BY tenant_id, at, model"
+    for table in ("hourly", "daily")
+]
 CREATE_HOURLY_KEY = "CREATE INDEX IF NOT EXISTS hourly_key ON {s}.hourly (key_id, at)"
 CREATE_DAILY_KEY = "CREATE INDEX IF NOT EXISTS daily_key ON {s}.daily (key_id, at)"
 
@@ -215,7 +225,14 @@ class UsageProjection(Projection):
 
     name = "usage"
     folds = True
-    tables = [CREATE_HOURLY, CREATE_DAILY, *WIDEN, CREATE_VENDOR_HOURLY, CREATE_VENDOR_DAILY]
+    tables = [
+        CREATE_HOURLY,
+        CREATE_DAILY,
+        *WIDEN,
+        CREATE_VENDOR_HOURLY,
+        CREATE_VENDOR_DAILY,
+        *BACKFILL_VENDORS,
+    ]
     indexes = [CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
 
     def __init__(self) -> None:
