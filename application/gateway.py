@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -234,23 +235,32 @@ class OnDemand:
     a target serves.
     """
 
+    OFF_SECONDS = 1.0  # how long a tenant found with on-demand boot off is taken as off
+
     def __init__(self, instances: Instances, region: str, provider: str, instance_type: str):
         self.instances = instances
         self.region = region
         self.provider = provider
         self.instance_type = instance_type
+        # Tenants found with it off, until when: a burst of requests for a model nothing
+        # serves loads the tenant about once a second, not once a request.
+        self._off_until: dict[UUID, float] = {}
 
-    @staticmethod
-    def applies(caller: GatewayCaller, model: CatalogModel) -> bool:
-        """Whether a request may boot its model: a router key's, of a serveable model."""
-        return caller.instance_id is None and model.serveable
+    def applies(self, caller: GatewayCaller, model: CatalogModel) -> bool:
+        """Whether a request may boot its model: a router key's, of a serveable model, of a
+        tenant not just found with on-demand boot off."""
+        return (
+            caller.instance_id is None
+            and model.serveable
+            and self._off_until.get(caller.tenant_id, 0.0) <= time.monotonic()
+        )
 
     def boot(
         self, caller: GatewayCaller, model: CatalogModel, ip: str | None = None
     ) -> Booting | None:
         """The instance booting for this request (started now or before); ``None``: the
         tenant has on-demand boot off."""
-        return self.instances.boot_on_demand(
+        booting = self.instances.boot_on_demand(
             caller.tenant_id,
             model.slug,
             # A sovereign key reaches only EU GPUs: what it boots runs there.
@@ -259,6 +269,11 @@ class OnDemand:
             self.instance_type,
             Actor(id=f"key:{caller.key_id}", ip=ip),
         )
+        if booting is None:
+            if len(self._off_until) >= 10_000:
+                self._off_until.clear()
+            self._off_until[caller.tenant_id] = time.monotonic() + self.OFF_SECONDS
+        return booting
 
 
 def cold_start(slug: str, requested_at: datetime, now: datetime, expected: float) -> GatewayRefusal:
