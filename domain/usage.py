@@ -95,6 +95,23 @@ COUNTS: tuple[tuple[str, BoundedInt], ...] = (
 )
 
 
+DETAIL = UsageInput._fields.index("vendor")  # where the fields saying how it went start
+PLAIN_DETAIL = (None, None, False, False, False)  # a record that says nothing of it
+
+
+def detail_fits(r: UsageInput) -> bool:
+    """Whether the fields saying how the request went are valid (no problem to word)."""
+    ttft = r.ttft_ms
+    return (
+        (r.vendor is None or r.vendor in KNOWN_VENDORS)
+        and (ttft is None or (r.streamed is True and type(ttft) is int))
+        and (ttft is None or (type(r.latency_ms) is int and r.latency_ms >= ttft >= 0))
+        and type(r.streamed) is bool
+        and type(r.estimated) is bool
+        and type(r.cache_hit) is bool
+    )
+
+
 def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem]:
     """The problems of one record that need no lookup (tokens, status, time)."""
     at = r.occurred_at
@@ -118,12 +135,16 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
         and r.status in STATUSES
         and at.tzinfo is not None
         and EPOCH <= at <= now + FUTURE_TOLERANCE
-        and (r.vendor is None or r.vendor in KNOWN_VENDORS)
-        and (r.ttft_ms is None or (r.streamed is True and type(r.ttft_ms) is int))
-        and (r.ttft_ms is None or latency >= r.ttft_ms >= 0)
-        and type(r.streamed) is bool
-        and type(r.estimated) is bool
-        and type(r.cache_hit) is bool
+        and (
+            (
+                r.vendor is None
+                and r.ttft_ms is None
+                and r.streamed is False
+                and r.estimated is False
+                and r.cache_hit is False
+            )
+            or detail_fits(r)
+        )
     ):
         return []  # the common case, checked in one expression; the value types word the rest
     problems = []
@@ -294,20 +315,13 @@ class UsageBatch(Aggregate):
                 to_us(r.occurred_at),
                 ids[instance],
             ]
-            # The detail, trimmed of its trailing defaults; a plain POST /usage/events record
-            # (most of them) stores none, as before the detail existed.
-            detail = (
-                None if r.status in PLAIN_STATUSES else r.status,
-                r.vendor,
-                r.ttft_ms,
-                r.streamed,
-                r.estimated,
-                r.cache_hit,
-            )
-            if detail != DEFAULTS:
-                stored += detail
-            while len(stored) > FIELDS and stored[-1] == DEFAULTS[len(stored) - 1 - FIELDS]:
-                stored.pop()
+            # The ``StoredDetail``, trimmed of its trailing defaults: a plain record (most of
+            # them) stores none, as before the detail existed.
+            plain = r.status in PLAIN_STATUSES
+            if not plain or r[DETAIL:] != PLAIN_DETAIL:
+                stored += (None if plain else r.status, *r[DETAIL:])
+                while stored[-1] == DEFAULTS[len(stored) - 1 - FIELDS]:
+                    stored.pop()
             append(stored)
         rates = [[m, str(i), str(o)] for (m, i, o) in rate_index]
         return cls(tenant_id=tenant_id, rates=rates, records=records, actor=actor)
