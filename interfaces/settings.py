@@ -55,6 +55,10 @@ class Settings:
     # The window of the gateway's request and token limits (a key's rpm_limit, a tenant's
     # tokens_per_minute), in seconds: 60 counts them per minute as named; tests shorten it.
     limit_window_seconds: int = 60
+    # Where the gateway deploys a model for a tenant with on-demand boot on (issue 18 §3).
+    on_demand_region: str = "EU"
+    on_demand_provider: str = "simulated"
+    on_demand_instance_type: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -96,6 +100,9 @@ class Settings:
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
             limit_window_seconds=max(1, int(env.get("HOSTPLANE_LIMIT_WINDOW_SECONDS", "60"))),
+            on_demand_region=env.get("HOSTPLANE_ON_DEMAND_REGION", "EU"),
+            on_demand_provider=env.get("HOSTPLANE_ON_DEMAND_PROVIDER", "simulated"),
+            on_demand_instance_type=env.get("HOSTPLANE_ON_DEMAND_INSTANCE_TYPE", "text"),
         )
 
     def upstream_url(self, vendor: str) -> str:

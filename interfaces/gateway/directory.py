@@ -24,7 +24,7 @@ FRESH_SECONDS = 1.0
 MAX_TENANTS = 10_000
 
 SELECT_MODELS = (
-    f"SELECT id, serveable, vendor, created_at FROM {PRICEBOOK}.models WHERE NOT deleted"
+    f"SELECT id, serveable, vendor, modality, created_at FROM {PRICEBOOK}.models WHERE NOT deleted"
 )
 TARGET_COLUMNS = "id, tenant_id, kind, model_id, region, provider, status, endpoint_url, created_at"
 SELECT_TENANT = (
@@ -87,6 +87,7 @@ class GatewayDirectory:
                 serveable=r["serveable"],
                 vendor=r["vendor"],
                 created=int(r["created_at"].timestamp()),
+                modality=r["modality"],
             )
             for r in rows
         }

@@ -29,8 +29,10 @@ from application.gateway import (
     GatewayCaller,
     GatewayRefusal,
     GatewaySecrets,
+    OnDemand,
     Target,
     check_model,
+    cold_start,
     estimate_tokens,
     forbidden,
     may_use,
@@ -214,6 +216,7 @@ class Gateway:
         pool: Callable[[], AsyncConnectionPool[Any]],
         expected_deploy_seconds: float,
         admission: Admission | None = None,
+        on_demand: OnDemand | None = None,
     ) -> None:
         self.settings = settings
         self.auth = auth
@@ -224,6 +227,7 @@ class Gateway:
         self.directory = GatewayDirectory(pool)
         self.expected_deploy_seconds = expected_deploy_seconds
         self.admission = admission or Admission()
+        self.on_demand = on_demand  # boots a model nothing serves, for tenants who want that
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: dict[UUID, int] = {}
         self.active = 0
@@ -392,7 +396,7 @@ class Gateway:
                 # A known model is billed even when refused (0 tokens, a failure): every
                 # request after authentication is one usage record.
                 exchange.model = known.slug if known is not None else None
-                model = check_model(caller, body.get("model"), known)
+                model = check_model(caller, body.get("model"), known, kind)
                 targets = await self._targets(scope, caller, model, body)
                 exchange.admitted = await self.admission.admit(
                     self._admitting(exchange, model, body)
@@ -488,9 +492,38 @@ class Gateway:
                     key_id=key_id,
                 )
             except GatewayRefusal as refusal:
-                if fresh or refusal.status != 503:
+                if refusal.status != 503:
+                    raise
+                if fresh:
+                    if vendor is None and key_id is None:  # not pinned to a BYOK upstream
+                        raise await self._boot(scope, caller, model, refusal) from None
                     raise
                 fresh = True  # a just-started instance may not be in what was kept
+
+    async def _boot(
+        self, scope: Scope, caller: GatewayCaller, model: CatalogModel, refusal: GatewayRefusal
+    ) -> GatewayRefusal:
+        """The answer to a request nothing serves: ``cold_start`` once on-demand boot has
+        started (or had started) the model's deploy for the tenant, else ``refusal``."""
+        if (
+            self.on_demand is None
+            or refusal.code != "model_unavailable"
+            or not self.on_demand.applies(caller, model)
+        ):
+            return refusal
+        client = scope.get("client")
+        try:
+            booting = await asyncio.to_thread(
+                self.on_demand.boot, caller, model, client[0] if client else None
+            )
+        except Exception as exc:  # noqa: BLE001 - the request is answered as unavailable
+            log.warning("on-demand boot of %s failed: %s", model.slug, exc)
+            return refusal
+        if booting is None:  # the tenant has on-demand boot off
+            return refusal
+        return cold_start(
+            model.slug, booting.requested_at, datetime.now(UTC), self.expected_deploy_seconds
+        )
 
     async def _call(self, target: Target, kind: str) -> tuple[str, str]:
         """The URL and bearer of a target; a BYOK key is opened here, for this call only."""
@@ -540,6 +573,12 @@ class Gateway:
                     occurred_at=datetime.now(UTC),
                     instance_id=None if target is None else target.instance_id,
                     cached_tokens=cached,
+                    vendor=None if target is None else target.vendor,
+                    ttft_ms=None
+                    if exchange.first_token_at is None
+                    else min(latency, round((exchange.first_token_at - exchange.started) * 1000)),
+                    streamed=exchange.streamed,
+                    estimated=exchange.estimated,
                 )
             )
         finally:

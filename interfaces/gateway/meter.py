@@ -107,7 +107,9 @@ class Meter:
             return
         try:
             # The gateway's request ids are new UUIDs: not looked up before the write.
-            result = self.usage.ingest_usage(GATEWAY, [r for r, _ in items], fresh_ids=True)
+            result = self.usage.ingest_usage(
+                GATEWAY, [r for r, _ in items], fresh_ids=True, instance_keys=True
+            )
         except UsageBatchInvalidError:
             if len(items) > 1:  # one bad record must not refuse the others: one by one
                 for item in items:

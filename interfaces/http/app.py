@@ -10,7 +10,7 @@ import orjson
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
-from application.gateway import GatewayCaller, GatewaySecrets
+from application.gateway import GatewayCaller, GatewaySecrets, OnDemand
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
 from interfaces.gateway.admission import Admission
@@ -123,6 +123,12 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         expected_deploy_seconds=settings.simulated_deploy_seconds,
         admission=Admission(
             gates=[limits, budget_gate(container.pool, settings.gateway_total_timeout)]
+        ),
+        on_demand=OnDemand(
+            container.instances,
+            settings.on_demand_region,
+            settings.on_demand_provider,
+            settings.on_demand_instance_type,
         ),
     )
 

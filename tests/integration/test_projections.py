@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from psycopg.rows import tuple_row
@@ -482,3 +482,36 @@ def test_usage_buckets_of_one_key_spelled_two_ways_are_merged_into_one_row():
         + token_cost(20, 5, Decimal("2.5"), Decimal("2.5"))
     )
     assert canonical(merged, set()) is merged  # canonical already: kept as it is
+
+
+def test_a_usage_read_model_made_before_the_vendor_buckets_fills_them_from_its_own(
+    container, scratch
+):
+    """An upgrade needs no rebuild: the old buckets' records named no vendor."""
+    from projections.readmodels.usage import CREATE_DAILY, CREATE_HOURLY, UsageProjection
+
+    tenant = uuid4()
+    with container.pool.connection() as conn:
+        conn.execute(f"CREATE SCHEMA {scratch}")
+        for create in (CREATE_HOURLY, CREATE_DAILY):
+            conn.execute(create.format(s=scratch))
+        for table, at in (("hourly", "2025-10-30T10:00:00Z"), ("daily", "2025-10-30T00:00:00Z")):
+            for key, requests in ((uuid4(), 2), (uuid4(), 3)):
+                conn.execute(
+                    f"INSERT INTO {scratch}.{table} VALUES"
+                    " (%s, %s, %s, 'm', %s, %s, %s, 0, 10, 5, 0, 100, 0.25)",
+                    (at, tenant, key, UUID(int=0), requests, requests),
+                )
+
+    for _ in range(2):  # and only once: every start runs the schema's statements
+        container.runner.create_schema(UsageProjection(), scratch)
+
+    with container.pool.connection() as conn:
+        for table in ("vendor_hourly", "vendor_daily"):
+            rows = conn.execute(
+                f"SELECT tenant_id, vendor, model, requests, successes, cost, streamed"
+                f" FROM {scratch}.{table}"
+            ).fetchall()
+            assert [tuple(r.values()) for r in rows] == [
+                (tenant, "", "m", 5, 5, Decimal("0.50"), 0)
+            ], table
