@@ -53,23 +53,32 @@ class Usage:
         self.budget_watch = budget_watch
         # Ownership is immutable (a key or instance never changes tenant): safe to keep in memory.
         self._owner_cache: dict[UUID, UUID] = {}
+        # The same for keys, and whether the "key" is a GPU instance's own (its id).
+        self._key_owners: dict[UUID, tuple[UUID, bool]] = {}
         # Models (their price history) as last loaded, used while their stored version holds.
         self._models: dict[UUID, Model] = {}
 
     def ingest_usage(
-        self, principal: Principal, records: list[UsageInput], now: datetime | None = None
+        self,
+        principal: Principal,
+        records: list[UsageInput],
+        now: datetime | None = None,
+        instance_keys: bool = False,
     ) -> IngestResult:
         """Validate, de-duplicate and rate a batch, and store it in one transaction.
 
         One invalid record refuses the whole batch. A request id already recorded for the
         tenant (in this batch, an earlier one or a concurrent one) is counted once. The
         tenants whose usage was recorded have their budgets evaluated soon (``budget_watch``).
+        ``instance_keys``: a record's ``key_id`` may be a GPU instance's id, the key of its
+        own ``hp_ik_`` key (only the gateway records such requests; a caller of
+        ``POST /usage/events`` names one of its API keys).
         """
         principal.check_management()
         if not 1 <= len(records) <= MAX_BATCH:
             raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
         now = now or self.clock.now()
-        tenants, models = self._check_batch(principal, records, now)
+        tenants, models = self._check_batch(principal, records, now, instance_keys)
         for _attempt in range(3):
             try:
                 result = self._store_batch(principal.actor, records, tenants, models)
@@ -80,7 +89,7 @@ class Usage:
         raise ConcurrentModificationError("usage batch conflicted repeatedly; retry")
 
     def _check_batch(
-        self, principal: Principal, records: list[UsageInput], now: datetime
+        self, principal: Principal, records: list[UsageInput], now: datetime, instance_keys: bool
     ) -> tuple[list[UUID], dict[str, Model | None]]:
         """Every record's tenant, and the models; raises with every problem at once."""
         problems: list[RecordProblem] = []
@@ -93,7 +102,7 @@ class Usage:
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
             if r.key_id not in key_tenant:
-                key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
+                key_tenant[r.key_id] = self.tenant_of_key(r.key_id, instance_keys)
             tenant = key_tenant[r.key_id]
             if tenant is None or (own is not None and tenant != own):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
@@ -179,22 +188,25 @@ class Usage:
             found[slug] = model
         return found
 
-    def tenant_of_key(self, key_id: UUID) -> UUID | None:
-        """The tenant of a key. A key never changes tenant, so the answer is kept.
+    def tenant_of_key(self, key_id: UUID, instance_keys: bool = False) -> UUID | None:
+        """The tenant of an API key (``None``: no such key). A key never changes tenant, so
+        the answer is kept.
 
         A GPU instance's own key (``hp_ik_``) is no ``ApiKey``: the gateway records its requests
-        with the instance's id as their key.
+        with the instance's id as their key, and only with ``instance_keys`` is that id a key.
         """
-        tenant = self._owner_cache.get(key_id)
-        if tenant is None:
-            key = self.store.find(ApiKey, key_id)
-            if key is None:
-                instance = self.store.find(Instance, key_id)
-                if instance is None or instance.is_byok:
-                    return None
-                return self._remember_owner(key_id, instance.tenant_id)
-            tenant = self._remember_owner(key_id, key.tenant_id)
-        return tenant
+        known = self._key_owners.get(key_id)
+        if known is not None:
+            tenant, is_instance = known
+            return tenant if instance_keys or not is_instance else None
+        key = self.store.find(ApiKey, key_id)
+        if key is not None:
+            return self._remember_key(key_id, key.tenant_id, False)
+        instance = self.store.find(Instance, key_id)
+        if instance is None or instance.is_byok:
+            return None
+        self._remember_key(key_id, instance.tenant_id, True)
+        return instance.tenant_id if instance_keys else None
 
     def tenant_of_instance(self, instance_id: UUID) -> UUID | None:
         tenant = self._owner_cache.get(instance_id)
@@ -204,6 +216,12 @@ class Usage:
                 return None
             tenant = self._remember_owner(instance_id, instance.tenant_id)
         return tenant
+
+    def _remember_key(self, key_id: UUID, tenant_id: UUID, is_instance: bool) -> UUID:
+        if len(self._key_owners) >= 100_000:
+            self._key_owners.clear()  # crude bound; refilled from the event store on demand
+        self._key_owners[key_id] = (tenant_id, is_instance)
+        return tenant_id
 
     def _remember_owner(self, aggregate_id: UUID, tenant_id: UUID) -> UUID:
         if len(self._owner_cache) >= 100_000:

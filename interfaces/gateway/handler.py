@@ -543,6 +543,12 @@ class Gateway:
                     occurred_at=datetime.now(UTC),
                     instance_id=None if target is None else target.instance_id,
                     cached_tokens=cached,
+                    vendor=None if target is None else target.vendor,
+                    ttft_ms=None
+                    if exchange.first_token_at is None
+                    else min(latency, round((exchange.first_token_at - exchange.started) * 1000)),
+                    streamed=exchange.streamed,
+                    estimated=exchange.estimated,
                 )
             )
         finally:

@@ -102,7 +102,7 @@ class Meter:
         if not items:
             return
         try:
-            self.usage.ingest_usage(GATEWAY, [r for r, _ in items])
+            self.usage.ingest_usage(GATEWAY, [r for r, _ in items], instance_keys=True)
         except UsageBatchInvalidError:
             if len(items) > 1:  # one bad record must not refuse the others: one by one
                 for item in items:

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import orjson
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field, StrictInt, ValidationError
+from pydantic import Field, StrictBool, StrictInt, ValidationError
 
 from domain.usage import MAX_BATCH, STATUSES, UsageInput
 from interfaces.http.jsontext import refuse_unpaired_surrogates
@@ -37,6 +37,11 @@ class UsageRecordIn(Strict):
     occurred_at: datetime
     instance_id: UUID | None = None
     cached_tokens: StrictInt = 0
+    vendor: str | None = None
+    ttft_ms: StrictInt | None = None
+    streamed: StrictBool = False
+    estimated: StrictBool = False
+    cache_hit: StrictBool = False
 
 
 class UsageBatchIn(Strict):
@@ -128,6 +133,19 @@ def _fast(body: bytes) -> list[UsageInput]:
         ):
             raise _NotFast
         instance = r.get("instance_id")
+        vendor = r.get("vendor")
+        ttft = r.get("ttft_ms")
+        streamed = r.get("streamed", False)
+        estimated = r.get("estimated", False)
+        cache_hit = r.get("cache_hit", False)
+        if (
+            (vendor is not None and type(vendor) is not str)
+            or (ttft is not None and type(ttft) is not int)
+            or type(streamed) is not bool
+            or type(estimated) is not bool
+            or type(cache_hit) is not bool
+        ):
+            raise _NotFast
         # Positional, in ``UsageInput``'s order: by keyword measured 0.63 ms per 1,000
         # records against 0.36 ms.
         append(
@@ -142,6 +160,11 @@ def _fast(body: bytes) -> list[UsageInput]:
                 _time(r["occurred_at"], times),
                 None if instance is None else _uuid(instance, ids),
                 cached,
+                vendor,
+                ttft,
+                streamed,
+                estimated,
+                cache_hit,
             )
         )
     return out
