@@ -72,6 +72,7 @@ class CatalogModel:
     serveable: bool
     vendor: str | None
     created: int  # Unix seconds, for the OpenAI model list
+    cache_ttl: int | None = None  # seconds answers are served from the response cache; None: off
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ FRESH_SECONDS = 1.0
 MAX_TENANTS = 10_000
 
 SELECT_MODELS = (
-    f"SELECT id, serveable, vendor, created_at FROM {PRICEBOOK}.models WHERE NOT deleted"
+    "SELECT id, serveable, vendor, created_at, cache_enabled, cache_ttl_seconds"
+    f" FROM {PRICEBOOK}.models WHERE NOT deleted"
 )
 TARGET_COLUMNS = "id, tenant_id, kind, model_id, region, provider, status, endpoint_url, created_at"
 SELECT_TENANT = (
@@ -80,6 +81,7 @@ class GatewayDirectory:
                 serveable=r["serveable"],
                 vendor=r["vendor"],
                 created=int(r["created_at"].timestamp()),
+                cache_ttl=r["cache_ttl_seconds"] if r["cache_enabled"] else None,
             )
             for r in rows
         }

@@ -32,6 +32,7 @@ from interfaces.http.routes import (
     models,
     tenants,
     usage,
+    usage_cache,
     webhooks,
 )
 from interfaces.settings import Settings
@@ -45,6 +46,7 @@ ROUTES = (
     budgets,
     models,
     usage,
+    usage_cache,
     billing,
     audit,
     export,

@@ -14,6 +14,7 @@ from projections.readmodels.mcp_servers import McpServersProjection
 from projections.readmodels.pricebook import PricebookProjection
 from projections.readmodels.tenants import TenantsProjection
 from projections.readmodels.usage import UsageProjection
+from projections.readmodels.usage_cache import UsageCacheProjection
 from projections.readmodels.webhooks import WebhooksProjection
 
 
@@ -26,6 +27,7 @@ def all_projections() -> list[Projection]:
         AuditProjection(),
         PricebookProjection(),
         UsageProjection(),
+        UsageCacheProjection(),
         CostsProjection(),
         WebhooksProjection(),
         McpServersProjection(),
