@@ -33,13 +33,23 @@ ENTRY_OVERHEAD = 200  # bytes counted per entry beside its answer (key, record, 
 class Cached:
     """A stored answer and the tokens the upstream used for it."""
 
-    answer: dict[str, Any]  # the upstream's answer; its ``id`` is replaced on every hit
-    size: int  # bytes of the answer as it was received
+    body: bytes  # the answer's JSON object without its ``id`` (each hit gets its own)
     stored_at: float  # ``timer()`` when stored
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
     estimated: bool  # the tokens were counted by the gateway (the upstream gave no usage)
+
+
+def without_id(answer: dict[str, Any]) -> bytes:
+    """An answer as stored: its JSON without the ``id`` of the request that got it."""
+    return orjson.dumps({k: v for k, v in answer.items() if k != "id"})
+
+
+def with_id(body: bytes, request_id: str) -> bytes:
+    """A stored answer with ``request_id`` as its ``id`` (first), without parsing it again."""
+    head = b'{"id":' + orjson.dumps(request_id)
+    return head + b"}" if body == b"{}" else head + b"," + body[1:]
 
 
 def cache_key(tenant_id: UUID, kind: str, body: dict[str, Any]) -> bytes:
@@ -66,7 +76,7 @@ class ResponseCache:
             maxsize=max_bytes,
             ttu=lambda _key, value, now: now + value[1],
             timer=timer,
-            getsizeof=lambda value: value[0].size + ENTRY_OVERHEAD,
+            getsizeof=lambda value: len(value[0].body) + ENTRY_OVERHEAD,
         )
 
     def __len__(self) -> int:
@@ -93,12 +103,12 @@ class ResponseCache:
         key: bytes,
         ttl_seconds: int,
         answer: dict[str, Any],
-        size: int,
         tokens: tuple[int, int, int],
         estimated: bool,
     ) -> bool:
         """Keep an answer for ``ttl_seconds``; False when it alone exceeds the byte bound."""
-        if size + ENTRY_OVERHEAD > self.max_bytes or self.max_entries <= 0 or ttl_seconds <= 0:
+        body = without_id(answer)
+        if len(body) + ENTRY_OVERHEAD > self.max_bytes or self.max_entries <= 0 or ttl_seconds <= 0:
             return False
         entries = self._entries
         entries.expire()
@@ -106,6 +116,6 @@ class ResponseCache:
             while len(entries) >= self.max_entries:
                 entries.popitem()  # the least recently used
         prompt, completion, cached = tokens
-        stored = Cached(answer, size, self.timer(), prompt, completion, cached, estimated)
+        stored = Cached(body, self.timer(), prompt, completion, cached, estimated)
         entries[(tenant_id, key)] = (stored, ttl_seconds)
         return True

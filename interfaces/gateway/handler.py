@@ -43,7 +43,7 @@ from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
 from interfaces.db.stores import RateLimiter
 from interfaces.gateway.admission import Actual, Admission, Admitted, Admitting
-from interfaces.gateway.cache import ResponseCache, cache_key
+from interfaces.gateway.cache import ResponseCache, cache_key, with_id
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
 from interfaces.settings import Settings
@@ -628,7 +628,7 @@ class Gateway:
                 )
             headers = answer_headers(exchange)
             if exchange.cache_key is not None:
-                self._keep(exchange, answer, len(raw), (prompt, completion, cached))
+                self._keep(exchange, answer, (prompt, completion, cached))
                 headers.append((b"x-hostplane-cache", b"miss"))
             return await send_json(send, 200, orjson.dumps(answer), headers)
         assert failure is not None
@@ -667,13 +667,12 @@ class Gateway:
                 exchange.request_id,
             )
             return True
-        answer = {**hit.answer, "id": exchange.request_id}
         headers = [*answer_headers(exchange), (b"x-hostplane-cache", b"hit")]
-        await send_json(send, 200, orjson.dumps(answer), headers)
+        await send_json(send, 200, with_id(hit.body, exchange.request_id), headers)
         return True
 
     def _keep(
-        self, exchange: Exchange, answer: dict[str, Any], size: int, tokens: tuple[int, int, int]
+        self, exchange: Exchange, answer: dict[str, Any], tokens: tuple[int, int, int]
     ) -> None:
         """Store a successful answer (billed already) for the tenant's identical requests."""
         assert exchange.cache_key is not None
@@ -682,7 +681,6 @@ class Gateway:
             exchange.cache_key,
             exchange.cache_ttl,
             answer,
-            size,
             tokens,
             exchange.estimated,
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
-from interfaces.gateway.cache import ENTRY_OVERHEAD, ResponseCache, cache_key
+import orjson
+
+from interfaces.gateway.cache import ENTRY_OVERHEAD, ResponseCache, cache_key, with_id
 
 TENANT = UUID("8c41d2e3-4f5a-4b6c-8d7e-9f0a1b2c3d4e")
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2}
@@ -21,7 +23,9 @@ class Clock:
 
 
 def put(cache: ResponseCache, key: bytes, ttl: int = 60, size: int = 100) -> bool:
-    return cache.put(TENANT, key, ttl, {"id": "x", "size": size}, size, (3, 4, 0), False)
+    """Keep an answer whose stored form is ``size`` bytes."""
+    answer = {"id": "chatcmpl-1", "text": "x" * (size - len('{"text":""}'))}
+    return cache.put(TENANT, key, ttl, answer, (3, 4, 0), False)
 
 
 def test_the_key_ignores_field_order_and_fields_that_do_not_change_the_answer():
@@ -96,3 +100,15 @@ def test_an_answer_larger_than_the_whole_cache_is_not_kept():
 
     assert put(cache, b"big", size=5_000) is False
     assert len(cache) == 0
+
+
+def test_a_hit_is_the_stored_answer_with_the_new_requests_id():
+    cache = ResponseCache(10, 10_000)
+    answer = {"id": "chatcmpl-first", "object": "chat.completion", "choices": [{"index": 0}]}
+    cache.put(TENANT, b"k", 60, answer, (3, 4, 0), False)
+
+    hit = cache.get(TENANT, b"k", 60)
+
+    assert hit is not None
+    assert orjson.loads(with_id(hit.body, "chatcmpl-second")) == {**answer, "id": "chatcmpl-second"}
+    assert orjson.loads(with_id(b"{}", "embd-1")) == {"id": "embd-1"}
