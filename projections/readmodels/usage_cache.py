@@ -20,7 +20,7 @@ from uuid import UUID
 from psycopg import Cursor
 
 from domain.pricing import Model
-from domain.usage import FIELDS, UsageBatch, detail_of
+from domain.usage import FIELDS, StoredDetail, UsageBatch
 from projections.engine.base import Projection, live_schema
 
 NAME = "usage_cache"
@@ -43,6 +43,9 @@ ON CONFLICT (tenant_id, model) DO UPDATE SET hits = c.hits + EXCLUDED.hits,
     completion_tokens_saved = c.completion_tokens_saved + EXCLUDED.completion_tokens_saved"""
 
 HITS, MISSES, PROMPT, COMPLETION = range(4)
+# Where a stored record keeps its cache_hit flag (a ``StoredDetail`` element, trimmed away
+# with the ones after it when it is false).
+CACHE_HIT = FIELDS + StoredDetail._fields.index("cache_hit")
 
 
 class UsageCacheProjection(Projection):
@@ -67,7 +70,7 @@ class UsageCacheProjection(Projection):
             if not stored[6]:
                 continue
             model = rates[stored[2]][0]
-            if len(stored) > FIELDS and detail_of(stored).cache_hit:
+            if len(stored) > CACHE_HIT and stored[CACHE_HIT] is True:
                 s = sums[model]
                 s[HITS] += 1
                 s[PROMPT] += stored[3]

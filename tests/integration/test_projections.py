@@ -122,7 +122,7 @@ def history(admin: Any, container: Any) -> None:
     router, _ = admin.new_key(t["id"], "router")
     now = datetime.now(UTC)
     records = [
-        UsageInput(uuid4().hex, UUID(router["id"]), cached, 10, 5, "success", 1, now, None, 0, hit)
+        UsageInput(uuid4().hex, UUID(router["id"]), cached, 10, 5, "success", 1, now, cache_hit=hit)
         for hit in (False, True)
     ]
     container.usage.ingest_usage(GATEWAY, records)
