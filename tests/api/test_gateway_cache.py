@@ -5,6 +5,7 @@ repeats and billed at zero token cost."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -164,6 +165,7 @@ def test_embeddings_are_answered_from_the_cache(gateway: Gateway):
 def test_usage_cache_counts_hits_misses_and_tokens_saved_per_tenant_and_model(
     gateway: Gateway,
 ):
+    today = datetime.now(UTC).date()  # before the requests: they are all in [today, +2 days)
     model = cached_model(gateway)
     plain = cached_model(gateway, enabled=False)
     gateway.fake.script(model, words=4)
@@ -192,6 +194,8 @@ def test_usage_cache_counts_hits_misses_and_tokens_saved_per_tenant_and_model(
     assert everyone[(other.id, model)]["misses"] == 1
     assert set(cache_stats(gateway.admin, tenant_id=other.id)) == {(other.id, model)}
     assert cache_stats(t.api, tenant_id=other.id) == {}  # another tenant's: nothing
+    assert cache_stats(t.api, **{"from": today, "to": today + timedelta(days=2)}) == mine
+    assert cache_stats(t.api, **{"from": today - timedelta(days=1), "to": today}) == {}
 
 
 @pytest.fixture(scope="module")
