@@ -76,6 +76,7 @@ class CatalogModel:
     vendor: str | None
     created: int  # Unix seconds, for the OpenAI model list
     modality: str | None = None  # chat, embedding, ... (domain.pricing.MODALITIES)
+    cache_ttl: int | None = None  # seconds answers are served from the response cache; None: off
 
 
 @dataclass(frozen=True)

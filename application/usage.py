@@ -25,6 +25,8 @@ from domain.usage import (
 )
 from domain.values import storable
 
+ZERO_PRICE = Decimal(0)  # a response-cache hit's unit prices (EUR/Mtok)
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -182,6 +184,9 @@ class Usage:
                 ids.append(r.request_id)
                 model = models[r.model]
                 assert model is not None
+                if r.cache_hit:  # no upstream token was used: rated (and stored) at zero prices
+                    rated.append((r, ZERO_PRICE, ZERO_PRICE))
+                    continue
                 price = model.price_at(r.occurred_at)
                 rated.append((r, price.input_eur_per_mtok, price.output_eur_per_mtok))
             if rated:

@@ -59,6 +59,9 @@ class Settings:
     on_demand_region: str = "EU"
     on_demand_provider: str = "simulated"
     on_demand_instance_type: str = "text"
+    # The response cache of each serving process (interfaces/gateway/cache.py), bounded both ways.
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -103,6 +106,8 @@ class Settings:
             on_demand_region=env.get("HOSTPLANE_ON_DEMAND_REGION", "EU"),
             on_demand_provider=env.get("HOSTPLANE_ON_DEMAND_PROVIDER", "simulated"),
             on_demand_instance_type=env.get("HOSTPLANE_ON_DEMAND_INSTANCE_TYPE", "text"),
+            cache_max_entries=int(env.get("HOSTPLANE_CACHE_MAX_ENTRIES", "10000")),
+            cache_max_bytes=int(env.get("HOSTPLANE_CACHE_MAX_BYTES", str(64 * 1024 * 1024))),
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -24,7 +24,8 @@ FRESH_SECONDS = 1.0
 MAX_TENANTS = 10_000
 
 SELECT_MODELS = (
-    f"SELECT id, serveable, vendor, modality, created_at FROM {PRICEBOOK}.models WHERE NOT deleted"
+    "SELECT id, serveable, vendor, modality, created_at, cache_enabled, cache_ttl_seconds"
+    f" FROM {PRICEBOOK}.models WHERE NOT deleted"
 )
 TARGET_COLUMNS = "id, tenant_id, kind, model_id, region, provider, status, endpoint_url, created_at"
 SELECT_TENANT = (
@@ -88,6 +89,7 @@ class GatewayDirectory:
                 vendor=r["vendor"],
                 created=int(r["created_at"].timestamp()),
                 modality=r["modality"],
+                cache_ttl=r["cache_ttl_seconds"] if r["cache_enabled"] else None,
             )
             for r in rows
         }

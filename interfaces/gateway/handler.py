@@ -46,6 +46,7 @@ from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
 from interfaces.db.stores import RateLimiter
 from interfaces.gateway.admission import Actual, Admission, Admitted, Admitting
+from interfaces.gateway.cache import ResponseCache, cache_key, with_id
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
 from interfaces.settings import Settings
@@ -193,6 +194,8 @@ class Exchange:
     streamed: bool = False
     first_token_at: float | None = None  # time.perf_counter() of the first streamed content
     estimated: bool = False  # the tokens were counted here: the upstream gave no usage
+    cache_key: bytes | None = None  # set when the model's response cache is on and may answer
+    cache_ttl: int = 0  # the model's cache TTL (seconds), with ``cache_key``
 
 
 def answer_headers(exchange: Exchange) -> list[tuple[bytes, bytes]]:
@@ -217,6 +220,7 @@ class Gateway:
         expected_deploy_seconds: float,
         admission: Admission | None = None,
         on_demand: OnDemand | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.auth = auth
@@ -228,6 +232,11 @@ class Gateway:
         self.expected_deploy_seconds = expected_deploy_seconds
         self.admission = admission or Admission()
         self.on_demand = on_demand  # boots a model nothing serves, for tenants who want that
+        self.cache = (
+            cache
+            if cache is not None
+            else ResponseCache(settings.cache_max_entries, settings.cache_max_bytes)
+        )
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: dict[UUID, int] = {}
         self.active = 0
@@ -405,6 +414,8 @@ class Gateway:
                 if exchange.model is not None:  # a known model: the refusal is counted
                     await self._bill_quietly(exchange, "error", 0, 0, 0, None)
                 return await send_refusal(send, refusal, request_id)
+            if await self._from_cache(send, exchange, model, body):
+                return  # a cache hit passed the gates but takes no upstream place
             async with self.admission.slot(caller):
                 if kind == "chat/completions" and body.get("stream") is True:
                     exchange.streamed = True
@@ -552,6 +563,7 @@ class Gateway:
         completion: int,
         cached: int,
         target: Target | None,
+        cache_hit: bool = False,
     ) -> None:
         """Make the request's usage record durable, then settle its admission with it."""
         assert exchange.model is not None
@@ -579,12 +591,15 @@ class Gateway:
                     else min(latency, round((exchange.first_token_at - exchange.started) * 1000)),
                     streamed=exchange.streamed,
                     estimated=exchange.estimated,
+                    cache_hit=cache_hit,
                 )
             )
         finally:
             if exchange.admitted is not None:
                 await exchange.admitted.settle(
-                    Actual(status, prompt, completion, cached, position=position)
+                    Actual(
+                        status, prompt, completion, cached, cache_hit=cache_hit, position=position
+                    )
                 )
 
     async def _bill_quietly(
@@ -643,9 +658,64 @@ class Gateway:
                     ),
                     request_id,
                 )
-            return await send_json(send, 200, orjson.dumps(answer), answer_headers(exchange))
+            headers = answer_headers(exchange)
+            if exchange.cache_key is not None:
+                self._keep(exchange, answer, (prompt, completion, cached))
+                headers.append((b"x-hostplane-cache", b"miss"))
+            return await send_json(send, 200, orjson.dumps(answer), headers)
         assert failure is not None
         await self._fail(send, exchange, last, failure)
+
+    async def _from_cache(
+        self, send: Send, exchange: Exchange, model: CatalogModel, body: dict[str, Any]
+    ) -> bool:
+        """Answer from the response cache if the model's is on and holds the answer.
+
+        A hit is metered with the tokens of the answer it repeats, at zero token cost.
+        """
+        if model.cache_ttl is None or body.get("stream") is True:
+            return False
+        caller = exchange.caller
+        exchange.cache_key = cache_key(caller.tenant_id, exchange.kind, body)
+        exchange.cache_ttl = model.cache_ttl
+        hit = self.cache.get(caller.tenant_id, exchange.cache_key, model.cache_ttl)
+        if hit is None:
+            return False
+        exchange.cache_key = None  # answered: nothing to store again
+        exchange.estimated = hit.estimated
+        tokens = (hit.prompt_tokens, hit.completion_tokens, hit.cached_tokens)
+        try:
+            await self._bill(exchange, "success", *tokens, None, cache_hit=True)
+        except MeteringError:
+            await send_refusal(
+                send,
+                GatewayRefusal(
+                    503,
+                    "metering_unavailable",
+                    "the answer could not be recorded; retry",
+                    "service_unavailable",
+                    retry_after=2,
+                ),
+                exchange.request_id,
+            )
+            return True
+        headers = [*answer_headers(exchange), (b"x-hostplane-cache", b"hit")]
+        await send_json(send, 200, with_id(hit.body, exchange.request_id), headers)
+        return True
+
+    def _keep(
+        self, exchange: Exchange, answer: dict[str, Any], tokens: tuple[int, int, int]
+    ) -> None:
+        """Store a successful answer (billed already) for the tenant's identical requests."""
+        assert exchange.cache_key is not None
+        self.cache.put(
+            exchange.caller.tenant_id,
+            exchange.cache_key,
+            exchange.cache_ttl,
+            answer,
+            tokens,
+            exchange.estimated,
+        )
 
     async def _fail(
         self, send: Send, exchange: Exchange, last: Target | None, failure: Upstream

@@ -38,6 +38,7 @@ from interfaces.http.routes import (
     models,
     tenants,
     usage,
+    usage_cache,
     webhooks,
 )
 from interfaces.settings import Settings
@@ -51,6 +52,7 @@ ROUTES = (
     budgets,
     models,
     usage,
+    usage_cache,
     billing,
     audit,
     export,

@@ -15,6 +15,7 @@ from projections.readmodels.pricebook import PricebookProjection
 from projections.readmodels.project_configs import ProjectConfigsProjection
 from projections.readmodels.tenants import TenantsProjection
 from projections.readmodels.usage import UsageProjection
+from projections.readmodels.usage_cache import UsageCacheProjection
 from projections.readmodels.webhooks import WebhooksProjection
 
 
@@ -27,6 +28,7 @@ def all_projections() -> list[Projection]:
         AuditProjection(),
         PricebookProjection(),
         UsageProjection(),
+        UsageCacheProjection(),
         CostsProjection(),
         WebhooksProjection(),
         McpServersProjection(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -13,6 +14,8 @@ import pytest
 from psycopg.rows import tuple_row
 
 from domain.pricing import token_cost
+from domain.usage import UsageInput
+from interfaces.gateway.meter import GATEWAY
 from projections.engine.base import live_schema
 from projections.engine.runner import ProjectionFailedError, ProjectionRunner
 from projections.readmodels.audit import AuditProjection
@@ -25,7 +28,7 @@ from tests.helpers import ensure_group, new_model
 PROJECTIONS = [p.name for p in all_projections()]
 LISTINGS = ["tenants", "keys", "instances", "budgets", "mcp_servers"]
 # Read models the history below must leave with rows, so that their rebuild compares something.
-FILLED = [*LISTINGS, "capacity", "fairshare"]
+FILLED = [*LISTINGS, "capacity", "fairshare", "usage", "usage_cache"]
 
 
 def caught_up(container: Any, timeout: float = 10.0) -> None:
@@ -110,6 +113,19 @@ def history(admin: Any, container: Any) -> None:
     offboarded = admin.new_tenant()
     admin.new_key(offboarded["id"], "router")
     assert admin.delete(f"/tenants/{offboarded['id']}").is_success
+    # Usage of a model while its response cache is on, as the gateway records it: a hit and a
+    # miss (usage_cache); the hit is rated at zero prices (usage).
+    cached = new_model(admin)
+    body = {"enabled": True, "ttl_seconds": 60}
+    assert admin.put(f"/models/{cached}/cache", json=body).is_success
+    t = admin.new_tenant()
+    router, _ = admin.new_key(t["id"], "router")
+    now = datetime.now(UTC)
+    records = [
+        UsageInput(uuid4().hex, UUID(router["id"]), cached, 10, 5, "success", 1, now, cache_hit=hit)
+        for hit in (False, True)
+    ]
+    container.usage.ingest_usage(GATEWAY, records)
 
 
 def test_every_projections_lag_reaches_zero_after_writes(container, admin, history):
