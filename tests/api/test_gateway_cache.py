@@ -18,9 +18,11 @@ IN, OUT = "1.10", "4.40"
 ASK = [{"role": "user", "content": "what is the capital of France"}]
 
 
-def cached_model(gateway: Gateway, ttl: int = 600, enabled: bool = True) -> str:
+def cached_model(
+    gateway: Gateway, ttl: int = 600, enabled: bool = True, modality: str = "chat"
+) -> str:
     """A model of OpenAI's with its response cache set (and seen by the read models)."""
-    slug = gateway.model("openai", input_price=IN, output_price=OUT)
+    slug = gateway.model("openai", input_price=IN, output_price=OUT, modality=modality)
     r = gateway.admin.put(f"/models/{slug}/cache", json={"enabled": enabled, "ttl_seconds": ttl})
     assert r.status_code == 200, r.text
     assert r.json()["cache"] == {"enabled": enabled, "ttl_seconds": ttl}
@@ -150,7 +152,7 @@ def test_a_model_whose_cache_is_off_is_never_answered_from_the_cache(gateway: Ga
 
 
 def test_embeddings_are_answered_from_the_cache(gateway: Gateway):
-    model = cached_model(gateway)
+    model = cached_model(gateway, modality="embedding")
     _, client = byok_tenant(gateway)
 
     first = client.embeddings.with_raw_response.create(model=model, input=["a b c", "d"])
