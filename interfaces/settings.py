@@ -52,6 +52,9 @@ class Settings:
     gateway_total_timeout: float = 600.0
     # Upstream requests each serving process admits at once, until PUT /capacity sets it.
     max_in_flight: int = 256
+    # Requests waiting for a place, per process: how many at most, and for how long.
+    queue_max_length: int = 1000
+    queue_max_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +95,8 @@ class Settings:
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
+            queue_max_length=int(env.get("HOSTPLANE_QUEUE_MAX_LENGTH", "1000")),
+            queue_max_wait_seconds=float(env.get("HOSTPLANE_QUEUE_MAX_WAIT_SECONDS", "30")),
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -13,7 +13,9 @@ from starlette.responses import JSONResponse
 from application.gateway import GatewaySecrets
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
+from interfaces.gateway.admission import Admission
 from interfaces.gateway.meter import Meter
+from interfaces.gateway.scheduler import FairShareScheduler
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
@@ -25,6 +27,7 @@ from interfaces.http.routes import (
     capacity,
     export,
     fairshare,
+    gateway_load,
     health,
     instances,
     keys,
@@ -53,6 +56,7 @@ ROUTES = (
     mcp_servers,
     capacity,
     fairshare,
+    gateway_load,
 )
 
 
@@ -97,6 +101,7 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         meter=Meter(container.usage),
         pool=lambda: app.state.async_pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
+        admission=Admission(slots=FairShareScheduler.of(settings, lambda: app.state.async_pool)),
     )
 
 
