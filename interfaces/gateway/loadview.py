@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg.errors import UndefinedTable
 from psycopg_pool import AsyncConnectionPool
 
 from interfaces.gateway.scheduler import LOAD_TABLE, STALE_SECONDS
@@ -21,9 +22,12 @@ COUNTS = ("in_flight", "queued", "admitted_last_minute")
 
 async def live_processes(pool: AsyncConnectionPool[Any]) -> list[dict[str, Any]]:
     """The snapshots of the serving processes seen within ``STALE_SECONDS``."""
-    async with pool.connection() as conn:
-        cursor = await conn.execute(SELECT_LIVE, (STALE_SECONDS,))
-        return list(await cursor.fetchall())
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(SELECT_LIVE, (STALE_SECONDS,))
+            return list(await cursor.fetchall())
+    except UndefinedTable:  # no serving process has reported yet
+        return []
 
 
 def stats(processes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -55,6 +55,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {LOAD_TABLE} (
     process uuid PRIMARY KEY, hostname text NOT NULL, pid integer NOT NULL,
     in_flight integer NOT NULL, queued integer NOT NULL, max_in_flight integer NOT NULL,
     tenants jsonb NOT NULL, updated_at timestamptz NOT NULL)"""
+LOCK_SCHEMA = "SELECT pg_advisory_xact_lock(hashtext('hostplane-schema'))"
 UPSERT_LOAD = f"""
 INSERT INTO {LOAD_TABLE} (process, hostname, pid, in_flight, queued, max_in_flight, tenants,
     updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())
@@ -144,6 +145,7 @@ class FairShareScheduler:
         self.hostname = socket.gethostname()
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
+        self._created = False  # the load table, by this process
 
     @classmethod
     def of(
@@ -159,10 +161,7 @@ class FairShareScheduler:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        async with self._pool().connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hostplane-schema'))")
-            await conn.execute(CREATE_LOAD)
-        with contextlib.suppress(Exception):  # the database may lag: the loop retries
+        with contextlib.suppress(Exception):  # the database may be away: the loop retries
             await self.refresh()
         self._task = asyncio.create_task(self._run(), name="fair-share refresh")
 
@@ -193,6 +192,11 @@ class FairShareScheduler:
             self.queue.forget(tenant)
         known = list(self.loads)
         async with self._pool().connection() as conn:
+            if not self._created:
+                async with conn.transaction():
+                    await conn.execute(LOCK_SCHEMA)
+                    await conn.execute(CREATE_LOAD)
+                self._created = True
             row = await (await conn.execute(SELECT_CAPACITY)).fetchone()
             groups = await (await conn.execute(SELECT_GROUPS)).fetchall()
             tenants = await (await conn.execute(SELECT_TENANTS, (known,))).fetchall()
