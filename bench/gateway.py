@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from bench import gateway_load
+from bench import gateway_load, gateway_scheduler
 from bench.gateway_load import Result
 from bench.report import Figure, fmt
 from bench.server import Server, free_port, vm_hwm
@@ -59,6 +59,7 @@ TIMES_LITELLM = 10  # throughput ≥ 10× LiteLLM's
 ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0  # added latency at one client
 PACED_ADDED_P99_MS = 10.0  # added p99 paced at 500 req/s
 MEMORY_SHARE_OF_LITELLM = 0.5
+CAPPED_IN_FLIGHT = CLIENTS // 2  # hostplane's run with capacity on: half the clients wait
 
 
 def say(message: str) -> None:
@@ -414,15 +415,22 @@ def billing_check(
     )
 
 
+def hostplane_name(workers: int, max_in_flight: int | None = None) -> str:
+    return f"hostplane ×{workers}" + (f", cap {max_in_flight}" if max_in_flight else "")
+
+
 @contextmanager
 def hostplane(
-    upstream: Upstream, workers: int, database_url: str | None
+    upstream: Upstream, workers: int, database_url: str | None, max_in_flight: int | None = None
 ) -> Iterator[tuple[Target, Callable[[], Figure] | None]]:
-    """``hostplane serve --workers N`` whose openai upstream is the fake one; yields the target
-    and the billing check to run after the loads."""
-    name = f"hostplane ×{workers}"
+    """``hostplane serve --workers N`` whose openai upstream is the fake one (and whose
+    ``HOSTPLANE_MAX_IN_FLIGHT`` is ``max_in_flight``, if given); yields the target and the
+    billing check to run after the loads."""
+    name = hostplane_name(workers, max_in_flight)
     server = Server(database_url, workers=workers)
     server.env["HOSTPLANE_UPSTREAM_OPENAI_URL"] = upstream.url
+    if max_in_flight is not None:
+        server.env["HOSTPLANE_MAX_IN_FLIGHT"] = str(max_in_flight)
     say(f"starting hostplane serve --workers {workers} on port {server.port}")
     try:
         server.start()
@@ -473,9 +481,11 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
         targets.append(run_target("LiteLLM", lambda: litellm(upstream, workdir), seconds))
         for workers in (1, 2):
             targets.append(run_hostplane(upstream, workers, database_url, seconds))
+        # Capacity on: fewer places than clients, so the 32-client loads queue (fair share).
+        targets.append(run_hostplane(upstream, 1, database_url, seconds, CAPPED_IN_FLIGHT))
     finally:
         upstream.stop()
-    figures = figures_of(targets)
+    figures = figures_of(targets) + gateway_scheduler.scheduler_figures()
     print(matrix(targets), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return figures
@@ -494,11 +504,15 @@ def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:
 
 
 def run_hostplane(
-    upstream: Upstream, workers: int, database_url: str | None, seconds: float
+    upstream: Upstream,
+    workers: int,
+    database_url: str | None,
+    seconds: float,
+    max_in_flight: int | None = None,
 ) -> Target:
-    name = f"hostplane ×{workers}"
+    name = hostplane_name(workers, max_in_flight)
     try:
-        with hostplane(upstream, workers, database_url) as (target, check):
+        with hostplane(upstream, workers, database_url, max_in_flight) as (target, check):
             if check is not None:
                 say(f"gateway: {target.name}")
                 measure(target, seconds)
@@ -623,6 +637,46 @@ def figures_of(targets: list[Target]) -> list[Figure]:
             )
         )
         figures += t.checks
+    figures += capacity_overhead(by_name)
+    return figures
+
+
+def capacity_overhead(by_name: dict[str, Target]) -> list[Figure]:
+    """What capacity and fair share cost a request: hostplane ×1 with a cap below the client
+    count against hostplane ×1 with the default cap (never reached here)."""
+    plain, capped = by_name.get("hostplane ×1"), by_name.get(hostplane_name(1, CAPPED_IN_FLIGHT))
+    if plain is None or capped is None:
+        return []
+    figures = []
+    for streamed in (False, True):
+        kind = "stream" if streamed else "chat"
+        one, one_capped = plain.results[streamed, "one"], capped.results[streamed, "one"]
+        closed, closed_capped = (
+            plain.results[streamed, "closed"],
+            capped.results[streamed, "closed"],
+        )
+        figures.append(
+            Figure(
+                "gateway",
+                f"capacity on: {kind} p50 added, one client (a place at once)",
+                one_capped.p50_ms - one.p50_ms,
+                "ms",
+                higher_is_better=False,
+                notes=f"cap {CAPPED_IN_FLIGHT}: {one_capped.summary()}; default: {one.summary()}",
+            )
+        )
+        figures.append(
+            Figure(
+                "gateway",
+                f"capacity on: {kind} CPU per request added, {CLIENTS} clients"
+                f" ({CLIENTS - CAPPED_IN_FLIGHT} queued)",
+                (closed_capped.cpu_us_per_request or 0) - (closed.cpu_us_per_request or 0),
+                "µs",
+                higher_is_better=False,
+                notes=f"cap {CAPPED_IN_FLIGHT}: {closed_capped.summary()}; default:"
+                f" {closed.summary()}",
+            )
+        )
     return figures
 
 

@@ -31,16 +31,17 @@ class _Child:
 
 
 @dataclass(slots=True, eq=False)
-class _Tenant(_Child):
-    group: Hashable = None
-    queue: deque[Any] = field(default_factory=deque)
-
-
-@dataclass(slots=True, eq=False)
 class _Group(_Child):
     virtual: float = 0.0  # the virtual time among its tenants
     members: int = 0  # tenants placed in it
     backlogged: dict[Hashable, _Tenant] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class _Tenant(_Child):
+    group: Hashable = None
+    home: _Group = field(default_factory=lambda: _Group(weight=1))  # the group's state
+    queue: deque[Any] = field(default_factory=deque)
 
 
 def _first(children: dict[Hashable, Any]) -> tuple[Hashable, Any]:
@@ -69,7 +70,7 @@ class FairQueue:
         g.weight = group_weight
         t = self.tenants.get(tenant)
         if t is None:
-            self.tenants[tenant] = _Tenant(weight=weight, group=group)
+            self.tenants[tenant] = _Tenant(weight=weight, group=group, home=g)
             g.members += 1
             return
         t.weight = weight
@@ -79,7 +80,7 @@ class FairQueue:
         if waiting:
             self._unbacklog(tenant, t)
         self._leave_group(t)
-        t.group, t.finish = group, 0.0
+        t.group, t.home, t.finish = group, g, 0.0
         g.members += 1
         if waiting:
             self._backlog(tenant, t)
@@ -99,7 +100,7 @@ class FairQueue:
         self._leave_group(t)
 
     def _leave_group(self, t: _Tenant) -> None:
-        g = self.groups[t.group]
+        g = t.home
         g.members -= 1
         if g.members == 0 and not g.backlogged:
             del self.groups[t.group]
@@ -136,16 +137,20 @@ class FairQueue:
             self._unbacklog(tenant, t)
         return True
 
-    def charge(self, tenant: Hashable) -> None:
+    def charge(self, tenant: Hashable) -> bool:
         """Account a unit admitted without waiting (nothing was queued): the tenant and its
-        group advance their tags as if served, so virtual time follows the work done."""
-        t = self.tenants[tenant]
-        g = self.groups[t.group]
+        group advance their tags as if served, so virtual time follows the work done.
+        ``False`` (and nothing done) if the tenant is not placed."""
+        t = self.tenants.get(tenant)
+        if t is None:
+            return False
+        g = t.home
         if not t.queue:
             t.start = max(g.virtual, t.finish)
         if not g.backlogged:
             g.start = max(self.virtual, g.finish)
         self._serve(t.group, g, tenant, t)
+        return True
 
     def waiting(self, tenant: Hashable) -> int:
         t = self.tenants.get(tenant)
@@ -159,7 +164,7 @@ class FairQueue:
     # -- tags ------------------------------------------------------------------------------
 
     def _backlog(self, tenant: Hashable, t: _Tenant) -> None:
-        g = self.groups[t.group]
+        g = t.home
         self._arrivals += 1
         t.start, t.since = max(g.virtual, t.finish), self._arrivals
         g.backlogged[tenant] = t
@@ -168,7 +173,7 @@ class FairQueue:
             self._backlogged[t.group] = g
 
     def _unbacklog(self, tenant: Hashable, t: _Tenant) -> None:
-        g = self.groups[t.group]
+        g = t.home
         g.backlogged.pop(tenant, None)
         if not g.backlogged:
             self._backlogged.pop(t.group, None)

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -119,6 +119,24 @@ class _Load:
 def _group_key(tenant: UUID, group: str | None, groups: dict[str, int]) -> tuple[str, Any]:
     """A named group that exists, else the tenant alone (its own group, of its weight)."""
     return ("group", group) if group is not None and group in groups else ("tenant", tenant)
+
+
+class _Place:
+    """One request's place: waited for on entry, given back on exit. A class rather than an
+    ``asynccontextmanager``, whose generator measured about twice the scheduler's own work."""
+
+    __slots__ = ("load", "receive", "scheduler", "tenant")
+
+    def __init__(self, scheduler: FairShareScheduler, tenant: UUID, receive: Receive | None):
+        self.scheduler, self.tenant, self.receive = scheduler, tenant, receive
+        self.load: _Load | None = None
+
+    async def __aenter__(self) -> None:
+        self.load = await self.scheduler._enter(self.tenant, self.receive)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.load is not None
+        self.scheduler._leave(self.load)
 
 
 class FairShareScheduler:
@@ -251,16 +269,8 @@ class FairShareScheduler:
 
     # -- places ---------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def slot(
-        self, caller: GatewayCaller, receive: Receive | None = None
-    ) -> AsyncIterator[None]:
-        tenant = caller.tenant_id
-        await self._enter(tenant, receive)
-        try:
-            yield
-        finally:
-            self._leave(tenant)
+    def slot(self, caller: GatewayCaller, receive: Receive | None = None) -> _Place:
+        return _Place(self, caller.tenant_id, receive)
 
     def _load(self, tenant: UUID) -> _Load:
         load = self.loads.get(tenant)
@@ -268,16 +278,16 @@ class FairShareScheduler:
             load = self.loads[tenant] = _Load()
         return load
 
-    def _admit(self, tenant: UUID) -> None:
+    def _admit(self, load: _Load) -> None:
         self.in_flight += 1
-        load = self._load(tenant)
         load.in_flight += 1
         load.count(int(time.time()))
 
-    def _leave(self, tenant: UUID) -> None:
+    def _leave(self, load: _Load) -> None:
         self.in_flight -= 1
-        self._load(tenant).in_flight -= 1
-        self._dispatch()
+        load.in_flight -= 1
+        if self.queue.length:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         while self.in_flight < self.max_in_flight:
@@ -285,57 +295,58 @@ class FairShareScheduler:
             if popped is None:
                 return
             tenant, future = popped
-            self._load(tenant).queued -= 1
+            load = self._load(tenant)
+            load.queued -= 1
             if future.done():  # cancelled, and not yet taken out: skip it
                 continue
-            self._admit(tenant)
+            self._admit(load)
             future.set_result(None)
 
     def _free(self) -> bool:
         return not self.queue.length and self.in_flight < self.max_in_flight
 
-    async def _enter(self, tenant: UUID, receive: Receive | None) -> None:
-        self._load(tenant)  # known from now on: the refresh reads its weight
+    async def _enter(self, tenant: UUID, receive: Receive | None) -> _Load:
+        load = self._load(tenant)  # known from now on: the refresh reads its weight
         if self._free():
-            if not self.queue.placed(tenant):  # alone for now: its weight is read next refresh
+            if not self.queue.charge(tenant):  # alone for now: its weight is read next refresh
                 self.queue.place(tenant, ("tenant", tenant), DEFAULT_WEIGHT, DEFAULT_WEIGHT)
-            self.queue.charge(tenant)
-            self._admit(tenant)
-            return
+                self.queue.charge(tenant)
+            self._admit(load)
+            return load
         if self.queue.length >= self.max_queue:
             raise queue_full(self.queue.length)
         if tenant not in self.weights:  # its weight decides its place: read it first
             await self._load_tenant(tenant)
             if self._free():
                 self.queue.charge(tenant)
-                self._admit(tenant)
-                return
+                self._admit(load)
+                return load
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.queue.push(tenant, future)
-        self._load(tenant).queued += 1
+        load.queued += 1
         gone = asyncio.ensure_future(_disconnect(receive)) if receive is not None else None
         try:
             waits = {future} if gone is None else {future, gone}
             await asyncio.wait(waits, timeout=self.max_wait, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # cancelled while waiting: give back the place, or leave the queue
-            self._abandon(tenant, future)
+            self._abandon(tenant, load, future)
             raise
         finally:
             if gone is not None:
                 gone.cancel()
         left = gone is not None and gone.done() and not gone.cancelled() and not gone.exception()
         if future.done() and not left:
-            return
-        self._abandon(tenant, future)
+            return load
+        self._abandon(tenant, load, future)
         raise client_gone() if left else queue_timeout(self.max_wait)
 
-    def _abandon(self, tenant: UUID, future: asyncio.Future[None]) -> None:
+    def _abandon(self, tenant: UUID, load: _Load, future: asyncio.Future[None]) -> None:
         if future.done() and not future.cancelled():
-            self._leave(tenant)  # admitted just as it gave up
+            self._leave(load)  # admitted just as it gave up
             return
         future.cancel()
         if self.queue.remove(tenant, future):
-            self._load(tenant).queued -= 1
+            load.queued -= 1
 
     # -- snapshot -------------------------------------------------------------------------
 
