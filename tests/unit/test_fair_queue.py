@@ -250,3 +250,53 @@ def test_raising_the_cap_starts_waiting_requests_at_once_and_lowering_lets_runni
         assert (s.in_flight, s.queue.length) == (0, 0)
 
     run(scenario())
+
+
+# -- what /fairshare/live and /stats show (interfaces/gateway/loadview.py) ----------------------
+
+
+def process(pid: int, tenants: dict, in_flight: int = 0, queued: int = 0) -> dict:
+    return {
+        "process": uuid4(),
+        "hostname": "h",
+        "pid": pid,
+        "in_flight": in_flight,
+        "queued": queued,
+        "max_in_flight": 4,
+        "tenants": tenants,
+        "updated_at": None,
+    }
+
+
+def tenant_load(weight, group=None, group_weight=None, in_flight=0, queued=0, admitted=0):
+    return {
+        "weight": weight,
+        "group": group,
+        "group_weight": group_weight or weight,
+        "in_flight": in_flight,
+        "queued": queued,
+        "admitted_last_minute": admitted,
+    }
+
+
+def test_the_live_view_sums_processes_and_shares_among_the_active_only():
+    from interfaces.gateway import loadview
+
+    a, b, c, idle = (str(uuid4()) for _ in range(4))
+    processes = [
+        process(1, {a: tenant_load(10, "g", 30, in_flight=2), b: tenant_load(30, "g", 30, 0, 1)}),
+        process(2, {a: tenant_load(10, "g", 30, queued=3, admitted=5), c: tenant_load(10)}),
+        process(3, {c: tenant_load(10, in_flight=1), idle: tenant_load(50)}),
+    ]
+    view = loadview.fair_share(processes)
+    groups = {g["group"] or g["tenants"][0]["tenant_id"]: g for g in view["groups"]}
+    g = groups["g"]
+    assert (g["weight"], g["in_flight"], g["queued"], g["admitted_last_minute"]) == (30, 2, 4, 5)
+    assert g["share"] == pytest.approx(30 / 40) and groups[c]["share"] == pytest.approx(10 / 40)
+    shares = {t["tenant_id"]: t["share"] for t in g["tenants"]}
+    assert shares == {a: pytest.approx(0.75 * 10 / 40), b: pytest.approx(0.75 * 30 / 40)}
+    assert groups[idle]["share"] == 0 and groups[idle]["tenants"][0]["share"] == 0
+    assert view["groups"][0]["group"] == "g"  # named groups first
+    totals = loadview.stats([process(1, {}, 3, 2), process(2, {}, 1, 0)])
+    assert (totals["in_flight"], totals["queued"], totals["max_in_flight"]) == (4, 2, 8)
+    assert [p["pid"] for p in totals["processes"]] == [1, 2]
