@@ -280,3 +280,27 @@ def test_a_client_that_leaves_while_queued_frees_its_place_in_the_queue(gateway)
     # Its record says the client left (a queue timeout would be an error).
     failed = [r for rs in c.tenant.records().values() for r in rs if not r["success"]]
     assert len(failed) == 1 and "cancelled" in failed[0]["extra"]
+
+
+def test_a_weight_or_group_changed_through_the_api_is_used_without_a_restart(gateway):
+    c = Client(gateway, weight=2)
+    model = slow_model(gateway, 0)
+    gateway.client(c.secret).chat.completions.create(model=model, messages=HELLO)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    assert gateway.admin.post("/fairshare/groups", json={"name": group, "weight": 9}).is_success
+    assert gateway.admin.patch(f"/tenants/{c.id}/weight", json={"weight": 7}).is_success
+    assert gateway.admin.patch(f"/tenants/{c.id}/group", json={"group": group}).is_success
+
+    def placed() -> dict[str, Any] | None:
+        for g in live(gateway)["groups"]:
+            for t in g["tenants"]:
+                if t["tenant_id"] == c.id and (g["group"], g["weight"], t["weight"]) == (
+                    group,
+                    9,
+                    7,
+                ):
+                    return t
+        return None
+
+    seen = wait_until(placed)
+    assert seen is not None and seen["admitted_last_minute"] == 1
