@@ -11,6 +11,10 @@ sequence, and 32 clients paced at 500 req/s — goes to:
   metering: a tenant, a BYOK upstream of vendor openai whose base URL
   (``HOSTPLANE_UPSTREAM_OPENAI_URL``) is the fake upstream, a router key. Only when this build
   has the gateway: ``POST /v1/chat/completions`` answering anything but 404.
+- **hostplane ×1, cap 16**: the same with ``HOSTPLANE_MAX_IN_FLIGHT=16``, below the 32 clients:
+  half of them always wait in the fair-share queue; its figures beside hostplane ×1's are what
+  capacity costs (``capacity_overhead``), and ``bench.gateway_scheduler`` measures the
+  scheduler's own cost per request in process.
 
 Each target's latencies are shown as added over direct at the same load. CPU is the process
 CPU time of the target's processes (from ``/proc``; for hostplane, the API processes plus the
