@@ -317,6 +317,7 @@ class FairShareScheduler:
             raise queue_full(self.queue.length)
         if tenant not in self.weights:  # its weight decides its place: read it first
             await self._load_tenant(tenant)
+            load = self._load(tenant)  # a refresh meanwhile may have found it idle
             if self._free():
                 self.queue.charge(tenant)
                 self._admit(load)
