@@ -14,6 +14,10 @@ sequence, and 32 clients paced at 500 req/s — goes to:
 - **hostplane ×1 + limits**: the same with the key's ``rpm_limit`` and the tenant's
   ``tokens_per_minute`` on (never reached); then the limits' accuracy across two processes
   (``bench.gateway_limits``).
+- **hostplane ×1, cap 16**: the same with ``HOSTPLANE_MAX_IN_FLIGHT=16``, below the 32 clients:
+  half of them always wait in the fair-share queue; its figures beside hostplane ×1's are what
+  capacity costs (``capacity_overhead``), and ``bench.gateway_scheduler`` measures the
+  scheduler's own cost per request in process.
 
 Each target's latencies are shown as added over direct at the same load. CPU is the process
 CPU time of the target's processes (from ``/proc``; for hostplane, the API processes plus the
@@ -47,7 +51,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench import gateway_limits, gateway_load
+from bench import gateway_limits, gateway_load, gateway_scheduler
 from bench.gateway_load import Result
 from bench.report import Figure, fmt
 from bench.server import Server, free_port, vm_hwm
@@ -63,6 +67,7 @@ TIMES_LITELLM = 10  # throughput ≥ 10× LiteLLM's
 ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0  # added latency at one client
 PACED_ADDED_P99_MS = 10.0  # added p99 paced at 500 req/s
 MEMORY_SHARE_OF_LITELLM = 0.5
+CAPPED_IN_FLIGHT = CLIENTS // 2  # hostplane's run with capacity on: half the clients wait
 
 
 def say(message: str) -> None:
@@ -425,6 +430,14 @@ def billing_check(
     )
 
 
+def hostplane_name(workers: int, max_in_flight: int | None = None, limits: bool = False) -> str:
+    return (
+        f"hostplane ×{workers}"
+        + (f", cap {max_in_flight}" if max_in_flight else "")
+        + (" + limits" if limits else "")
+    )
+
+
 @contextmanager
 def hostplane(
     upstream: Upstream,
@@ -432,13 +445,17 @@ def hostplane(
     database_url: str | None,
     limits: bool = False,
     env: dict[str, str] | None = None,
+    max_in_flight: int | None = None,
 ) -> Iterator[tuple[Target, Callable[[], Figure] | None]]:
-    """``hostplane serve --workers N`` whose openai upstream is the fake one; yields the target
-    and the billing check to run after the loads."""
-    name = f"hostplane ×{workers}" + (" + limits" if limits else "")
+    """``hostplane serve --workers N`` whose openai upstream is the fake one (and whose
+    ``HOSTPLANE_MAX_IN_FLIGHT`` is ``max_in_flight``, if given); yields the target and the
+    billing check to run after the loads."""
+    name = hostplane_name(workers, max_in_flight, limits)
     server = Server(database_url, workers=workers)
     server.env["HOSTPLANE_UPSTREAM_OPENAI_URL"] = upstream.url
     server.env.update(env or {})
+    if max_in_flight is not None:
+        server.env["HOSTPLANE_MAX_IN_FLIGHT"] = str(max_in_flight)
     say(f"starting hostplane serve --workers {workers} on port {server.port}")
     try:
         server.start()
@@ -500,10 +517,18 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
         for workers in (1, 2):
             targets.append(run_hostplane(upstream, workers, database_url, seconds))
         targets.append(run_hostplane(upstream, 1, database_url, seconds, limits=True))
+        # Capacity on: fewer places than clients, so the 32-client loads queue (fair share).
+        targets.append(
+            run_hostplane(upstream, 1, database_url, seconds, max_in_flight=CAPPED_IN_FLIGHT)
+        )
         accuracy = limits_accuracy(upstream, database_url)
     finally:
         upstream.stop()
-    figures = figures_of(targets) + limits_figures(targets, accuracy)
+    figures = (
+        figures_of(targets)
+        + limits_figures(targets, accuracy)
+        + gateway_scheduler.scheduler_figures()
+    )
     print(matrix(targets), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return figures
@@ -522,11 +547,19 @@ def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:
 
 
 def run_hostplane(
-    upstream: Upstream, workers: int, database_url: str | None, seconds: float, limits: bool = False
+    upstream: Upstream,
+    workers: int,
+    database_url: str | None,
+    seconds: float,
+    limits: bool = False,
+    max_in_flight: int | None = None,
 ) -> Target:
-    name = f"hostplane ×{workers}" + (" + limits" if limits else "")
+    name = hostplane_name(workers, max_in_flight, limits)
     try:
-        with hostplane(upstream, workers, database_url, limits) as (target, check):
+        with hostplane(upstream, workers, database_url, limits, max_in_flight=max_in_flight) as (
+            target,
+            check,
+        ):
             if check is not None:
                 say(f"gateway: {target.name}")
                 measure(target, seconds)
@@ -651,6 +684,46 @@ def figures_of(targets: list[Target]) -> list[Figure]:
             )
         )
         figures += t.checks
+    figures += capacity_overhead(by_name)
+    return figures
+
+
+def capacity_overhead(by_name: dict[str, Target]) -> list[Figure]:
+    """What capacity and fair share cost a request: hostplane ×1 with a cap below the client
+    count against hostplane ×1 with the default cap (never reached here)."""
+    plain, capped = by_name.get("hostplane ×1"), by_name.get(hostplane_name(1, CAPPED_IN_FLIGHT))
+    if plain is None or capped is None:
+        return []
+    figures = []
+    for streamed in (False, True):
+        kind = "stream" if streamed else "chat"
+        one, one_capped = plain.results[streamed, "one"], capped.results[streamed, "one"]
+        closed, closed_capped = (
+            plain.results[streamed, "closed"],
+            capped.results[streamed, "closed"],
+        )
+        figures.append(
+            Figure(
+                "gateway",
+                f"capacity on: {kind} p50 added, one client (a place at once)",
+                one_capped.p50_ms - one.p50_ms,
+                "ms",
+                higher_is_better=False,
+                notes=f"cap {CAPPED_IN_FLIGHT}: {one_capped.summary()}; default: {one.summary()}",
+            )
+        )
+        figures.append(
+            Figure(
+                "gateway",
+                f"capacity on: {kind} CPU per request added, {CLIENTS} clients"
+                f" ({CLIENTS - CAPPED_IN_FLIGHT} queued)",
+                (closed_capped.cpu_us_per_request or 0) - (closed.cpu_us_per_request or 0),
+                "µs",
+                higher_is_better=False,
+                notes=f"cap {CAPPED_IN_FLIGHT}: {closed_capped.summary()}; default:"
+                f" {closed.summary()}",
+            )
+        )
     return figures
 
 

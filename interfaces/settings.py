@@ -62,6 +62,9 @@ class Settings:
     # The response cache of each serving process (interfaces/gateway/cache.py), bounded both ways.
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 64 * 1024 * 1024
+    # Requests waiting for a place, per process: how many at most, and for how long.
+    queue_max_length: int = 1000
+    queue_max_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -108,6 +111,8 @@ class Settings:
             on_demand_instance_type=env.get("HOSTPLANE_ON_DEMAND_INSTANCE_TYPE", "text"),
             cache_max_entries=int(env.get("HOSTPLANE_CACHE_MAX_ENTRIES", "10000")),
             cache_max_bytes=int(env.get("HOSTPLANE_CACHE_MAX_BYTES", str(64 * 1024 * 1024))),
+            queue_max_length=int(env.get("HOSTPLANE_QUEUE_MAX_LENGTH", "1000")),
+            queue_max_wait_seconds=float(env.get("HOSTPLANE_QUEUE_MAX_WAIT_SECONDS", "30")),
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -45,7 +45,7 @@ from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
 from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
 from interfaces.db.stores import RateLimiter
-from interfaces.gateway.admission import Actual, Admission, Admitted, Admitting
+from interfaces.gateway.admission import CLIENT_GONE, Actual, Admission, Admitted, Admitting
 from interfaces.gateway.cache import ResponseCache, cache_key, with_id
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
@@ -249,6 +249,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.meter.start()
+        await self.admission.start()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
             timeout=self.timeout,
@@ -261,6 +262,7 @@ class Gateway:
         deadline = time.monotonic() + drain_seconds
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        await self.admission.stop()
         await asyncio.to_thread(self.meter.stop)
         if self.session is not None:
             await self.session.close()
@@ -416,7 +418,15 @@ class Gateway:
                 return await send_refusal(send, refusal, request_id)
             if await self._from_cache(send, exchange, model, body):
                 return  # a cache hit passed the gates but takes no upstream place
-            async with self.admission.slot(caller):
+            async with contextlib.AsyncExitStack() as place:
+                try:  # a place among max_in_flight: may wait, or be refused (queue)
+                    await place.enter_async_context(self.admission.slot(caller, receive))
+                except GatewayRefusal as refusal:
+                    gone = refusal.status == CLIENT_GONE
+                    await self._bill_quietly(
+                        exchange, "cancelled" if gone else "error", 0, 0, 0, None
+                    )
+                    return await send_refusal(send, refusal, request_id)
                 if kind == "chat/completions" and body.get("stream") is True:
                     exchange.streamed = True
                     await self._stream(scope, receive, send, exchange, body, targets)

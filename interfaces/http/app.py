@@ -18,6 +18,7 @@ from interfaces.gateway.budgets import budget_gate
 from interfaces.gateway.ledger import Allowance, Ledger
 from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
 from interfaces.gateway.meter import Meter
+from interfaces.gateway.scheduler import FairShareScheduler
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
@@ -31,6 +32,7 @@ from interfaces.http.routes import (
     compat_manage,
     export,
     fairshare,
+    gateway_load,
     health,
     instances,
     keys,
@@ -61,6 +63,7 @@ ROUTES = (
     mcp_servers,
     capacity,
     fairshare,
+    gateway_load,
 )
 
 # The compatibility routes, each at its platform's own paths (the router carries its prefix).
@@ -124,7 +127,8 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         pool=pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
         admission=Admission(
-            gates=[limits, budget_gate(container.pool, settings.gateway_total_timeout)]
+            gates=[limits, budget_gate(container.pool, settings.gateway_total_timeout)],
+            slots=FairShareScheduler.of(settings, lambda: app.state.async_pool),
         ),
         on_demand=OnDemand(
             container.instances,
