@@ -43,6 +43,7 @@ ROUTES = [
     Route("GET", "/keys/{key_id}"),
     Route("DELETE", "/keys/{key_id}"),
     Route("PUT", "/keys/{key_id}/disabled", {"disabled": True}),
+    Route("PATCH", "/keys/{key_id}", {"rpm_limit": 5}),
     Route("GET", "/instances", foreign="list"),
     Route("POST", "/instances", {"tenant_id": "{tenant_id}", "model_id": "llama-3.1-8b"}),
     Route("GET", "/instances/{instance_id}"),
