@@ -23,6 +23,7 @@ from domain.usage import (
     UsageInput,
     check_record,
 )
+from domain.user import User
 from domain.values import storable
 
 ZERO_PRICE = Decimal(0)  # a response-cache hit's unit prices (EUR/Mtok)
@@ -238,20 +239,25 @@ class Usage:
         the answer is kept.
 
         A GPU instance's own key (``hp_ik_``) is no ``ApiKey``: the gateway records its requests
-        with the instance's id as their key, and only with ``instance_keys`` is that id a key.
+        with the instance's id as their key, and a user's (a JWT) with the user's id; only with
+        ``instance_keys`` (the gateway's meter) is such an id a key.
         """
         known = self._key_owners.get(key_id)
         if known is not None:
-            tenant, is_instance = known
-            return tenant if instance_keys or not is_instance else None
+            tenant, not_a_key = known
+            return tenant if instance_keys or not not_a_key else None
         key = self.store.find(ApiKey, key_id)
         if key is not None:
             return self._remember_key(key_id, key.tenant_id, False)
         instance = self.store.find(Instance, key_id)
-        if instance is None or instance.is_byok:
+        owner = instance.tenant_id if instance is not None and not instance.is_byok else None
+        if owner is None:
+            user = self.store.find(User, key_id)
+            owner = None if user is None else user.tenant_id
+        if owner is None:
             return None
-        self._remember_key(key_id, instance.tenant_id, True)
-        return instance.tenant_id if instance_keys else None
+        self._remember_key(key_id, owner, True)
+        return owner if instance_keys else None
 
     def tenant_of_instance(self, instance_id: UUID) -> UUID | None:
         tenant = self._owner_cache.get(instance_id)

@@ -8,6 +8,14 @@ from pathlib import Path
 
 from domain.instance import UPSTREAMS
 
+SIGNUP = ("open", "closed")
+
+
+def check_signup(value: str) -> str:
+    if value not in SIGNUP:
+        raise ValueError(f"HOSTPLANE_SIGNUP must be one of {', '.join(SIGNUP)}, not {value!r}")
+    return value
+
 
 @dataclass
 class Settings:
@@ -65,6 +73,12 @@ class Settings:
     # Requests waiting for a place, per process: how many at most, and for how long.
     queue_max_length: int = 1000
     queue_max_wait_seconds: float = 30.0
+    # Users: whether anyone may sign up (a tenant of their own), the JWT signing secret (None:
+    # derived from the master key) and sign-in attempts allowed per minute per email and per IP.
+    signup: str = "open"
+    jwt_secret: str | None = None
+    login_per_email_per_minute: int = 10
+    login_per_ip_per_minute: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -113,6 +127,10 @@ class Settings:
             cache_max_bytes=int(env.get("HOSTPLANE_CACHE_MAX_BYTES", str(64 * 1024 * 1024))),
             queue_max_length=int(env.get("HOSTPLANE_QUEUE_MAX_LENGTH", "1000")),
             queue_max_wait_seconds=float(env.get("HOSTPLANE_QUEUE_MAX_WAIT_SECONDS", "30")),
+            signup=check_signup(env.get("HOSTPLANE_SIGNUP", "open")),
+            jwt_secret=env.get("HOSTPLANE_JWT_SECRET") or None,
+            login_per_email_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_EMAIL_PER_MINUTE", "10")),
+            login_per_ip_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_IP_PER_MINUTE", "60")),
         )
 
     def upstream_url(self, vendor: str) -> str:

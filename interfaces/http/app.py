@@ -24,6 +24,7 @@ from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
 from interfaces.http.routes import (
     audit,
+    auth,
     billing,
     budgets,
     byok,
@@ -41,6 +42,7 @@ from interfaces.http.routes import (
     tenants,
     usage,
     usage_cache,
+    users,
     webhooks,
 )
 from interfaces.settings import Settings
@@ -64,7 +66,10 @@ ROUTES = (
     capacity,
     fairshare,
     gateway_load,
+    users,
 )
+# Routes at the root, where the platforms that hostplane stands in for document them.
+ROOT_ROUTES = (auth,)
 
 # The compatibility routes, each at its platform's own paths (the router carries its prefix).
 COMPAT_ROUTES = (compat_hostedai, compat_manage)
@@ -158,7 +163,7 @@ def management_api(settings: Settings, lifespan: Any = None) -> HostplaneApi:
     errors.install(app)
     for module in ROUTES:
         app.include_router(module.router, prefix="/api/v1")
-    for module in COMPAT_ROUTES:
+    for module in (*ROOT_ROUTES, *COMPAT_ROUTES):
         app.include_router(module.router)
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -27,6 +27,7 @@ from application.project_configs import ProjectConfigs
 from application.provisioning import Provisioning
 from application.tenants import Tenants
 from application.usage import Usage
+from application.users import Users
 from application.webhooks import Webhooks
 from domain.apikey import KeyIpNotAllowedError
 from interfaces.db.readgate import ReadGate, request_head
@@ -65,6 +66,7 @@ WebhooksDep = Annotated[Webhooks, Depends(part("webhooks"))]
 McpServersDep = Annotated[McpServers, Depends(part("mcp_servers"))]
 CapacityDep = Annotated[CapacityControl, Depends(part("capacity"))]
 FairshareDep = Annotated[Fairshare, Depends(part("fairshare"))]
+UsersDep = Annotated[Users, Depends(part("users"))]
 
 
 def client_ip(request: Request) -> str | None:
@@ -83,7 +85,10 @@ AsyncPoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_async_pool)]
 # bearer_token, which answers 401 in the OpenAI shape.
 BEARER = HTTPBearer(
     scheme_name="bearer",
-    description="The admin token (HOSTPLANE_ADMIN_TOKEN) or a tenant's management key.",
+    description=(
+        "The admin token (HOSTPLANE_ADMIN_TOKEN), a tenant's management key, or a user's JWT"
+        " (POST /auth/login), which acts with its tenant's management authority."
+    ),
     auto_error=False,
 )
 BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]

@@ -16,6 +16,7 @@ from projections.readmodels.project_configs import ProjectConfigsProjection
 from projections.readmodels.tenants import TenantsProjection
 from projections.readmodels.usage import UsageProjection
 from projections.readmodels.usage_cache import UsageCacheProjection
+from projections.readmodels.users import UsersProjection
 from projections.readmodels.webhooks import WebhooksProjection
 
 
@@ -35,4 +36,5 @@ def all_projections() -> list[Projection]:
         CapacityProjection(),
         FairshareProjection(),
         ProjectConfigsProjection(),
+        UsersProjection(),
     ]
