@@ -128,6 +128,12 @@ class Usage:
         own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
+            if r.cache_hit and not principal.is_admin:  # rated at zero: the operator's to say
+                problems.append(
+                    RecordProblem(
+                        i, r.request_id, "cache_hit", "only the operator records cache hits"
+                    )
+                )
             if r.key_id not in key_tenant:
                 key_tenant[r.key_id] = self.tenant_of_key(r.key_id, instance_keys)
             tenant = key_tenant[r.key_id]

@@ -11,8 +11,8 @@ sequence, and 32 clients paced at 500 req/s — goes to:
   metering: a tenant, a BYOK upstream of vendor openai whose base URL
   (``HOSTPLANE_UPSTREAM_OPENAI_URL``) is the fake upstream, a router key. Only when this build
   has the gateway: ``POST /v1/chat/completions`` answering anything but 404.
-- **hostplane ×1 + limits**: the same with the key's ``rpm_limit`` and the tenant's
-  ``tokens_per_minute`` on (never reached); then the limits' accuracy across two processes
+- **hostplane ×1 + limits**: the same with the key's ``rpm_limit``, the tenant's
+  ``tokens_per_minute`` and a tenant budget on (never reached): admission control's cost; then the limits' accuracy across two processes
   (``bench.gateway_limits``).
 - **hostplane ×1, cap 16**: the same with ``HOSTPLANE_MAX_IN_FLIGHT=16``, below the 32 clients:
   half of them always wait in the fair-share queue; its figures beside hostplane ×1's are what
@@ -52,6 +52,7 @@ import httpx
 import orjson
 
 from bench import gateway_limits, gateway_load, gateway_scheduler
+from bench.fsync import fdatasync_ms
 from bench.gateway_load import Result
 from bench.report import Figure, fmt
 from bench.server import Server, free_port, vm_hwm
@@ -328,7 +329,8 @@ def hostplane_setup(
 ) -> tuple[str, str]:
     """A tenant with a BYOK upstream of vendor openai and a router key; the bench's model in
     the catalog, of vendor openai. Returns (tenant id, router key secret). With ``limits``, the
-    key has an ``rpm_limit`` and the tenant a ``tokens_per_minute`` quota, both unreachable."""
+    key has an ``rpm_limit`` and the tenant a ``tokens_per_minute`` quota and a monthly budget,
+    all unreachable: every admission gate does its whole work on every request."""
     with server.client() as c:
         model = {
             "id": MODEL,
@@ -358,6 +360,8 @@ def hostplane_setup(
             fields["rpm_limit"] = gateway_limits.HIGH
             quota = {"tokens_per_minute": gateway_limits.HIGH}
             ok(c.put(f"/tenants/{tenant}/quota", json=quota), 200)
+            budget = {"tenant_id": tenant, "limit_eur": "100000000", "period": "monthly"}
+            ok(c.post("/budgets", json=budget), 201)
         key = ok(c.post(f"/tenants/{tenant}/keys", json=fields), 201)
     return tenant, key["secret"]
 
@@ -525,13 +529,28 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
     finally:
         upstream.stop()
     figures = (
-        figures_of(targets)
+        [flush_floor(workdir)]
+        + figures_of(targets)
         + limits_figures(targets, accuracy)
         + gateway_scheduler.scheduler_figures()
     )
     print(matrix(targets), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return figures
+
+
+def flush_floor(directory: Path) -> Figure:
+    """How long this disk takes to flush a small write: what a durably metered answer must wait
+    at least once at one client (bench/fsync.py), beside the added latencies it bounds."""
+    p50, p99 = fdatasync_ms(directory)
+    return Figure(
+        "gateway",
+        "disk flush (8 kB write + fdatasync), the floor of durable metering at one client",
+        round(p50, 3),
+        "ms",
+        higher_is_better=False,
+        notes=f"p99 {p99:.2f} ms; measured in the bench's working directory, on the database's disk",
+    )
 
 
 def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:

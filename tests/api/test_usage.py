@@ -504,8 +504,12 @@ def exported_records(api: Any, tenant_id: str) -> dict[str, list[Any]]:
     }
 
 
-def test_a_record_may_say_its_vendor_time_to_first_token_and_how_it_was_answered(tenant, model):
+def test_a_record_may_say_its_vendor_time_to_first_token_and_how_it_was_answered(
+    admin, tenant, model
+):
     key = tenant.key["id"]
+    # A cache hit is rated at zero: only the operator (and the gateway) may record one.
+    ingest(admin, record(key, model, at(11), request_id="cached", vendor="openai", cache_hit=True))
     ingest(
         tenant.api,
         record(key, model, at(9), request_id="plain"),
@@ -519,7 +523,6 @@ def test_a_record_may_say_its_vendor_time_to_first_token_and_how_it_was_answered
             ttft_ms=40,
             estimated=True,
         ),
-        record(key, model, at(11), request_id="cached", vendor="openai", cache_hit=True),
         record(key, model, at(12), request_id="left", status="cancelled", streamed=True),
     )
 
@@ -558,6 +561,14 @@ def test_a_record_with_an_impossible_vendor_or_time_to_first_token_is_refused(
 
     error = assert_error(r, 400)
     assert [p["field"] for p in error["records"]] == [field]
+
+
+def test_a_tenant_cannot_record_its_own_usage_as_free_cache_hits(admin, tenant, model):
+    r = post(tenant.api, record(tenant.key["id"], model, at(10), cache_hit=True))
+
+    error = assert_error(r, 400)
+    assert [p["field"] for p in error["records"]] == ["cache_hit"]
+    assert summary(tenant.api, tenant.id)["requests"] == 0
 
 
 @pytest.mark.parametrize("fields", [{"streamed": "yes"}, {"estimated": 1}, {"ttft_ms": "4"}])

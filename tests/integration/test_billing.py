@@ -508,6 +508,7 @@ def spread(admin: Any, container: Any) -> dict[str, Any]:
     for i, t in enumerate(times):
         which = rng.choice(list(models))
         prompt, completion = rng.randrange(0, 50_000), rng.randrange(0, 5_000)
+        detail = details.choice(DETAILS)
         records.append(
             record(
                 rng.choice(keys),
@@ -517,9 +518,11 @@ def spread(admin: Any, container: Any) -> dict[str, Any]:
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 status=rng.choice(["success", "success", "error"]),
-                **details.choice(DETAILS),
+                **detail,
             )
         )
+        if detail.get("cache_hit"):  # answered from the response cache: no token cost
+            continue
         price_in, price_out = (Decimal(p) for p in PRICES[which])
         expected_cost += (prompt * price_in + completion * price_out) / Decimal(1_000_000)
     assert ingest(admin, *records)["accepted"] == len(records)
