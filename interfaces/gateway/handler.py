@@ -31,6 +31,7 @@ from application.gateway import (
     GatewaySecrets,
     Target,
     check_model,
+    default_model,
     estimate_tokens,
     forbidden,
     may_use,
@@ -155,6 +156,17 @@ def bearer(scope: Scope) -> str | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _key_id(scope: Scope) -> UUID | None:
+    """The BYOK key the ``X-Key-Id`` header picks, if any."""
+    header = _header(scope, b"x-key-id")
+    if header is None:
+        return None
+    try:
+        return UUID(header.strip())
+    except ValueError:
+        raise forbidden("forbidden", "X-Key-Id must name one of your BYOK keys") from None
 
 
 def is_inference_token(scope: Scope) -> bool:
@@ -392,6 +404,8 @@ class Gateway:
         try:
             try:
                 body = self._parse(raw)
+                if "model" not in body:  # seed 003: the body's vendor, or X-Key-Id, picks one
+                    body["model"] = await self._implied_model(scope, caller, body)
                 known = await self.directory.model(body.get("model"))
                 # A known model is billed even when refused (0 tokens, a failure): every
                 # request after authentication is one usage record.
@@ -465,13 +479,7 @@ class Gateway:
                 f"vendor must be one of {', '.join(UPSTREAMS)}",
                 param="vendor",
             )
-        key_id = None
-        header = _header(scope, b"x-key-id")
-        if header is not None:
-            try:
-                key_id = UUID(header.strip())
-            except ValueError:
-                raise forbidden("forbidden", "X-Key-Id must name one of your BYOK keys") from None
+        key_id = _key_id(scope)
         fresh = False
         while True:
             instances = await self.directory.targets(caller.tenant_id, fresh=fresh)
@@ -495,6 +503,18 @@ class Gateway:
                 if fresh or refusal.status != 503:
                     raise
                 fresh = True  # a just-started instance may not be in what was kept
+
+    async def _implied_model(
+        self, scope: Scope, caller: GatewayCaller, body: dict[str, Any]
+    ) -> str | None:
+        """The model of a request that names none: its vendor's default, the vendor being the
+        body's ``vendor`` or that of the BYOK key ``X-Key-Id`` names."""
+        vendor = body.get("vendor")
+        key_id = _key_id(scope)
+        if vendor is None and key_id is not None:
+            targets = await self.directory.targets(caller.tenant_id, fresh=True)
+            vendor = next((t.vendor for t in targets if t.instance_id == key_id), None)
+        return default_model(vendor)
 
     async def _call(self, target: Target, kind: str) -> tuple[str, str]:
         """The URL and bearer of a target; a BYOK key is opened here, for this call only."""

@@ -23,6 +23,8 @@ from interfaces.http.routes import (
     budgets,
     byok,
     capacity,
+    compat_aimactok,
+    compat_hostyourai,
     export,
     fairshare,
     health,
@@ -54,6 +56,9 @@ ROUTES = (
     capacity,
     fairshare,
 )
+
+# The compatibility routes, each at its platform's own paths (the router carries its prefix).
+COMPAT_ROUTES = (compat_hostyourai, compat_aimactok)
 
 
 class OrjsonResponse(JSONResponse):
@@ -119,6 +124,8 @@ def management_api(settings: Settings, lifespan: Any = None) -> HostplaneApi:
     errors.install(app)
     for module in ROUTES:
         app.include_router(module.router, prefix="/api/v1")
+    for module in COMPAT_ROUTES:
+        app.include_router(module.router)
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrorsAs500)
