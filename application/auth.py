@@ -14,12 +14,14 @@ PrincipalKind = Literal["admin", "management", "router"]
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the operator (admin) or one key of one tenant."""
+    """An authenticated caller: the operator (admin), one key of one tenant, or one user of
+    one tenant (``user_id``; a user acts with its tenant's management authority)."""
 
     kind: PrincipalKind
     actor: Actor
     tenant_id: UUID | None = None
     key_id: UUID | None = None
+    user_id: UUID | None = None
 
     def __post_init__(self) -> None:
         # A tenant-less key would otherwise read as "every tenant" in tenant_filter().

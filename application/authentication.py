@@ -7,10 +7,12 @@ from uuid import UUID
 
 from application.auth import Principal
 from application.errors import AuthenticationError, ConcurrentModificationError
+from application.ports import UserClaims, UserTokens
 from application.store import EventStore
 from domain.apikey import ApiKey, KeyUnusableError, key_id_for_token
 from domain.base import Actor, sha256_hex
 from domain.operator import ADMIN_TOKEN_PREFIX, Operator
+from domain.user import User
 
 KEY_CACHE_SIZE = 10_000
 
@@ -20,17 +22,34 @@ class Authenticator:
 
     ``admin_token`` is ``HOSTPLANE_ADMIN_TOKEN``; without it, the admin token is the one kept
     in the event store (``Operator``), created at first start (``ensure_admin_token``).
+
+    A user's token (``tokens``, a JWT) names its user, whose stored version is read with every
+    request as a key's is: a user removed (or offboarded with its tenant) is refused at its
+    next request, however long its token has left.
     """
 
-    def __init__(self, store: EventStore, admin_token: str | None = None) -> None:
+    def __init__(
+        self, store: EventStore, admin_token: str | None = None, tokens: UserTokens | None = None
+    ) -> None:
         self.store = store
         self._admin_token_hash = sha256_hex(admin_token) if admin_token else None
+        self.tokens = tokens
         # Keys that authenticated lately, reused only while their stored version is unchanged.
         self._keys: dict[UUID, ApiKey] = {}
+        # Users likewise, and the claims of the tokens verified lately (a signature check is
+        # ~20-80 µs; a token's expiry is checked again at every use).
+        self._users: dict[UUID, User] = {}
+        self._claims: dict[str, UserClaims] = {}
 
     def key_id_of(self, token: str) -> UUID | None:
-        """The id of the key a bearer token names (``None`` for the admin token)."""
+        """The id of the key (or user) a bearer token names (``None`` for the admin token);
+        ``AuthenticationError`` for a user's token that is forged or expired."""
+        if self.is_user_token(token):
+            return self._claims_of(token, None).user_id
         return None if self._is_admin_token(token) else key_id_for_token(token)
+
+    def is_user_token(self, token: str) -> bool:
+        return self.tokens is not None and self.tokens.is_token(token)
 
     def knows_without_loading(self, token: str) -> bool:
         """Whether ``key_id_of(token)`` answers without reading the event store."""
@@ -49,6 +68,11 @@ class Authenticator:
         this request, lets a key that authenticated before be reused without loading it again;
         a key changed since (disabled, deleted) has another version and is loaded afresh.
         """
+        if self.is_user_token(token):
+            claims = self._claims_of(token, now)
+            kept = self._kept(self._users, claims.user_id, stored_version)
+            user = kept or self._load(self._users, User, claims.user_id)
+            return self._user_principal(user, claims, ip)
         if self._is_admin_token(token):
             return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
         key = self._key(key_id_for_token(token), stored_version)
@@ -64,8 +88,55 @@ class Authenticator:
         """
         if key_id is None:
             return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
+        if self.is_user_token(token):
+            user = self._kept(self._users, key_id, stored_version)
+            claims = self._claims_of(token, None)
+            return None if user is None else self._user_principal(user, claims, ip)
         cached = self._kept_key(key_id, stored_version)
         return None if cached is None else self._principal(cached, token, ip, None)
+
+    def _claims_of(self, token: str, now: datetime | None) -> UserClaims:
+        assert self.tokens is not None
+        now = now or datetime.now(tz=UTC)
+        claims = self._claims.get(token)
+        if claims is None:
+            claims = self.tokens.read(token, now)
+            if len(self._claims) >= KEY_CACHE_SIZE:
+                self._claims.clear()
+            self._claims[token] = claims
+        elif now >= claims.expires_at:
+            raise AuthenticationError("this token has expired: sign in again")
+        return claims
+
+    @staticmethod
+    def _user_principal(user: User | None, claims: UserClaims, ip: str | None) -> Principal:
+        if user is None or user.tenant_id != claims.tenant_id:
+            raise AuthenticationError("invalid token")
+        if user.removed:
+            raise AuthenticationError("this user has been removed")
+        return Principal(
+            kind="management",
+            actor=Actor(id=f"user:{user.id}", ip=ip),
+            tenant_id=user.tenant_id,
+            user_id=user.id,
+        )
+
+    def _kept(
+        self, kept: dict[UUID, User], aggregate_id: UUID, stored_version: int | None
+    ) -> User | None:
+        """A user as kept in memory, if that is its stored version."""
+        found = kept.get(aggregate_id)
+        if found is None or stored_version is None or found.version != stored_version:
+            return None
+        return found
+
+    def _load(self, kept: dict[UUID, User], cls: type[User], aggregate_id: UUID) -> User | None:
+        found = self.store.find(cls, aggregate_id)
+        if found is not None:
+            if len(kept) >= KEY_CACHE_SIZE:
+                kept.clear()
+            kept[aggregate_id] = found
+        return found
 
     def _principal(
         self, key: ApiKey | None, token: str, ip: str | None, now: datetime | None

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+
 from application.auth import Principal
+from application.errors import ConcurrentModificationError
 from application.names import claim_name, commit_claim
 from application.ports import Clock
 from application.store import EventStore
 from application.tenants import tenant_for
 from domain.apikey import ApiKey, check_key_name
-from domain.base import ConflictError
+from domain.base import ConflictError, NameTakenError
 from domain.budget import Budget
 from domain.index import NameIndex
 
@@ -79,6 +83,34 @@ class Keys:
             raise SelfDeletionError("a key can't disable itself")
         key.set_disabled(disabled, actor=principal.actor)
         self.store.commit(key)
+
+    def change_key(
+        self,
+        principal: Principal,
+        key_id: UUID,
+        changes: dict[str, Any],
+        now: datetime | None = None,
+    ) -> None:
+        """Change a key's name or restrictions (``domain.apikey.EDITABLE``); a rename moves the
+        name's claim in the same write. Every process sees the change at the key's next request:
+        authentication reuses a key kept in memory only while its stored version is unchanged."""
+        key = self.get_key_for(principal, key_id)
+        changed: list[Aggregate] = [key]
+        name = changes.get("name")
+        old_key = key_name_key(key.tenant_id, key.name)
+        if isinstance(name, str) and key_name_key(key.tenant_id, check_key_name(name)) != old_key:
+            old = self.store.load(NameIndex, NameIndex.create_id("key", old_key), "key name")
+            old.release(key.id, actor=principal.actor)
+            new_key = key_name_key(key.tenant_id, name)
+            changed += [old, claim_name(self.store, "key", new_key, key.id, principal.actor)]
+        key.change(principal.actor, now or self.clock.now(), **changes)
+        try:
+            self.store.commit(*changed)
+        except ConcurrentModificationError:
+            if len(changed) == 1:
+                raise
+            # Two requests raced for the new name: the index aggregate let exactly one win.
+            raise NameTakenError(f"a key named {name!r} already exists in this tenant") from None
 
     def delete_key(self, principal: Principal, key_id: UUID) -> None:
         """Revoke a key for good, free its name and delete its budgets, in one write."""

@@ -22,6 +22,52 @@ class SecretBox(Protocol):
     def decrypt(self, wrapped_data_key: bytes, ciphertext: bytes) -> str: ...
 
 
+class Fingerprinter(Protocol):
+    """A keyed hash: equal texts have equal fingerprints, which reveal nothing without the key
+    (an email's fingerprint finds its user without the email being stored in clear)."""
+
+    def fingerprint(self, purpose: str, text: str) -> str: ...
+
+
+class Passwords(Protocol):
+    """A slow, salted password hash (argon2id): the hash is kept, never the password."""
+
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        """Whether ``password`` is the one hashed; as slow for a wrong one as for the right."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with weaker parameters than today's."""
+        ...
+
+
+@dataclass(frozen=True)
+class UserClaims:
+    """What a user's signed token says: who, for which tenant, until when."""
+
+    user_id: UUID
+    tenant_id: UUID
+    expires_at: datetime
+
+
+class UserTokens(Protocol):
+    """Signed, expiring bearer tokens of users (JWTs)."""
+
+    lifetime_seconds: int
+
+    def issue(self, user_id: UUID, tenant_id: UUID, now: datetime) -> str: ...
+
+    def is_token(self, token: str) -> bool:
+        """Whether ``token`` has the form of a user's token (not whether it is valid)."""
+        ...
+
+    def read(self, token: str, now: datetime) -> UserClaims:
+        """The claims of a valid, unexpired token; ``AuthenticationError`` otherwise."""
+        ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -23,6 +23,7 @@ from domain.usage import (
     UsageInput,
     check_record,
 )
+from domain.user import User
 from domain.values import storable
 
 
@@ -183,7 +184,7 @@ class Usage:
         """The tenant of a key. A key never changes tenant, so the answer is kept.
 
         A GPU instance's own key (``hp_ik_``) is no ``ApiKey``: the gateway records its requests
-        with the instance's id as their key.
+        with the instance's id as their key; a user's (a JWT), with the user's id.
         """
         tenant = self._owner_cache.get(key_id)
         if tenant is None:
@@ -191,7 +192,8 @@ class Usage:
             if key is None:
                 instance = self.store.find(Instance, key_id)
                 if instance is None or instance.is_byok:
-                    return None
+                    user = self.store.find(User, key_id)
+                    return None if user is None else self._remember_owner(key_id, user.tenant_id)
                 return self._remember_owner(key_id, instance.tenant_id)
             tenant = self._remember_owner(key_id, key.tenant_id)
         return tenant

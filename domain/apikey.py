@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
@@ -92,6 +93,34 @@ def check_rpm_limit(rpm_limit: object) -> int | None:
     return None if rpm_limit is None else RPM_LIMIT.check("rpm_limit", rpm_limit)
 
 
+def check_expiry(expires_at: object, now: datetime) -> datetime | None:
+    if expires_at is None:
+        return None
+    if not isinstance(expires_at, datetime):
+        raise InvalidValueError("expires_at", "expires_at must be a time (ISO 8601) or null")
+    checked = check_instant("expires_at", expires_at)
+    if checked <= now:
+        raise InvalidValueError("expires_at", "expires_at must be in the future")
+    return checked
+
+
+# What ``PATCH /keys/{id}`` may change after issue, each checked as at issue.
+EDITABLE: dict[str, Callable[[object, datetime], object]] = {
+    "name": lambda v, now: check_key_name(v),
+    "allowed_models": lambda v, now: check_allowed_models(v),
+    "sovereignty_mode": lambda v, now: check_flag("sovereignty_mode", v),
+    "expires_at": check_expiry,
+    "ip_allowlist": lambda v, now: check_ip_allowlist(v or []),
+    "rpm_limit": lambda v, now: check_rpm_limit(v),
+}
+
+
+def check_editable(field: str, value: object, now: datetime) -> object:
+    if field not in EDITABLE:
+        raise InvalidValueError(field, f"{field} can't be changed after a key is issued")
+    return EDITABLE[field](value, now)
+
+
 class ApiKey(Aggregate):
     """A bearer token of one tenant, of kind management or router."""
 
@@ -157,10 +186,7 @@ class ApiKey(Aggregate):
         """Issue a new key; returns the key and its plaintext token (to be shown once)."""
         if kind not in KINDS:
             raise InvalidValueError("kind", f"kind must be one of {', '.join(KINDS)}")
-        if expires_at is not None:
-            expires_at = check_instant("expires_at", expires_at)
-            if expires_at <= now:
-                raise InvalidValueError("expires_at", "expires_at must be in the future")
+        expires_at = check_expiry(expires_at, now)
         token = generate_token(kind)
         key = cls._create(
             cls.Issued,
@@ -231,6 +257,21 @@ class ApiKey(Aggregate):
     @event("Deleted")
     def _deleted(self, actor: Actor) -> None:
         self.deleted = True
+
+    def change(self, actor: Actor, now: datetime, **changes: object) -> None:
+        """Change the restrictions given (``EDITABLE``); a change that changes nothing records
+        nothing. ``None`` clears ``allowed_models`` (every model), ``expires_at`` (never) and
+        ``rpm_limit`` (no limit of its own); ``ip_allowlist`` is cleared with ``[]``."""
+        self.check_not_deleted()
+        checked = {field: check_editable(field, value, now) for field, value in changes.items()}
+        changed = {k: v for k, v in checked.items() if v != getattr(self, k)}
+        if changed:
+            self._changed(changes=changed, actor=actor)
+
+    @event("Changed")
+    def _changed(self, changes: dict[str, object], actor: Actor) -> None:
+        for field, value in changes.items():
+            setattr(self, field, value)
 
     def attach_budget(self, budget_id: UUID, actor: Actor) -> None:
         self.check_not_deleted()

@@ -19,6 +19,7 @@ from domain.budget import Budget
 from domain.instance import Instance
 from domain.mcpserver import McpServer
 from domain.usage import UsageBatch
+from domain.user import User
 from domain.webhook import Webhook
 
 
@@ -63,6 +64,14 @@ OWNED: tuple[OwnedKind, ...] = (
         "mcp_server",
         end=McpServer.delete,
         secret_fields=frozenset({"headers_ciphertext"}),
+    ),
+    # Its tokens stop working at once; the email stays encrypted with the tenant's data key.
+    OwnedKind(
+        User,
+        "user",
+        end=User.remove,
+        ended=attrgetter("removed"),
+        secret_fields=frozenset({"email_ciphertext", "email_fingerprint", "password_hash"}),
     ),
     OwnedKind(
         Webhook, "webhook", end=Webhook.delete, secret_fields=frozenset({"secret_ciphertext"})

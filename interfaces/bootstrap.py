@@ -27,6 +27,7 @@ from application.provisioning import Provisioning
 from application.store import EventStore
 from application.tenants import Tenants
 from application.usage import Usage
+from application.users import Users
 from application.webhooks import Webhooks
 from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.db import stores
@@ -46,6 +47,7 @@ from interfaces.jobs.webhooks import WebhookDispatcher
 from interfaces.providers import ProviderRegistry
 from interfaces.providers.simulated import SimulatedProvider
 from interfaces.settings import Settings
+from interfaces.signin import Argon2Passwords, JwtTokens, checked_jwt_secret
 from projections.engine.base import live_schema
 from projections.engine.runner import EventSource, ProjectionRunner
 from projections.readmodels.registry import all_projections
@@ -99,6 +101,7 @@ class Container:
     mcp_servers: McpServers
     capacity: CapacityControl
     fairshare: Fairshare
+    users: Users
     # What runs in the background.
     provider: SimulatedProvider
     providers: ProviderRegistry
@@ -156,6 +159,7 @@ def bootstrap(settings: Settings, database: Database | None = None) -> Container
 def _assemble(settings: Settings, database: Database) -> Container:
     master_key = checked_master_key(database.conninfo, settings.master_key, settings.data_dir)
     secret_box = AesGcmSecretBox(master_key)
+    user_tokens = JwtTokens(checked_jwt_secret(database.conninfo, settings.jwt_secret, master_key))
     store = EventStore(
         env=database.eventsourcing_env(
             settings.pool_size, settings.db_connect_timeout, settings.statement_timeout_seconds
@@ -212,7 +216,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     budget_watch = BudgetWatcher(budgets, gate)
     webhooks = Webhooks(store, secret_box)
     pricing = Pricing(store, clock)
-    auth = Authenticator(store, settings.admin_token)
+    auth = Authenticator(store, settings.admin_token, user_tokens)
     rate_limiter = stores.RateLimiter(
         pool,
         settings.rate_limit_per_minute,
@@ -266,6 +270,15 @@ def _assemble(settings: Settings, database: Database) -> Container:
         mcp_servers=McpServers(store, secret_box),
         capacity=CapacityControl(store, settings.max_in_flight),
         fairshare=Fairshare(store),
+        users=Users(
+            store,
+            secret_box,
+            secret_box,
+            Argon2Passwords(),
+            user_tokens,
+            clock,
+            signup_open=settings.signup == "open",
+        ),
         provider=provider,
         providers=providers,
         budget_watch=budget_watch,

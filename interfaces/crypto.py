@@ -22,6 +22,7 @@ class AesGcmSecretBox:
         if len(master_key) != 32:
             raise ValueError("the master key must be 32 bytes")
         self._master = AESGCM(master_key)
+        self._fingerprint_key = derived_key(master_key, b"hostplane fingerprints v1")
 
     @staticmethod
     def _seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
@@ -43,6 +44,17 @@ class AesGcmSecretBox:
 
     def decrypt(self, wrapped_data_key: bytes, ciphertext: bytes) -> str:
         return self._open(self._data_key(wrapped_data_key), ciphertext, b"secret").decode()
+
+    def fingerprint(self, purpose: str, text: str) -> str:
+        """Implements the ``Fingerprinter`` port: HMAC-SHA256 under a key derived from the
+        master key for ``purpose`` (every node shares it, as they share the master key)."""
+        key = hmac.new(self._fingerprint_key, purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def derived_key(master_key: bytes, purpose: bytes) -> bytes:
+    """A key of its own for one purpose, derived from the master key (HMAC-SHA256)."""
+    return hmac.new(master_key, purpose, hashlib.sha256).digest()
 
 
 class MasterKeyError(Exception):

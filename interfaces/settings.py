@@ -8,6 +8,14 @@ from pathlib import Path
 
 from domain.instance import UPSTREAMS
 
+SIGNUP = ("open", "closed")
+
+
+def check_signup(value: str) -> str:
+    if value not in SIGNUP:
+        raise ValueError(f"HOSTPLANE_SIGNUP must be one of {', '.join(SIGNUP)}, not {value!r}")
+    return value
+
 
 @dataclass
 class Settings:
@@ -52,6 +60,12 @@ class Settings:
     gateway_total_timeout: float = 600.0
     # Upstream requests each serving process admits at once, until PUT /capacity sets it.
     max_in_flight: int = 256
+    # Users: whether anyone may sign up (a tenant of their own), the JWT signing secret (None:
+    # derived from the master key) and sign-in attempts allowed per minute per email and per IP.
+    signup: str = "open"
+    jwt_secret: str | None = None
+    login_per_email_per_minute: int = 10
+    login_per_ip_per_minute: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +106,10 @@ class Settings:
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
+            signup=check_signup(env.get("HOSTPLANE_SIGNUP", "open")),
+            jwt_secret=env.get("HOSTPLANE_JWT_SECRET") or None,
+            login_per_email_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_EMAIL_PER_MINUTE", "10")),
+            login_per_ip_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_IP_PER_MINUTE", "60")),
         )
 
     def upstream_url(self, vendor: str) -> str:

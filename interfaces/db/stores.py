@@ -53,6 +53,13 @@ SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator
     AS version, ({current_head}) AS current_head
 FROM hit"""
 
+# Several subjects counted at once (in a fixed order: two requests lock rows alike).
+HIT_EACH = """
+INSERT INTO hostplane_rate_limit (subject, window_start, count)
+SELECT subject, %s, 1 FROM unnest(%s::text[]) AS subject ORDER BY subject
+ON CONFLICT (subject, window_start) DO UPDATE SET count = hostplane_rate_limit.count + 1
+RETURNING subject, count"""
+
 
 PRUNE_RATE = "DELETE FROM hostplane_rate_limit WHERE window_start < %s"
 CLAIM = """
@@ -118,6 +125,17 @@ class RateLimiter:
             row = await cursor.fetchone()
         return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
 
+    async def hit_each(self, apool: AsyncConnectionPool[Any], limits: dict[str, int]) -> int | None:
+        """Count one request against each subject's own limit per minute (sign-in attempts per
+        email and per IP); seconds to wait if any is over its limit, else ``None``."""
+        now = datetime.now(UTC)
+        window = now.replace(second=0, microsecond=0)
+        async with apool.connection() as conn:
+            cursor = await conn.execute(HIT_EACH, (window, sorted(limits)))
+            rows = await cursor.fetchall()
+        over = [self._wait(window, now) for row in rows if row["count"] > limits[row["subject"]]]
+        return max(over, default=None)
+
     @cached_property
     def _hit_and_version(self) -> str:
         return HIT_AND_VERSION.format(
@@ -127,6 +145,10 @@ class RateLimiter:
     def _retry_after(self, count: int, window: datetime, now: datetime) -> int | None:
         if count <= self.per_minute:
             return None
+        return self._wait(window, now)
+
+    @staticmethod
+    def _wait(window: datetime, now: datetime) -> int:
         return max(1, math.ceil((window + timedelta(minutes=1) - now).total_seconds()))
 
     def prune(self, now: datetime | None = None) -> None:

@@ -298,7 +298,7 @@ class Gateway:
         principal = auth.authenticate_cached(token, key_id, ip, version) if cheap else None
         if principal is None:
             principal = await asyncio.to_thread(auth.authenticate, token, ip, None, version)
-        if principal.kind != "router":
+        if principal.kind != "router" and principal.user_id is None:  # a user may call models
             raise forbidden(
                 "wrong_key_kind", "a management key can't call models: use a router key"
             )
@@ -310,8 +310,11 @@ class Gateway:
                 "rate_limit_error",
                 retry_after=retry_after,
             )
+        assert principal.tenant_id is not None
+        if principal.user_id is not None:  # a user's JWT: its tenant's caller, every model
+            return GatewayCaller(tenant_id=principal.tenant_id, key_id=principal.user_id)
         key = auth.kept_key(key_id)
-        assert key is not None and principal.tenant_id is not None
+        assert key is not None
         return GatewayCaller(
             tenant_id=principal.tenant_id,
             key_id=key_id,

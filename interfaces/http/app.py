@@ -19,6 +19,7 @@ from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
 from interfaces.http.routes import (
     audit,
+    auth,
     billing,
     budgets,
     byok,
@@ -34,6 +35,7 @@ from interfaces.http.routes import (
     models,
     tenants,
     usage,
+    users,
     webhooks,
 )
 from interfaces.settings import Settings
@@ -55,7 +57,10 @@ ROUTES = (
     mcp_servers,
     capacity,
     fairshare,
+    users,
 )
+# Routes at the root, where the platforms that hostplane stands in for document them.
+ROOT_ROUTES = (auth,)
 
 # The compatibility routes, each at its platform's own paths (the router carries its prefix).
 COMPAT_ROUTES = (compat_hostyourai, compat_aimactok)
@@ -124,7 +129,7 @@ def management_api(settings: Settings, lifespan: Any = None) -> HostplaneApi:
     errors.install(app)
     for module in ROUTES:
         app.include_router(module.router, prefix="/api/v1")
-    for module in COMPAT_ROUTES:
+    for module in (*ROOT_ROUTES, *COMPAT_ROUTES):
         app.include_router(module.router)
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -26,6 +26,7 @@ from application.pricing import Pricing
 from application.provisioning import Provisioning
 from application.tenants import Tenants
 from application.usage import Usage
+from application.users import Users
 from application.webhooks import Webhooks
 from interfaces.db.readgate import ReadGate, request_head
 from interfaces.http.creating import CreateOnce
@@ -62,6 +63,7 @@ WebhooksDep = Annotated[Webhooks, Depends(part("webhooks"))]
 McpServersDep = Annotated[McpServers, Depends(part("mcp_servers"))]
 CapacityDep = Annotated[CapacityControl, Depends(part("capacity"))]
 FairshareDep = Annotated[Fairshare, Depends(part("fairshare"))]
+UsersDep = Annotated[Users, Depends(part("users"))]
 
 
 def client_ip(request: Request) -> str | None:

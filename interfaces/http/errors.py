@@ -21,6 +21,7 @@ from application.errors import (
     ProviderError,
 )
 from application.idempotency import ClaimLostError
+from application.users import InvalidCredentialsError
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # (status, type, code), most specific first.
 ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (InvalidValueError, 400, "invalid_request_error", "invalid_value"),
+    (InvalidCredentialsError, 401, "authentication_error", "invalid_credentials"),
     (AuthenticationError, 401, "authentication_error", "invalid_api_key"),
     (KeyUnusableError, 401, "authentication_error", "invalid_api_key"),
     (KeyIpNotAllowedError, 403, "permission_error", "ip_not_allowed"),

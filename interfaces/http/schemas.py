@@ -124,6 +124,22 @@ class KeyCreated(BaseModel):
     secret: str = Field(description="The plaintext token. Shown once; store it now.")
 
 
+class KeyUpdate(Strict):
+    """The fields given change; those left out keep their value. ``null`` clears
+    ``allowed_models`` (every model), ``expires_at`` (never expires) and ``rpm_limit``."""
+
+    name: str = Field(None, min_length=1, max_length=63)
+    allowed_models: list[str] | None = Field(None, max_length=MAX_ALLOWED_MODELS)
+    sovereignty_mode: StrictBool = Field(None)
+    expires_at: datetime | None = None
+    ip_allowlist: list[str] = Field(None, max_length=MAX_IP_ALLOWLIST)
+    rpm_limit: StrictInt | None = Field(None, description=RPM_LIMIT)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request gave, as given (``null`` included)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
 class KeyDisabledUpdate(Strict):
     disabled: StrictBool
 
@@ -267,3 +283,39 @@ class BudgetPublic(BaseModel):
 class Deleted(BaseModel):
     id: UUID
     deleted: bool = True
+
+
+# -- users ---------------------------------------------------------------------------------
+
+EMAIL = "An email address; unique across hostplane, whatever its case."
+PASSWORD = "At least 8 characters, not a common password, not containing the email's name."
+
+
+class UserCreate(Strict):
+    email: str = Field(max_length=254, description=EMAIL)
+    password: str = Field(max_length=256, description=PASSWORD)
+
+
+class Credentials(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+
+
+class UserPublic(BaseModel):
+    id: UUID
+    tenant_id: UUID
+    email: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SignedInUser(BaseModel):
+    id: UUID
+    email: str
+    tenant_id: UUID
+
+
+class SignedInPublic(BaseModel):
+    user: SignedInUser
+    token: str = Field(description="A JWT: send it as 'Authorization: Bearer <token>'.")
+    expires_in: int = Field(description="Seconds until the token expires (7 days).")

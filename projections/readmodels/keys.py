@@ -40,6 +40,22 @@ INSERT INTO {s}.keys (id, tenant_id, name, kind, key_prefix, allowed_models, sov
                       expires_at, ip_allowlist, rpm_limit, created_at, updated_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 UPDATE_FLAG = "UPDATE {s}.keys SET {col} = %s, updated_at = %s WHERE id = %s"
+# A ``Changed`` event names only the fields it changed (domain/apikey.py EDITABLE); the others
+# keep their value. ``given`` says which were named, as null is a value of some of them.
+UPDATE_KEY = """
+UPDATE {s}.keys SET
+    name = CASE WHEN %(name_given)s THEN %(name)s ELSE name END,
+    allowed_models = CASE WHEN %(allowed_models_given)s THEN %(allowed_models)s
+        ELSE allowed_models END,
+    sovereignty_mode = CASE WHEN %(sovereignty_mode_given)s THEN %(sovereignty_mode)s
+        ELSE sovereignty_mode END,
+    expires_at = CASE WHEN %(expires_at_given)s THEN %(expires_at)s::timestamptz
+        ELSE expires_at END,
+    ip_allowlist = CASE WHEN %(ip_allowlist_given)s THEN %(ip_allowlist)s ELSE ip_allowlist END,
+    rpm_limit = CASE WHEN %(rpm_limit_given)s THEN %(rpm_limit)s::bigint ELSE rpm_limit END,
+    updated_at = %(at)s
+WHERE id = %(id)s"""
+EDITED = ("name", "allowed_models", "sovereignty_mode", "expires_at", "ip_allowlist", "rpm_limit")
 
 COLUMNS = (
     "id, tenant_id, name, kind, key_prefix, allowed_models, sovereignty_mode, expires_at,"
@@ -86,11 +102,23 @@ class KeysProjection(OwnedListing):
     def deleted(self, curs: Cursor[Any], e: Any) -> None:
         self._flag(curs, e, "deleted", True)
 
+    def changed(self, curs: Cursor[Any], e: Any) -> None:
+        changes = dict(e.changes)
+        for field in ("allowed_models", "ip_allowlist"):
+            if changes.get(field) is not None:
+                changes[field] = Jsonb(changes[field])
+        params: dict[str, Any] = {"at": e.timestamp, "id": e.originator_id}
+        for field in EDITED:
+            params[field] = changes.get(field)
+            params[f"{field}_given"] = field in changes
+        curs.execute(e.sql(UPDATE_KEY), params)
+
     handlers = {
         ApiKey.Issued: issued,
         ApiKey.Disabled: disabled,
         ApiKey.Enabled: enabled,
         ApiKey.Deleted: deleted,
+        ApiKey.Changed: changed,
     }
 
 

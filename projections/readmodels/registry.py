@@ -14,6 +14,7 @@ from projections.readmodels.mcp_servers import McpServersProjection
 from projections.readmodels.pricebook import PricebookProjection
 from projections.readmodels.tenants import TenantsProjection
 from projections.readmodels.usage import UsageProjection
+from projections.readmodels.users import UsersProjection
 from projections.readmodels.webhooks import WebhooksProjection
 
 
@@ -31,4 +32,5 @@ def all_projections() -> list[Projection]:
         McpServersProjection(),
         CapacityProjection(),
         FairshareProjection(),
+        UsersProjection(),
     ]

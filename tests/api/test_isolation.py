@@ -12,10 +12,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from domain.owned import ENDED_AT_OFFBOARDING
 from tests.helpers import ensure_group
+
+PW = "correct horse battery"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ ROUTES = [
     Route("GET", "/keys/{key_id}"),
     Route("DELETE", "/keys/{key_id}"),
     Route("PUT", "/keys/{key_id}/disabled", {"disabled": True}),
+    Route("PATCH", "/keys/{key_id}", {"rpm_limit": 5}),
     Route("GET", "/instances", foreign="list"),
     Route("POST", "/instances", {"tenant_id": "{tenant_id}", "model_id": "llama-3.1-8b"}),
     Route("GET", "/instances/{instance_id}"),
@@ -72,6 +76,12 @@ ROUTES = [
     Route("GET", "/mcp-servers/{mcp_server_id}"),
     Route("PUT", "/mcp-servers/{mcp_server_id}", {"enabled": False}),
     Route("DELETE", "/mcp-servers/{mcp_server_id}"),
+    Route("GET", "/users", foreign="list"),
+    Route(
+        "POST", "/tenants/{tenant_id}/users", {"email": "iso-{unique}@example.com", "password": PW}
+    ),
+    Route("GET", "/users/{user_id}"),
+    Route("DELETE", "/users/{user_id}"),
     # The operator's own settings: no tenant's key reads or changes them.
     Route("GET", "/capacity", foreign="admin-only"),
     # The settings' default (the admin's call must leave the installation as other tests expect).
@@ -89,6 +99,7 @@ COLLECTIONS = {
     "budget": "/budgets",
     "webhook": "/webhooks",
     "mcp_server": "/mcp-servers",
+    "user": "/users",
 }
 # Deliveries to it are refused at once (nothing listens on the discard port).
 HOOK_URL = "http://127.0.0.1:9/hook"
@@ -107,6 +118,7 @@ class Owner:
     budget: dict[str, Any]
     webhook: dict[str, Any]
     mcp_server: dict[str, Any]
+    user: dict[str, Any]
 
     @property
     def ids(self) -> dict[str, str]:
@@ -117,6 +129,7 @@ class Owner:
             "budget_id": self.budget["id"],
             "webhook_id": self.webhook["id"],
             "mcp_server_id": self.mcp_server["id"],
+            "user_id": self.user["id"],
         }
 
     def call(self, api: Any, route: Route) -> Any:
@@ -161,7 +174,12 @@ def owner(admin, tenant) -> Owner:
     )
     assert webhook.status_code == 201, webhook.text
     assert mcp.status_code == 201, mcp.text
-    owned = (instance.json(), budget.json(), webhook.json(), mcp.json())
+    user = tenant.api.post(
+        f"/tenants/{tenant.id}/users",
+        json={"email": f"owner-{uuid.uuid4().hex[:10]}@example.com", "password": PW},
+    )
+    assert user.status_code == 201, user.text
+    owned = (instance.json(), budget.json(), webhook.json(), mcp.json(), user.json())
     return Owner(tenant, router_key, router_secret, *owned)
 
 
@@ -209,6 +227,40 @@ def test_another_tenants_management_key_is_refused_without_learning_what_exists(
         assert_error(r, 404)
         # A 404 about the resource, not a missing route: the route is real.
         assert not r.json()["error"]["message"].startswith("no route")
+
+
+@pytest.fixture
+def other_user(admin, other_tenant) -> Any:
+    """A user of the other tenant, signed in: a JWT with that tenant's management authority."""
+    email = f"other-{uuid.uuid4().hex[:10]}@example.com"
+    r = other_tenant.api.post(
+        f"/tenants/{other_tenant.id}/users", json={"email": email, "password": PW}
+    )
+    assert r.status_code == 201, r.text
+    base = str(admin.http.base_url).removesuffix("/").removesuffix("/api/v1")
+    login = httpx.post(f"{base}/auth/login", json={"email": email, "password": PW})
+    assert login.status_code == 200, login.text
+    return admin.as_token(login.json()["token"])
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.foreign != "list"], ids=str)
+def test_another_tenants_user_is_refused_as_its_management_key_is(route, owner, other_user):
+    r = owner.call(other_user, route)
+
+    if route.foreign == "admin-only":
+        assert_error(r, 403)
+    else:
+        assert_error(r, 404)
+        assert not r.json()["error"]["message"].startswith("no route")
+
+
+@pytest.mark.parametrize("route", LISTS, ids=str)
+def test_another_tenants_user_never_lists_the_owners_resources(route, owner, other_user):
+    r = owner.call(other_user, route)
+
+    assert r.status_code == 200, r.text
+    for ident in owner.ids.values():
+        assert ident not in r.text
 
 
 @pytest.mark.parametrize("route", LISTS, ids=str)

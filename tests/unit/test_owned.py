@@ -66,6 +66,7 @@ def test_each_kind_has_a_name_of_its_own():
         "key",
         "instance",
         "mcp_server",
+        "user",
         "webhook",
     ]
 

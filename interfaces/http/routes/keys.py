@@ -19,6 +19,7 @@ from interfaces.http.schemas import (
     KeyCreated,
     KeyDisabledUpdate,
     KeyPublic,
+    KeyUpdate,
     Page,
 )
 from interfaces.http.shown import key_shown
@@ -106,4 +107,15 @@ def set_disabled(
 ) -> KeyPublic:
     """Disable or re-enable a key."""
     commands.set_key_disabled(caller, key_id, body.disabled)
+    return read_key(gate, caller, key_id)
+
+
+@router.patch("/keys/{key_id}", response_model=KeyPublic)
+def change_key(
+    key_id: UUID, body: KeyUpdate, caller: Caller, commands: KeysDep, gate: Gate
+) -> KeyPublic:
+    """Change a key's name or restrictions (allowed models, sovereignty mode, expiry, IP
+    allowlist, requests per minute); fields left out keep their value. Audited; every process
+    applies the change from the key's next request."""
+    commands.change_key(caller, key_id, body.changes())
     return read_key(gate, caller, key_id)
