@@ -61,6 +61,7 @@ class Keys:
             expires_at=expires_at,
             ip_allowlist=ip_allowlist,
             rpm_limit=rpm_limit,
+            user_id=principal.user_id,  # a user's key: a personal access token (seed 000)
         )
         name_key = key_name_key(tenant.id, check_key_name(name))
         index = claim_name(self.store, "key", name_key, key.id, principal.actor)

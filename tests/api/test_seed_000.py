@@ -24,6 +24,7 @@ from interfaces.gateway.directory import FRESH_SECONDS
 from tests.api.test_lifecycle import Served, serving
 from tests.helpers import error_of
 
+PASSWORD = "correct horse battery staple 9"
 DEPLOY = {"model_id": "llama-3.1-8b", "region": "EU", "provider": "vastai", "instance_type": "text"}
 # The seed's "sk-..." stands for a real key (8 characters at least).
 EXTERNAL_KEY = "sk-" + uuid.uuid4().hex
@@ -54,12 +55,27 @@ def root(served: Served) -> str:
 
 
 class Account:
-    """One HostYourAI account (a tenant) and its personal access token."""
+    """One HostYourAI account: a user signed up (a tenant of its own) and the personal access
+    token it created (Settings → API tokens → Create token: a management key of the user's)."""
 
     def __init__(self, served: Served) -> None:
         self.served = served
-        self.tenant_id = served.admin.new_tenant()["id"]
-        _, self.pat = served.admin.new_key(self.tenant_id, "management")
+        signed = httpx.post(
+            root(served) + "/auth/register",
+            json={"email": f"ops-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD},
+        )
+        assert signed.status_code == 201, signed.text
+        self.user_id = signed.json()["user"]["id"]
+        self.tenant_id = signed.json()["user"]["tenant_id"]
+        session = {"Authorization": f"Bearer {signed.json()['token']}"}
+        created = httpx.post(
+            f"{root(served)}/api/v1/tenants/{self.tenant_id}/keys",
+            json={"name": "ops tooling", "kind": "management"},
+            headers=session,
+        )
+        assert created.status_code == 201, created.text
+        self.pat_id, self.pat = created.json()["key"]["id"], created.json()["secret"]
+        assert created.json()["key"]["expires_at"] is None  # never expires by itself
         self.http = httpx.Client(
             base_url=root(served), headers={"Authorization": f"Bearer {self.pat}"}, timeout=30
         )
@@ -120,6 +136,18 @@ def test_management_calls_need_a_bearer_token_and_a_router_key_is_not_one(served
         root(served) + "/api/router/keys", headers={"Authorization": f"Bearer {router_key}"}
     )
     error_of(refused, 403)
+
+
+def test_a_personal_access_token_acts_as_its_user_in_the_audit_log(served, account):
+    instance = account.deploy()
+    entries = served.admin.get("/audit", params={"target_id": instance["id"]}).json()["data"]
+    (requested,) = [e for e in entries if e["action"] == "instance.deploy_requested"]
+    assert requested["actor"] == f"user:{account.user_id}"
+    issued = served.admin.get("/audit", params={"target_id": account.pat_id}).json()["data"]
+    assert [e["actor"] for e in issued if e["action"] == "key.issued"] == [
+        f"user:{account.user_id}"
+    ]
+    assert account.pat not in str(issued)
 
 
 # -- 2. Instances: lifecycle -----------------------------------------------------------------
