@@ -228,7 +228,7 @@ def test_retry_deploys_a_failed_instance_again(served, account):
     account.wait_for(failed["id"], "running")
 
 
-def test_another_accounts_instance_is_not_found(served, account):
+def test_another_accounts_instances_and_router_keys_are_not_found(served, account):
     other = Account(served)
     instance = other.deploy()
     for method, path in [
@@ -242,6 +242,10 @@ def test_another_accounts_instance_is_not_found(served, account):
         r = account.http.request(method, f"/api/dashboard/instances/{instance['id']}{path}")
         error_of(r, 404)
     assert account.listed() == []
+    router_key = other.http.post("/api/router/keys", json=ROUTER_KEY).json()
+    error_of(account.http.delete(f"/api/router/keys/{router_key['id']}"), 404)
+    assert account.http.get("/api/router/keys").json() == []
+    assert [k["id"] for k in other.http.get("/api/router/keys").json()] == [router_key["id"]]
 
 
 # -- 3. BYOK instances -------------------------------------------------------------------------

@@ -155,6 +155,8 @@ def test_another_users_key_is_a_403_to_delete_and_to_pick(gateway, user):
     error_of(other.http.delete(f"/keys/{key['id']}"), 403)
     error_of(other.http.delete(f"/keys/{uuid.uuid4()}"), 403)  # no key: the same answer
     error_of(other.http.delete("/keys/123"), 403)
+    assert key["id"] not in other.http.get("/keys").text
+    assert user.http.get("/usage").json()["data"] == []  # nobody used the user's key
     with pytest.raises(openai.PermissionDeniedError):
         other.openai().chat.completions.create(
             model="gpt-4o-mini", messages=HELLO, extra_headers={"X-Key-Id": key["id"]}

@@ -21,6 +21,7 @@ from application.idempotency import Created
 from domain.instance import Instance
 from interfaces.db.readgate import ReadGate
 from interfaces.http.deps import Caller, Gate, Once, UpstreamsDep
+from interfaces.http.openapi import also_answers
 from interfaces.http.routes import usage
 from interfaces.http.routes.common import found, listing
 from interfaces.http.schemas import OWNING_TENANT, Deleted, Strict
@@ -69,7 +70,8 @@ def read_key(gate: ReadGate, caller: Caller, key_id: UUID) -> AimKey:
     return AimKey(**aim_key(found(row, "key", key_id)))
 
 
-@router.post("/keys", status_code=201, response_model=AimKey)
+# 404: a ``tenant_id`` that names no tenant (of the caller's).
+@router.post("/keys", status_code=201, response_model=AimKey, responses=also_answers(404))
 def add_key(
     body: AimKeyCreate,
     caller: Caller,

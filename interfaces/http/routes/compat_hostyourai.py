@@ -244,7 +244,13 @@ def list_router_keys(
     return rows["data"]
 
 
-@router.post("/router/keys", status_code=201, response_model=RouterKeyCreated)
+# 404: with the admin token, a ``tenant_id`` that names no tenant.
+@router.post(
+    "/router/keys",
+    status_code=201,
+    response_model=RouterKeyCreated,
+    responses=also_answers(404),
+)
 async def create_router_key(
     body: RouterKeyCreate,
     caller: Caller,
