@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from uuid import UUID, uuid4
 
 from application.auth import Principal
@@ -88,8 +89,12 @@ class Users:
         self.tokens = tokens
         self.clock = clock
         self.signup_open = signup_open
-        # Hashed once: an unknown email is checked against it, as slowly as a known one.
-        self._dummy_hash = passwords.hash(uuid4().hex)
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        """Hashed once, at the first sign-in: an unknown email is checked against it, as
+        slowly as a known one."""
+        return self.passwords.hash(uuid4().hex)
 
     # -- sign-up and sign-in ------------------------------------------------------------
 

@@ -87,8 +87,9 @@ def check_password(password: object, email: str | None = None) -> str:
         raise InvalidValueError(
             "password", "password is one of the most common passwords: choose another"
         )
+    # A name of 5 characters or more: "you@example.com" may still use "YourSecurePass123".
     local = email_key(email).partition("@")[0] if email else ""
-    if len(local) >= 3 and local in password.lower():
+    if len(local) >= 5 and local in password.lower():
         raise InvalidValueError("password", "password must not contain the email's name")
     return password
 
