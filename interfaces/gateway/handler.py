@@ -471,6 +471,18 @@ class Gateway:
             raise GatewayRefusal(400, "invalid_json", "the body must be a JSON object")
         return body
 
+    async def _implied_model(
+        self, scope: Scope, caller: GatewayCaller, body: dict[str, Any]
+    ) -> str | None:
+        """The model of a request that names none: its vendor's default, the vendor being the
+        body's ``vendor`` or that of the BYOK key ``X-Key-Id`` names."""
+        vendor = body.get("vendor")
+        key_id = _key_id(scope)
+        if vendor is None and key_id is not None:
+            targets = await self.directory.targets(caller.tenant_id, fresh=True)
+            vendor = next((t.vendor for t in targets if t.instance_id == key_id), None)
+        return default_model(vendor)
+
     async def _targets(
         self, scope: Scope, caller: GatewayCaller, model: Any, body: dict[str, Any]
     ) -> list[Target]:
@@ -506,18 +518,6 @@ class Gateway:
                 if fresh or refusal.status != 503:
                     raise
                 fresh = True  # a just-started instance may not be in what was kept
-
-    async def _implied_model(
-        self, scope: Scope, caller: GatewayCaller, body: dict[str, Any]
-    ) -> str | None:
-        """The model of a request that names none: its vendor's default, the vendor being the
-        body's ``vendor`` or that of the BYOK key ``X-Key-Id`` names."""
-        vendor = body.get("vendor")
-        key_id = _key_id(scope)
-        if vendor is None and key_id is not None:
-            targets = await self.directory.targets(caller.tenant_id, fresh=True)
-            vendor = next((t.vendor for t in targets if t.instance_id == key_id), None)
-        return default_model(vendor)
 
     async def _call(self, target: Target, kind: str) -> tuple[str, str]:
         """The URL and bearer of a target; a BYOK key is opened here, for this call only."""
