@@ -261,6 +261,10 @@ def test_a_byok_key_is_attached_as_a_logical_instance_and_never_shown(account):
     (listed,) = account.listed()
     assert listed["id"] == upstream["id"]
     assert EXTERNAL_KEY[-12:] not in account.http.get("/api/dashboard/instances").text
+    # Like any other instance, it is destroyed and leaves the list.
+    r = account.http.delete(f"/api/dashboard/instances/{upstream['id']}")
+    assert r.status_code == 200, r.text
+    assert account.listed() == []
 
 
 # -- 4. Router API keys and the catalog -------------------------------------------------------
