@@ -216,6 +216,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     budget_watch = BudgetWatcher(budgets, gate)
     webhooks = Webhooks(store, secret_box)
     pricing = Pricing(store, clock)
+    keys = Keys(store, clock, directory)
     auth = Authenticator(store, settings.admin_token, user_tokens)
     rate_limiter = stores.RateLimiter(
         pool,
@@ -259,7 +260,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         auth=auth,
         tenants=Tenants(store, secret_box),
         offboarding=Offboarding(store, directory, instances),
-        keys=Keys(store, clock),
+        keys=keys,
         instances=instances,
         upstreams=Upstreams(store, secret_box),
         provisioning=provisioning,
@@ -278,6 +279,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
             user_tokens,
             clock,
             signup_open=settings.signup == "open",
+            keys=keys,
         ),
         provider=provider,
         providers=providers,

@@ -150,6 +150,22 @@ def test_a_personal_access_token_acts_as_its_user_in_the_audit_log(served, accou
     assert account.pat not in str(issued)
 
 
+def test_a_removed_users_personal_access_tokens_stop_working(served, account):
+    other_key = served.admin.new_key(account.tenant_id, "management")[1]
+    assert account.http.get("/api/dashboard/instances").status_code == 200
+    r = served.admin.delete(f"/users/{account.user_id}")
+    assert r.status_code in (200, 204), r.text
+    error_of(account.http.get("/api/dashboard/instances"), 401)
+    entries = served.admin.get("/audit", params={"target_id": account.pat_id}).json()["data"]
+    assert "key.deleted" in [e["action"] for e in entries]
+    # The tenant's other keys are nobody's tokens: they keep working.
+    still = httpx.get(
+        root(served) + "/api/dashboard/instances",
+        headers={"Authorization": f"Bearer {other_key}"},
+    )
+    assert still.status_code == 200, still.text
+
+
 # -- 2. Instances: lifecycle -----------------------------------------------------------------
 
 
