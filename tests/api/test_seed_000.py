@@ -211,6 +211,12 @@ def test_destroying_an_instance_removes_it_from_the_list_and_its_key_stops_worki
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "destroyed"
     assert [i["id"] for i in account.listed()] == [kept["id"]]
+    # The row is gone from the dashboard (its history stays in /api/v1 and in billing).
+    error_of(account.http.get(f"/api/dashboard/instances/{gone['id']}"), 404)
+    error_of(account.http.delete(f"/api/dashboard/instances/{gone['id']}"), 404)
+    error_of(account.http.get(f"/api/dashboard/instances/{gone['id']}/api-key"), 404)
+    history = account.http.get(f"/api/v1/instances/{gone['id']}")
+    assert history.status_code == 200 and history.json()["status"] == "destroyed"
     time.sleep(FRESH_SECONDS + 0.1)  # what the gateway keeps of a tenant's instances
     with pytest.raises(openai.AuthenticationError):
         hello(account.openai(key))

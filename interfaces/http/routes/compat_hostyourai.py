@@ -21,6 +21,7 @@ from application.errors import NotFoundError
 from application.idempotency import Created
 from domain.apikey import ApiKey
 from domain.instance import Instance
+from interfaces.db.readgate import ReadGate
 from interfaces.http.creating import shown_once
 from interfaces.http.deps import (
     Caller,
@@ -91,6 +92,15 @@ class CatalogModel(BaseModel):
 # -- instances -----------------------------------------------------------------------------
 
 
+def listed_instance(gate: ReadGate, caller: Caller, instance_id: UUID) -> InstancePublic:
+    """An instance of the caller's that is still listed: a destroyed one's row is gone here
+    (the seed's DELETE "removes the instance row"), though /api/v1 keeps it as history."""
+    instance = v1.read_instance(gate, caller, instance_id)
+    if instance.status == "destroyed":
+        raise NotFoundError("instance", instance_id)
+    return instance
+
+
 @router.get("/dashboard/instances", response_model=list[InstancePublic])
 def list_instances(
     caller: Caller, gate: Gate, tenant_id: UUID | None = TenantQuery
@@ -137,7 +147,7 @@ def deploy(
 @router.get("/dashboard/instances/{instance_id}", response_model=InstancePublic)
 def get_instance(instance_id: UUID, caller: Caller, gate: Gate) -> InstancePublic:
     """One instance: status (pending, deploying, running, stopped, failed), endpoint, cost."""
-    return v1.read_instance(gate, caller, instance_id)
+    return listed_instance(gate, caller, instance_id)
 
 
 @router.get(
@@ -145,8 +155,11 @@ def get_instance(instance_id: UUID, caller: Caller, gate: Gate) -> InstancePubli
     response_model=InstanceApiKey,
     responses=also_answers(409),
 )
-def instance_api_key(instance_id: UUID, caller: Caller, commands: InstancesDep) -> InstanceApiKey:
+def instance_api_key(
+    instance_id: UUID, caller: Caller, commands: InstancesDep, gate: Gate
+) -> InstanceApiKey:
     """The instance's own key for the OpenAI-compatible endpoint (``/api/v1/chat/completions``)."""
+    listed_instance(gate, caller, instance_id)
     return v1.instance_api_key(instance_id, caller, commands)
 
 
@@ -157,6 +170,7 @@ def destroy_instance(
     instance_id: UUID, caller: Caller, commands: InstancesDep, gate: Gate
 ) -> InstancePublic:
     """Destroy the instance's GPU at the provider; it leaves the list. Irreversible."""
+    listed_instance(gate, caller, instance_id)
     return v1.destroy_instance(instance_id, caller, commands, gate)
 
 
@@ -169,6 +183,7 @@ def refresh_instance(
     instance_id: UUID, caller: Caller, provisioning: ProvisioningDep, gate: Gate
 ) -> InstancePublic:
     """Re-sync the instance's status from its provider."""
+    listed_instance(gate, caller, instance_id)
     return v1.refresh_instance(instance_id, caller, provisioning, gate)
 
 
@@ -177,6 +192,7 @@ def retry_instance(
     instance_id: UUID, caller: Caller, provisioning: ProvisioningDep, gate: Gate
 ) -> InstancePublic:
     """Retry a failed deploy (409 unless the instance is ``failed``)."""
+    listed_instance(gate, caller, instance_id)
     return v1.retry_instance(instance_id, caller, provisioning, gate)
 
 
@@ -185,8 +201,11 @@ def retry_instance(
     response_model=InstanceTestResult,
     responses=also_answers(502),
 )
-def test_instance(instance_id: UUID, caller: Caller, provisioning: ProvisioningDep) -> dict:
+def test_instance(
+    instance_id: UUID, caller: Caller, provisioning: ProvisioningDep, gate: Gate
+) -> dict:
     """Fire a health-check chat at the running instance; the result is recorded."""
+    listed_instance(gate, caller, instance_id)
     return v1.test_instance(instance_id, caller, provisioning)
 
 
@@ -199,9 +218,11 @@ def instance_logs(
     instance_id: UUID,
     caller: Caller,
     provisioning: ProvisioningDep,
+    gate: Gate,
     limit: int = Query(100, ge=1, le=1000, description="How many of the latest lines."),
 ) -> dict:
     """Recent logs of the instance's model server, oldest first."""
+    listed_instance(gate, caller, instance_id)
     return v1.instance_logs(instance_id, caller, provisioning, limit)
 
 
