@@ -70,9 +70,8 @@ class Authenticator:
         """
         if self.is_user_token(token):
             claims = self._claims_of(token, now)
-            kept = self._kept(self._users, claims.user_id, stored_version)
-            user = kept or self._load(self._users, User, claims.user_id)
-            return self._user_principal(user, claims, ip)
+            user = self._kept_user(claims.user_id, stored_version)
+            return self._user_principal(user or self._load_user(claims.user_id), claims, ip)
         if self._is_admin_token(token):
             return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
         key = self._key(key_id_for_token(token), stored_version)
@@ -89,7 +88,7 @@ class Authenticator:
         if key_id is None:
             return Principal(kind="admin", actor=Actor(id="admin", ip=ip))
         if self.is_user_token(token):
-            user = self._kept(self._users, key_id, stored_version)
+            user = self._kept_user(key_id, stored_version)
             claims = self._claims_of(token, None)
             return None if user is None else self._user_principal(user, claims, ip)
         cached = self._kept_key(key_id, stored_version)
@@ -121,22 +120,20 @@ class Authenticator:
             user_id=user.id,
         )
 
-    def _kept(
-        self, kept: dict[UUID, User], aggregate_id: UUID, stored_version: int | None
-    ) -> User | None:
-        """A user as kept in memory, if that is its stored version."""
-        found = kept.get(aggregate_id)
-        if found is None or stored_version is None or found.version != stored_version:
+    def _kept_user(self, user_id: UUID, stored_version: int | None) -> User | None:
+        """The user as kept in memory, if that is its stored version."""
+        kept = self._users.get(user_id)
+        if kept is None or stored_version is None or kept.version != stored_version:
             return None
-        return found
+        return kept
 
-    def _load(self, kept: dict[UUID, User], cls: type[User], aggregate_id: UUID) -> User | None:
-        found = self.store.find(cls, aggregate_id)
-        if found is not None:
-            if len(kept) >= KEY_CACHE_SIZE:
-                kept.clear()
-            kept[aggregate_id] = found
-        return found
+    def _load_user(self, user_id: UUID) -> User | None:
+        user = self.store.find(User, user_id)
+        if user is not None:
+            if len(self._users) >= KEY_CACHE_SIZE:
+                self._users.clear()
+            self._users[user_id] = user
+        return user
 
     def _principal(
         self, key: ApiKey | None, token: str, ip: str | None, now: datetime | None

@@ -134,12 +134,16 @@ class Users:
             raise InvalidCredentialsError(WRONG_CREDENTIALS)
         if not self.passwords.verify(user.password_hash, password):
             raise InvalidCredentialsError(WRONG_CREDENTIALS)
+        tenant = self.store.load(Tenant, user.tenant_id, "tenant")
+        if tenant.offboarded:  # a user added while its tenant was being offboarded
+            raise InvalidCredentialsError(WRONG_CREDENTIALS)
         if self.passwords.needs_rehash(user.password_hash):
             user.change_password_hash(self.passwords.hash(password), Actor.system())
             # Changed meanwhile: the next sign-in rehashes.
             with contextlib.suppress(ConcurrentModificationError):
                 self.store.commit(user)
-        return self._signed_in(user, self.email_of(user))
+        email = self.secret_box.decrypt(tenant.wrapped_data_key, user.email_ciphertext)
+        return self._signed_in(user, email)
 
     # -- a tenant's users ---------------------------------------------------------------
 

@@ -82,7 +82,10 @@ AsyncPoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_async_pool)]
 # bearer_token, which answers 401 in the OpenAI shape.
 BEARER = HTTPBearer(
     scheme_name="bearer",
-    description="The admin token (HOSTPLANE_ADMIN_TOKEN) or a tenant's management key.",
+    description=(
+        "The admin token (HOSTPLANE_ADMIN_TOKEN), a tenant's management key, or a user's JWT"
+        " (POST /auth/login), which acts with its tenant's management authority."
+    ),
     auto_error=False,
 )
 BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from tests.api.gateway_fixtures import *  # noqa: F403
@@ -241,3 +242,19 @@ def test_a_router_key_may_not_edit_keys(admin, tenant):
     r = Api.as_token(admin, secret).patch(f"/keys/{key['id']}", json={"rpm_limit": 3})
 
     error_of(r, 403)
+
+
+def test_the_change_is_in_the_tenants_export_and_its_replayed_state(admin, tenant):
+    key, _ = admin.new_key(tenant.id, "router")
+    tenant.api.patch(f"/keys/{key['id']}", json={"rpm_limit": 9, "sovereignty_mode": True})
+
+    r = admin.get(f"/tenants/{tenant.id}/export")
+
+    assert r.status_code == 200, r.text
+    lines = [orjson.loads(line) for line in r.text.splitlines()]
+    changed = [
+        x for x in lines if x.get("type") == "key.changed" and x["aggregate_id"] == key["id"]
+    ]
+    assert [x["data"]["changes"] for x in changed] == [{"rpm_limit": 9, "sovereignty_mode": True}]
+    state = next(x for x in lines if x["kind"] == "state" and x["id"] == key["id"])
+    assert state["data"]["rpm_limit"] == 9 and state["data"]["sovereignty_mode"] is True

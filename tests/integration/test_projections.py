@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -23,7 +24,7 @@ from tests.helpers import ensure_group, new_model
 
 # Every read model hostplane keeps; the listings are among them.
 PROJECTIONS = [p.name for p in all_projections()]
-LISTINGS = ["tenants", "keys", "instances", "budgets", "mcp_servers"]
+LISTINGS = ["tenants", "keys", "instances", "budgets", "mcp_servers", "users"]
 # Read models the history below must leave with rows, so that their rebuild compares something.
 FILLED = [*LISTINGS, "capacity", "fairshare"]
 
@@ -83,6 +84,16 @@ def history(admin: Any, container: Any) -> None:
         router, _ = admin.new_key(t["id"], "router", ip_allowlist=["10.0.0.0/8"], rpm_limit=60)
         assert admin.put(f"/keys/{router['id']}/disabled", json={"disabled": True}).is_success
         assert admin.put(f"/keys/{router['id']}/disabled", json={"disabled": False}).is_success
+        change = {"name": f"k-{t['id'][:8]}", "allowed_models": None, "rpm_limit": 30}
+        assert admin.patch(f"/keys/{key['id']}", json=change).is_success
+        users = []
+        for _ in range(2):
+            email = f"u-{uuid.uuid4().hex[:10]}@example.com"
+            body = {"email": email, "password": "correct horse battery"}
+            r = admin.post(f"/tenants/{t['id']}/users", json=body)
+            assert r.status_code == 201, r.text
+            users.append(r.json()["id"])
+        assert admin.delete(f"/users/{users[1]}").is_success
         r = admin.post(
             "/budgets", json={"tenant_id": t["id"], "key_id": key["id"], "limit_eur": "1.25"}
         )
@@ -109,6 +120,8 @@ def history(admin: Any, container: Any) -> None:
         assert admin.delete(f"/mcp-servers/{servers[1]}").is_success
     offboarded = admin.new_tenant()
     admin.new_key(offboarded["id"], "router")
+    body = {"email": f"u-{uuid.uuid4().hex[:10]}@example.com", "password": "correct horse battery"}
+    assert admin.post(f"/tenants/{offboarded['id']}/users", json=body).status_code == 201
     assert admin.delete(f"/tenants/{offboarded['id']}").is_success
 
 
