@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from freezegun import freeze_time
 
 from tests.api.gateway_fixtures import *  # noqa: F403
 from tests.api.gateway_fixtures import UNREACHABLE_VENDOR, Gateway, external_key
@@ -97,6 +99,28 @@ def test_login_answers_a_token_and_a_wrong_password_or_email_is_401(gateway, use
     assert error_of(wrong, 401)["message"] == error_of(unknown, 401)["message"]
 
 
+def test_tokens_are_valid_for_7_days_on_every_route_and_at_the_gateway(gateway, user):
+    now = datetime.now(UTC)
+    issued = {}
+    for name, age in (
+        ("fresh", timedelta(days=7) - timedelta(minutes=1)),
+        ("expired", timedelta(days=7) + timedelta(seconds=1)),
+    ):
+        with freeze_time(now - age):
+            issued[name] = gateway.container.users.login(user.email, PASSWORD).token
+    user.add_key("openai")
+    for name, status in (("fresh", 200), ("expired", 401)):
+        headers = {"Authorization": f"Bearer {issued[name]}"}
+        for path in ("/keys", "/usage"):
+            r = httpx.get(gateway.url + path, headers=headers)
+            assert r.status_code == status, (name, path, r.text)
+    gateway.client(issued["fresh"]).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    with pytest.raises(openai.AuthenticationError):
+        gateway.client(issued["expired"]).chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO
+        )
+
+
 def test_every_call_but_register_and_login_needs_a_valid_jwt(gateway):
     for method, path in [("GET", "/keys"), ("GET", "/usage"), ("DELETE", f"/keys/{uuid.uuid4()}")]:
         error_of(httpx.request(method, gateway.url + path), 401)
@@ -106,6 +130,11 @@ def test_every_call_but_register_and_login_needs_a_valid_jwt(gateway):
         gateway.client("eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl").chat.completions.create(
             model="gpt-4o-mini", messages=HELLO
         )
+
+
+def test_an_unknown_endpoint_is_a_404_in_the_openai_shape(gateway, user):
+    error_of(user.http.get("/keys/123/nothing"), 404)
+    error_of(user.http.get("/no-such-endpoint"), 404)
 
 
 # -- Keys: add, list, delete --------------------------------------------------------------------
