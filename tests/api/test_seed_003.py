@@ -156,6 +156,18 @@ def test_a_key_is_added_for_each_supported_vendor_and_listed_without_the_key(use
     assert not any(secret in r.text for secret in added.values())
 
 
+def test_the_email_password_and_vendor_key_never_appear_in_the_export_or_audit(gateway, user):
+    _, secret = user.add_key("anthropic")
+    tenant_id = user.registered["user"]["tenant_id"]
+    export = user.http.get(f"/api/v1/tenants/{tenant_id}/export")
+    assert export.status_code == 200, export.text
+    audit = gateway.admin.get("/audit", params={"tenant_id": tenant_id})
+    assert audit.status_code == 200 and audit.json()["data"]
+    for text in (export.text, audit.text):
+        for private in (user.email, PASSWORD, secret, secret[-8:]):
+            assert private not in text
+
+
 def test_the_seed_example_key_body_is_accepted_and_an_unsupported_vendor_is_400(user):
     r = user.http.post(
         "/keys", json={"vendor": "openai", "label": "Personal OpenAI", "api_key": "sk-" + "a" * 40}
