@@ -22,8 +22,8 @@ from domain.instance import Instance
 from interfaces.db.readgate import ReadGate
 from interfaces.http.deps import Caller, Gate, Once, UpstreamsDep
 from interfaces.http.openapi import also_answers
-from interfaces.http.routes import usage
-from interfaces.http.routes.common import found, listing
+from interfaces.http.routes import byok, usage
+from interfaces.http.routes.common import found, scoped_listing
 from interfaces.http.schemas import OWNING_TENANT, Deleted, Strict
 from projections.readmodels import instances
 
@@ -51,23 +51,12 @@ class AimKey(BaseModel):
     key_last4: str = Field(description="The last four characters of the vendor's key.")
 
 
-def aim_key(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "vendor": row["provider"],
-        "label": row["name"],
-        "is_active": row["status"] != "destroyed",
-        "created_at": row["created_at"],
-        "key_last4": row["key_last4"],
-    }
-
-
 def read_key(gate: ReadGate, caller: Caller, key_id: UUID) -> AimKey:
     with gate.reading("instances") as curs:
         row = instances.get_instance(curs, key_id, caller.tenant_filter())
     if row is not None and row["kind"] != "byok":
         row = None
-    return AimKey(**aim_key(found(row, "key", key_id)))
+    return AimKey(**byok.public(found(row, "key", key_id)))
 
 
 # 404: a ``tenant_id`` that names no tenant (of the caller's).
@@ -101,14 +90,13 @@ def list_keys(
     caller: Caller, gate: Gate, tenant_id: UUID | None = TenantQuery
 ) -> list[dict[str, Any]]:
     """Your keys, newest first: vendor, label, is_active, created_at (never the key)."""
-    scope = caller.tenant_filter() or tenant_id
-    if caller.tenant_filter() is not None and tenant_id not in (None, scope):
-        return []
     with gate.reading("instances") as curs:
-        rows = listing(
-            lambda: instances.list_instances(curs, scope, MAX_LISTED, None, kind="byok")
+        rows = scoped_listing(
+            caller,
+            tenant_id,
+            lambda t: instances.list_instances(curs, t, MAX_LISTED, None, kind="byok"),
         )["data"]
-    return [aim_key(r) for r in rows]
+    return [byok.public(r) for r in rows]
 
 
 @router.delete("/keys/{key_id}", response_model=Deleted)

@@ -34,7 +34,7 @@ from interfaces.http.deps import (
 )
 from interfaces.http.openapi import also_answers
 from interfaces.http.routes import instances as v1
-from interfaces.http.routes.common import listing
+from interfaces.http.routes.common import scoped_listing
 from interfaces.http.schemas import (
     MAX_ALLOWED_MODELS,
     MAX_IP_ALLOWLIST,
@@ -107,13 +107,12 @@ def list_instances(
 ) -> list[dict[str, Any]]:
     """Your instances (GPU and BYOK), newest first, with status, region, model, endpoint and
     cost so far. Destroyed instances are not listed (they stay in /api/v1's history)."""
-    scope = caller.tenant_filter() or tenant_id
-    if caller.tenant_filter() is not None and tenant_id not in (None, scope):
-        return []
     with gate.reading("instances", "costs") as curs:
-        rows = listing(lambda: instances.list_instances(curs, scope, MAX_LISTED, None, live=True))[
-            "data"
-        ]
+        rows = scoped_listing(
+            caller,
+            tenant_id,
+            lambda t: instances.list_instances(curs, t, MAX_LISTED, None, live=True),
+        )["data"]
         return v1.with_costs(curs, rows)
 
 
@@ -257,12 +256,10 @@ def list_router_keys(
     caller: Caller, gate: Gate, tenant_id: UUID | None = TenantQuery
 ) -> list[dict[str, Any]]:
     """Your router keys (for inference), newest first; never their secrets."""
-    scope = caller.tenant_filter() or tenant_id
-    if caller.tenant_filter() is not None and tenant_id not in (None, scope):
-        return []
     with gate.reading("keys") as curs:
-        rows = listing(lambda: keys.list_keys(curs, scope, MAX_LISTED, None, kind="router"))
-    return rows["data"]
+        return scoped_listing(
+            caller, tenant_id, lambda t: keys.list_keys(curs, t, MAX_LISTED, None, kind="router")
+        )["data"]
 
 
 # 404: with the admin token, a ``tenant_id`` that names no tenant.
