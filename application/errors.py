@@ -29,5 +29,9 @@ class ConcurrentModificationError(ApplicationError):
     """Another request changed the same aggregate first (HTTP 409)."""
 
 
+class PricesChangedError(ApplicationError):
+    """A batch was rated with a model's prices that changed before it was stored: rate again."""
+
+
 class ProviderError(ApplicationError):
     """A GPU provider (or an endpoint behind it) could not do what was asked (HTTP 502)."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from application.instances import Booting, Instances
 from application.ports import SecretBox
 from application.store import EventStore
+from domain.base import Actor
 from domain.instance import Instance
 from domain.tenant import Tenant
 
@@ -72,6 +75,8 @@ class CatalogModel:
     serveable: bool
     vendor: str | None
     created: int  # Unix seconds, for the OpenAI model list
+    modality: str | None = None  # chat, embedding, ... (domain.pricing.MODALITIES)
+    cache_ttl: int | None = None  # seconds answers are served from the response cache; None: off
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,14 @@ def may_use(caller: GatewayCaller, model: CatalogModel) -> bool:
     return not (caller.sovereignty and not model.serveable)
 
 
-def check_model(caller: GatewayCaller, slug: object, model: CatalogModel | None) -> CatalogModel:
-    """The model a request names, if it exists and the caller may use it."""
+def check_model(
+    caller: GatewayCaller,
+    slug: object,
+    model: CatalogModel | None,
+    kind: str = "chat/completions",
+) -> CatalogModel:
+    """The model a request names, if it exists, the caller may use it, and it does what
+    ``kind`` (the endpoint: chat/completions or embeddings) asks of it."""
     if not isinstance(slug, str) or not slug:
         raise GatewayRefusal(400, "model_not_found", "the body must name a model", param="model")
     if model is None:
@@ -134,7 +145,22 @@ def check_model(caller: GatewayCaller, slug: object, model: CatalogModel | None)
             "sovereignty_violation",
             f"this key is in sovereignty mode; {slug!r} can't run on the tenant's EU GPUs",
         )
+    check_modality(model, kind)
     return model
+
+
+def check_modality(model: CatalogModel, kind: str) -> None:
+    """An embedding model answers only /embeddings, and /embeddings only an embedding model
+    (when the catalog knows the model's modality)."""
+    if model.modality is None or (kind == "embeddings") == (model.modality == "embedding"):
+        return
+    wanted = "an embedding model" if kind == "embeddings" else "a chat model"
+    raise GatewayRefusal(
+        400,
+        "wrong_modality",
+        f"the model {model.slug!r} is a {model.modality!r} model; /v1/{kind} needs {wanted}",
+        param="model",
+    )
 
 
 def route(
@@ -219,9 +245,61 @@ def _own_instance(
 def _refuse_cold(slug: str, cold: list[Target], now: datetime, expected: float) -> None:
     if not cold:
         return
-    started = max(t.created_at for t in cold)
-    remaining = expected - (now - started).total_seconds()
-    raise unavailable(
+    raise cold_start(slug, max(t.created_at for t in cold), now, expected)
+
+
+class OnDemand:
+    """Boots a model for a tenant with on-demand boot on, when nothing serves it (issue 18 §3).
+
+    ``boot`` runs only on the way to a ``model_unavailable`` refusal: never on a request that
+    a target serves.
+    """
+
+    OFF_SECONDS = 1.0  # how long a tenant found with on-demand boot off is taken as off
+
+    def __init__(self, instances: Instances, region: str, provider: str, instance_type: str):
+        self.instances = instances
+        self.region = region
+        self.provider = provider
+        self.instance_type = instance_type
+        # Tenants found with it off, until when: a burst of requests for a model nothing
+        # serves loads the tenant about once a second, not once a request.
+        self._off_until: dict[UUID, float] = {}
+
+    def applies(self, caller: GatewayCaller, model: CatalogModel) -> bool:
+        """Whether a request may boot its model: a router key's, of a serveable model, of a
+        tenant not just found with on-demand boot off."""
+        return (
+            caller.instance_id is None
+            and model.serveable
+            and self._off_until.get(caller.tenant_id, 0.0) <= time.monotonic()
+        )
+
+    def boot(
+        self, caller: GatewayCaller, model: CatalogModel, ip: str | None = None
+    ) -> Booting | None:
+        """The instance booting for this request (started now or before); ``None``: the
+        tenant has on-demand boot off."""
+        booting = self.instances.boot_on_demand(
+            caller.tenant_id,
+            model.slug,
+            # A sovereign key reaches only EU GPUs: what it boots runs there.
+            SOVEREIGN_REGION if caller.sovereignty else self.region,
+            self.provider,
+            self.instance_type,
+            Actor(id=f"key:{caller.key_id}", ip=ip),
+        )
+        if booting is None:
+            if len(self._off_until) >= 10_000:
+                self._off_until.clear()
+            self._off_until[caller.tenant_id] = time.monotonic() + self.OFF_SECONDS
+        return booting
+
+
+def cold_start(slug: str, requested_at: datetime, now: datetime, expected: float) -> GatewayRefusal:
+    """503 ``cold_start``, with ``Retry-After`` from the deploy's expected remaining time."""
+    remaining = expected - (now - requested_at).total_seconds()
+    return unavailable(
         "cold_start",
         f"the model {slug!r} is starting; retry shortly",
         retry_after=max(1, math.ceil(remaining)),

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import ProviderError
+from application.errors import ConcurrentModificationError, ProviderError
 from application.ports import Providers, SecretBox
 from application.store import EventStore
 from application.tenants import tenant_for
 from domain.base import Actor, InvalidValueError
+from domain.index import NameIndex
 from domain.instance import INSTANCE_KEY_PREFIX, Instance, check_slug
 from domain.pricing import GpuRate, Model
 from domain.tenant import Tenant
+
+ON_DEMAND = "on-demand"  # the NameIndex kind of "the instance booted on demand for a model"
+BOOTING = ("pending", "deploying", "running")
+
+
+@dataclass(frozen=True)
+class Booting:
+    """An instance booted on demand: by this call (``started``) or an earlier one."""
+
+    instance_id: UUID
+    requested_at: datetime
+    started: bool
 
 
 class Instances:
@@ -35,6 +50,22 @@ class Instances:
     ) -> UUID:
         """Ask for a model to be deployed; the instance starts ``pending``."""
         tenant = tenant_for(self.store, principal, principal.owning_tenant(tenant_id))
+        instance = self._deployment(
+            tenant, model_id, region, provider, instance_type, principal.actor
+        )
+        self.store.commit(instance)
+        return instance.id
+
+    def _deployment(
+        self,
+        tenant: Tenant,
+        model_id: str,
+        region: str,
+        provider: str,
+        instance_type: str,
+        actor: Actor,
+    ) -> Instance:
+        """A new instance of the model for the tenant (``pending``), not yet saved."""
         tenant.check_active()
         # Checked before they are looked up, so that a refusal never repeats a huge value.
         model_id, region, instance_type = (
@@ -57,7 +88,7 @@ class Instances:
                 f"no GPU rate for instance type {instance_type!r} in region {region!r}",
             )
         instance_key = INSTANCE_KEY_PREFIX + secrets.token_urlsafe(32)
-        instance = Instance.request_deploy(
+        return Instance.request_deploy(
             tenant_id=tenant.id,
             model_id=model_id,
             region=region,
@@ -67,10 +98,47 @@ class Instances:
             api_key_ciphertext=self.secret_box.encrypt(tenant.wrapped_data_key, instance_key),
             api_key_prefix=instance_key[:16],
             hourly_rate_eur=rate.eur_per_hour,
-            actor=principal.actor,
+            actor=actor,
         )
-        self.store.commit(instance)
-        return instance.id
+
+    def boot_on_demand(
+        self,
+        tenant_id: UUID,
+        model_id: str,
+        region: str,
+        provider: str,
+        instance_type: str,
+        actor: Actor,
+    ) -> Booting | None:
+        """Deploy the model for a tenant with on-demand boot on, once (``None``: it is off).
+
+        Idempotent: while an instance booted on demand for this model is pending, deploying
+        or running, every call answers that one. Concurrent calls, in any process, race for
+        one ``NameIndex`` entry (tenant and model): one deploys, the others answer its
+        instance.
+        """
+        for _attempt in range(3):
+            tenant = self.store.find(Tenant, tenant_id)
+            if tenant is None or tenant.offboarded or not tenant.on_demand_boot:
+                return None
+            key = f"{tenant_id}:{model_id}"
+            index = self.store.find(NameIndex, NameIndex.create_id(ON_DEMAND, key))
+            if index is not None and index.owner_id is not None:
+                booted = self.store.find(Instance, index.owner_id)
+                if booted is not None and booted.status in BOOTING:
+                    return Booting(booted.id, booted.created_on, started=False)
+                index.release(index.owner_id, actor=actor)
+            instance = self._deployment(tenant, model_id, region, provider, instance_type, actor)
+            if index is None:
+                index = NameIndex(kind=ON_DEMAND, key=key, owner_id=instance.id, actor=actor)
+            else:
+                index.claim(instance.id, actor=actor)
+            try:
+                self.store.commit(instance, index)
+            except ConcurrentModificationError:
+                continue  # another request booted it first: answer its instance
+            return Booting(instance.id, instance.created_on, started=True)
+        raise ConcurrentModificationError("on-demand boot conflicted repeatedly; retry")
 
     def get_instance_for(self, principal: Principal, instance_id: UUID) -> Instance:
         # A destroyed instance stays readable: it is history and billing.

@@ -9,7 +9,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from application.auth import Principal
-from application.errors import ConcurrentModificationError
+from application.errors import ConcurrentModificationError, NotFoundError
 from application.names import claim_name, commit_claim
 from application.ports import Clock, TenantDirectory
 from application.store import EventStore
@@ -82,6 +82,16 @@ class Keys:
     def get_key_for(self, principal: Principal, key_id: UUID) -> ApiKey:
         """A live key of the caller's tenant; a deleted key is gone, as GET /keys/{id} says."""
         return self.store.load_owned(principal, ApiKey, key_id, "key")
+
+    def key_named(self, principal: Principal, tenant_id: UUID, name: str) -> UUID:
+        """The id of the tenant's live key of that name (case-insensitive), from the names'
+        index; none is "not found"."""
+        tenant = tenant_for(self.store, principal, tenant_id)
+        index_id = NameIndex.create_id("key", key_name_key(tenant.id, check_key_name(name)))
+        index = self.store.find(NameIndex, index_id)
+        if index is None or index.owner_id is None:
+            raise NotFoundError("key", name)
+        return index.owner_id
 
     def set_key_disabled(self, principal: Principal, key_id: UUID, disabled: bool) -> None:
         key = self.get_key_for(principal, key_id)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
 from application.catalog import DEFAULT_GPU_RATES, DEFAULT_MODELS, DEFAULT_VENDORS
+from application.catalog_import import Entry, Skipped
 from application.errors import ConcurrentModificationError, NotFoundError
 from application.ports import Clock
 from application.store import EventStore
-from domain.base import Actor, NameTakenError
+from domain.base import Actor, InvalidValueError, NameTakenError
 from domain.pricing import GpuRate, Model, check_model_slug
+
+
+@dataclass
+class ImportSummary:
+    """What an import did, by model slug."""
+
+    added: list[str] = field(default_factory=list)
+    repriced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 class Pricing:
@@ -82,6 +95,60 @@ class Pricing:
                 *new_price, effective_from or self.clock.now(), actor=principal.actor
             )
         self.store.commit(model)
+
+    def import_prices(
+        self,
+        principal: Principal,
+        entries: Sequence[Entry],
+        effective_from: datetime | None = None,
+    ) -> ImportSummary:
+        """Register the models the price book lacks and change the prices of those it has,
+        effective from ``effective_from`` (now); all in one atomic save, or nothing.
+
+        A model whose price is already the listed one records nothing, so importing the same
+        list again changes nothing. An existing model's description (name, modality, context,
+        vendor) is the operator's and stays; a deleted model is left deleted.
+        """
+        principal.check_admin()
+        when = effective_from or self.clock.now()
+        summary = ImportSummary()
+        changed: list[Model] = []
+        for e in entries:
+            model = self.store.find(Model, Model.create_id(e.slug))
+            try:
+                if model is None:
+                    changed.append(
+                        Model.register(
+                            e.slug,
+                            e.display_name,
+                            e.modality,
+                            e.context_length,
+                            e.input_eur_per_mtok,
+                            e.output_eur_per_mtok,
+                            serveable=False,
+                            actor=principal.actor,
+                            vendor=e.vendor,
+                        )
+                    )
+                    summary.added.append(e.slug)
+                elif model.deleted:
+                    summary.skipped.append(Skipped(e.slug, "deleted from the price book"))
+                elif (e.input_eur_per_mtok, e.output_eur_per_mtok) == (
+                    model.current_price.input_eur_per_mtok,
+                    model.current_price.output_eur_per_mtok,
+                ):
+                    summary.unchanged.append(e.slug)
+                else:
+                    model.change_price(
+                        e.input_eur_per_mtok, e.output_eur_per_mtok, when, principal.actor
+                    )
+                    changed.append(model)
+                    summary.repriced.append(e.slug)
+            except InvalidValueError as error:
+                summary.skipped.append(Skipped(e.slug, str(error)))
+        if changed:
+            self.store.commit(*changed)
+        return summary
 
     def configure_cache(
         self, principal: Principal, slug: str, enabled: bool, ttl_seconds: int | None = None

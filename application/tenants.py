@@ -31,6 +31,7 @@ class Tenants:
         weight: int = 100,
         tokens_per_minute: int | None = None,
         group: str | None = None,
+        on_demand_boot: bool = False,
     ) -> UUID:
         principal.check_admin()
         tenant = Tenant.register(
@@ -41,6 +42,8 @@ class Tenants:
             wrapped_data_key=self.secret_box.new_wrapped_data_key(),
             actor=principal.actor,
         )
+        if on_demand_boot is not False:
+            tenant.set_on_demand_boot(on_demand_boot, actor=principal.actor)
         if tenant.group is not None:
             require_group(self.store, tenant.group)
         index = claim_name(
@@ -73,6 +76,14 @@ class Tenants:
         tenant.assign_group(group, actor=principal.actor)  # checked first: 409, 400, then 404
         if tenant.group is not None:
             require_group(self.store, tenant.group)
+        self.store.commit(tenant)
+
+    def set_on_demand_boot(self, principal: Principal, tenant_id: UUID, enabled: bool) -> None:
+        """Turn on-demand boot on or off: the admin, or the tenant's own management key (the
+        GPU time it starts is the tenant's to pay)."""
+        principal.check_management()
+        tenant = tenant_for(self.store, principal, tenant_id)
+        tenant.set_on_demand_boot(enabled, actor=principal.actor)
         self.store.commit(tenant)
 
     def add_credits(self, principal: Principal, tenant_id: UUID, amount_eur: Decimal) -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from application.auth import Principal
-from application.errors import ConcurrentModificationError
+from application.errors import ConcurrentModificationError, PricesChangedError
 from application.ports import BudgetWatch, Clock, RequestIdRegistry, StoredVersions
 from application.store import EventStore
 from domain.apikey import ApiKey
@@ -26,6 +26,8 @@ from domain.usage import (
 from domain.user import User
 from domain.values import storable
 
+ZERO_PRICE = Decimal(0)  # a response-cache hit's unit prices (EUR/Mtok)
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -33,6 +35,7 @@ class IngestResult:
     duplicates: int
     batch_ids: list[UUID]
     tenant_ids: set[UUID]
+    position: int | None = None  # the notification id of the last event written (None: none)
 
 
 class Usage:
@@ -54,34 +57,66 @@ class Usage:
         self.budget_watch = budget_watch
         # Ownership is immutable (a key or instance never changes tenant): safe to keep in memory.
         self._owner_cache: dict[UUID, UUID] = {}
+        # The same for keys, and whether the "key" is a GPU instance's own (its id).
+        self._key_owners: dict[UUID, tuple[UUID, bool]] = {}
         # Models (their price history) as last loaded, used while their stored version holds.
         self._models: dict[UUID, Model] = {}
 
     def ingest_usage(
-        self, principal: Principal, records: list[UsageInput], now: datetime | None = None
+        self,
+        principal: Principal,
+        records: list[UsageInput],
+        now: datetime | None = None,
+        fresh_ids: bool = False,
+        instance_keys: bool = False,
     ) -> IngestResult:
         """Validate, de-duplicate and rate a batch, and store it in one transaction.
 
         One invalid record refuses the whole batch. A request id already recorded for the
         tenant (in this batch, an earlier one or a concurrent one) is counted once. The
         tenants whose usage was recorded have their budgets evaluated soon (``budget_watch``).
+
+        One round trip when all goes as expected: the models are rated with the copies kept
+        here, whose stored versions the write checks under its lock (a price changed meanwhile:
+        reloaded and rated again); ``fresh_ids`` (the gateway, whose request ids are new UUIDs)
+        skips looking the ids up first: the write still refuses a repeated id, and then the
+        batch is de-duplicated and written again.
+
+        ``instance_keys``: a record's ``key_id`` may be a GPU instance's id, the key of its
+        own ``hp_ik_`` key (only the gateway records such requests; a caller of
+        ``POST /usage/events`` names one of its API keys).
         """
         principal.check_management()
         if not 1 <= len(records) <= MAX_BATCH:
             raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
         now = now or self.clock.now()
-        tenants, models = self._check_batch(principal, records, now)
-        for _attempt in range(3):
+        tenants, models = self._check_batch(principal, records, now, instance_keys, trust_kept=True)
+        for attempt in range(4):
             try:
-                result = self._store_batch(principal.actor, records, tenants, models)
+                result = self._store_batch(
+                    principal.actor,
+                    records,
+                    tenants,
+                    models,
+                    look_up_ids=not fresh_ids or attempt > 0,
+                )
             except ConcurrentModificationError:
                 continue  # a concurrent batch recorded one of our ids first: dedupe again
+            except PricesChangedError:
+                self._models.clear()  # read every model's current prices again, and re-rate
+                tenants, models = self._check_batch(principal, records, now, instance_keys)
+                continue
             self.budget_watch.watch(result.tenant_ids)
             return result
         raise ConcurrentModificationError("usage batch conflicted repeatedly; retry")
 
     def _check_batch(
-        self, principal: Principal, records: list[UsageInput], now: datetime
+        self,
+        principal: Principal,
+        records: list[UsageInput],
+        now: datetime,
+        instance_keys: bool,
+        trust_kept: bool = False,
     ) -> tuple[list[UUID], dict[str, Model | None]]:
         """Every record's tenant, and the models; raises with every problem at once."""
         problems: list[RecordProblem] = []
@@ -89,12 +124,12 @@ class Usage:
         instance_tenant: dict[UUID, UUID | None] = {}
         tenants: list[UUID] = []
         # A model id that is no storable text names no model (and can't make an id).
-        models = self._current_models({r.model for r in records if storable(r.model)})
+        models = self._current_models({r.model for r in records if storable(r.model)}, trust_kept)
         own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
             if r.key_id not in key_tenant:
-                key_tenant[r.key_id] = self.tenant_of_key(r.key_id)
+                key_tenant[r.key_id] = self.tenant_of_key(r.key_id, instance_keys)
             tenant = key_tenant[r.key_id]
             if tenant is None or (own is not None and tenant != own):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
@@ -123,6 +158,7 @@ class Usage:
         records: list[UsageInput],
         tenants: list[UUID],
         models: dict[str, Model | None],
+        look_up_ids: bool = True,
     ) -> IngestResult:
         # Request ids are unique per tenant: group once, then work with strings.
         grouped: dict[UUID, list[UsageInput]] = {}
@@ -131,7 +167,11 @@ class Usage:
             if group is None:
                 group = grouped[tenant] = []
             group.append(r)
-        seen = self.request_ids.seen({t: [r.request_id for r in rs] for t, rs in grouped.items()})
+        seen = (
+            self.request_ids.seen({t: [r.request_id for r in rs] for t, rs in grouped.items()})
+            if look_up_ids
+            else {}
+        )
         fresh: dict[UUID, list[str]] = {}
         batches = []
         for tenant, group in grouped.items():
@@ -145,28 +185,42 @@ class Usage:
                 ids.append(r.request_id)
                 model = models[r.model]
                 assert model is not None
+                if r.cache_hit:  # no upstream token was used: rated (and stored) at zero prices
+                    rated.append((r, ZERO_PRICE, ZERO_PRICE))
+                    continue
                 price = model.price_at(r.occurred_at)
                 rated.append((r, price.input_eur_per_mtok, price.output_eur_per_mtok))
             if rated:
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
+        position = None
         if batches:
-            self.store.commit(*batches, usage_request_ids=fresh)
+            rated_with = {m.id: m.version for m in models.values() if m is not None}
+            position = self.store.commit(
+                *batches, usage_request_ids=fresh, expected_versions=rated_with
+            )
         accepted = sum(len(ids) for ids in fresh.values())
         return IngestResult(
             accepted=accepted,
             duplicates=len(records) - accepted,
             batch_ids=[b.id for b in batches],
             tenant_ids=set(fresh),
+            position=position,
         )
 
-    def _current_models(self, slugs: set[str]) -> dict[str, Model | None]:
+    def _current_models(self, slugs: set[str], trust_kept: bool = False) -> dict[str, Model | None]:
         """The models of these slugs as stored now (``None``: no such model).
 
         A batch names a few models; one round trip reads their stored versions, and only a
-        model changed since it was last loaded (a new price) is loaded again.
+        model changed since it was last loaded (a new price) is loaded again. ``trust_kept``:
+        when every model is kept already, they are used as kept, without that round trip (the
+        write checks their versions).
         """
         ids = {slug: Model.create_id(slug) for slug in slugs}
+        if trust_kept:
+            kept = {slug: self._models.get(i) for slug, i in ids.items()}
+            if all(m is not None for m in kept.values()):
+                return kept
         versions = self.versions.stored_versions(list(ids.values()))
         found: dict[str, Model | None] = {}
         for slug, model_id in ids.items():
@@ -180,23 +234,30 @@ class Usage:
             found[slug] = model
         return found
 
-    def tenant_of_key(self, key_id: UUID) -> UUID | None:
-        """The tenant of a key. A key never changes tenant, so the answer is kept.
+    def tenant_of_key(self, key_id: UUID, instance_keys: bool = False) -> UUID | None:
+        """The tenant of an API key (``None``: no such key). A key never changes tenant, so
+        the answer is kept.
 
         A GPU instance's own key (``hp_ik_``) is no ``ApiKey``: the gateway records its requests
-        with the instance's id as their key; a user's (a JWT), with the user's id.
+        with the instance's id as their key, and a user's (a JWT) with the user's id; only with
+        ``instance_keys`` (the gateway's meter) is such an id a key.
         """
-        tenant = self._owner_cache.get(key_id)
-        if tenant is None:
-            key = self.store.find(ApiKey, key_id)
-            if key is None:
-                instance = self.store.find(Instance, key_id)
-                if instance is None or instance.is_byok:
-                    user = self.store.find(User, key_id)
-                    return None if user is None else self._remember_owner(key_id, user.tenant_id)
-                return self._remember_owner(key_id, instance.tenant_id)
-            tenant = self._remember_owner(key_id, key.tenant_id)
-        return tenant
+        known = self._key_owners.get(key_id)
+        if known is not None:
+            tenant, not_a_key = known
+            return tenant if instance_keys or not not_a_key else None
+        key = self.store.find(ApiKey, key_id)
+        if key is not None:
+            return self._remember_key(key_id, key.tenant_id, False)
+        instance = self.store.find(Instance, key_id)
+        owner = instance.tenant_id if instance is not None and not instance.is_byok else None
+        if owner is None:
+            user = self.store.find(User, key_id)
+            owner = None if user is None else user.tenant_id
+        if owner is None:
+            return None
+        self._remember_key(key_id, owner, True)
+        return owner if instance_keys else None
 
     def tenant_of_instance(self, instance_id: UUID) -> UUID | None:
         tenant = self._owner_cache.get(instance_id)
@@ -206,6 +267,12 @@ class Usage:
                 return None
             tenant = self._remember_owner(instance_id, instance.tenant_id)
         return tenant
+
+    def _remember_key(self, key_id: UUID, tenant_id: UUID, is_instance: bool) -> UUID:
+        if len(self._key_owners) >= 100_000:
+            self._key_owners.clear()  # crude bound; refilled from the event store on demand
+        self._key_owners[key_id] = (tenant_id, is_instance)
+        return tenant_id
 
     def _remember_owner(self, aggregate_id: UUID, tenant_id: UUID) -> UUID:
         if len(self._owner_cache) >= 100_000:

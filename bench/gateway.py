@@ -11,6 +11,13 @@ sequence, and 32 clients paced at 500 req/s — goes to:
   metering: a tenant, a BYOK upstream of vendor openai whose base URL
   (``HOSTPLANE_UPSTREAM_OPENAI_URL``) is the fake upstream, a router key. Only when this build
   has the gateway: ``POST /v1/chat/completions`` answering anything but 404.
+- **hostplane ×1 + limits**: the same with the key's ``rpm_limit`` and the tenant's
+  ``tokens_per_minute`` on (never reached); then the limits' accuracy across two processes
+  (``bench.gateway_limits``).
+- **hostplane ×1, cap 16**: the same with ``HOSTPLANE_MAX_IN_FLIGHT=16``, below the 32 clients:
+  half of them always wait in the fair-share queue; its figures beside hostplane ×1's are what
+  capacity costs (``capacity_overhead``), and ``bench.gateway_scheduler`` measures the
+  scheduler's own cost per request in process.
 
 Each target's latencies are shown as added over direct at the same load. CPU is the process
 CPU time of the target's processes (from ``/proc``; for hostplane, the API processes plus the
@@ -42,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
-from bench import gateway_load
+from bench import gateway_limits, gateway_load, gateway_scheduler
 from bench.gateway_load import Result
 from bench.report import Figure, fmt
 from bench.server import Server, free_port, vm_hwm
@@ -59,6 +67,7 @@ TIMES_LITELLM = 10  # throughput ≥ 10× LiteLLM's
 ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0  # added latency at one client
 PACED_ADDED_P99_MS = 10.0  # added p99 paced at 500 req/s
 MEMORY_SHARE_OF_LITELLM = 0.5
+CAPPED_IN_FLIGHT = CLIENTS // 2  # hostplane's run with capacity on: half the clients wait
 
 
 def say(message: str) -> None:
@@ -155,6 +164,8 @@ class Target:
     memory_bytes: int | None = None
     checks: list[Figure] = field(default_factory=list)  # e.g. billing = upstream usage
     missing: str = ""  # why it was not measured
+    tenant: str = ""  # hostplane's: the tenant the key calls as
+    admin: Callable[[], httpx.Client] | None = None  # hostplane's: its management API
 
 
 class Upstream:
@@ -312,9 +323,12 @@ def ok(response: httpx.Response, *statuses: int) -> Any:
     return response.json()
 
 
-def hostplane_setup(server: Server, upstream: Upstream, name: str) -> tuple[str, str]:
+def hostplane_setup(
+    server: Server, upstream: Upstream, name: str, limits: bool = False
+) -> tuple[str, str]:
     """A tenant with a BYOK upstream of vendor openai and a router key; the bench's model in
-    the catalog, of vendor openai. Returns (tenant id, router key secret)."""
+    the catalog, of vendor openai. Returns (tenant id, router key secret). With ``limits``, the
+    key has an ``rpm_limit`` and the tenant a ``tokens_per_minute`` quota, both unreachable."""
     with server.client() as c:
         model = {
             "id": MODEL,
@@ -339,10 +353,12 @@ def hostplane_setup(server: Server, upstream: Upstream, name: str) -> tuple[str,
             "external_key": UPSTREAM_KEY,
         }
         ok(c.post("/byok", json=byok), 201)
-        key = ok(
-            c.post(f"/tenants/{tenant}/keys", json={"name": "gateway-bench", "kind": "router"}),
-            201,
-        )
+        fields: dict[str, Any] = {"name": "gateway-bench", "kind": "router"}
+        if limits:
+            fields["rpm_limit"] = gateway_limits.HIGH
+            quota = {"tokens_per_minute": gateway_limits.HIGH}
+            ok(c.put(f"/tenants/{tenant}/quota", json=quota), 200)
+        key = ok(c.post(f"/tenants/{tenant}/keys", json=fields), 201)
     return tenant, key["secret"]
 
 
@@ -414,15 +430,32 @@ def billing_check(
     )
 
 
+def hostplane_name(workers: int, max_in_flight: int | None = None, limits: bool = False) -> str:
+    return (
+        f"hostplane ×{workers}"
+        + (f", cap {max_in_flight}" if max_in_flight else "")
+        + (" + limits" if limits else "")
+    )
+
+
 @contextmanager
 def hostplane(
-    upstream: Upstream, workers: int, database_url: str | None
+    upstream: Upstream,
+    workers: int,
+    database_url: str | None,
+    limits: bool = False,
+    env: dict[str, str] | None = None,
+    max_in_flight: int | None = None,
 ) -> Iterator[tuple[Target, Callable[[], Figure] | None]]:
-    """``hostplane serve --workers N`` whose openai upstream is the fake one; yields the target
-    and the billing check to run after the loads."""
-    name = f"hostplane ×{workers}"
+    """``hostplane serve --workers N`` whose openai upstream is the fake one (and whose
+    ``HOSTPLANE_MAX_IN_FLIGHT`` is ``max_in_flight``, if given); yields the target and the
+    billing check to run after the loads."""
+    name = hostplane_name(workers, max_in_flight, limits)
     server = Server(database_url, workers=workers)
     server.env["HOSTPLANE_UPSTREAM_OPENAI_URL"] = upstream.url
+    server.env.update(env or {})
+    if max_in_flight is not None:
+        server.env["HOSTPLANE_MAX_IN_FLIGHT"] = str(max_in_flight)
     say(f"starting hostplane serve --workers {workers} on port {server.port}")
     try:
         server.start()
@@ -431,7 +464,7 @@ def hostplane(
             missing = "not available: POST /v1/chat/completions answers 404 in this build"
             yield Target(name, "", "", list, list, missing=missing), None
             return
-        tenant, secret = hostplane_setup(server, upstream, f"gateway-bench-{workers}")
+        tenant, secret = hostplane_setup(server, upstream, f"gateway-bench-{workers}", limits)
         before = upstream.stats()
         wait_routable(root + "/v1", secret)
 
@@ -452,7 +485,17 @@ def hostplane(
             return billing_check(server, tenant, reported, name)
 
         note = "API processes + embedded PostgreSQL" if not database_url else "API processes"
-        yield Target(name, root + "/v1", secret, all_pids, python_pids, cpu_note=note), check
+        target = Target(
+            name,
+            root + "/v1",
+            secret,
+            all_pids,
+            python_pids,
+            cpu_note=note,
+            tenant=tenant,
+            admin=server.client,
+        )
+        yield target, check
     finally:
         server.stop()
 
@@ -473,9 +516,19 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
         targets.append(run_target("LiteLLM", lambda: litellm(upstream, workdir), seconds))
         for workers in (1, 2):
             targets.append(run_hostplane(upstream, workers, database_url, seconds))
+        targets.append(run_hostplane(upstream, 1, database_url, seconds, limits=True))
+        # Capacity on: fewer places than clients, so the 32-client loads queue (fair share).
+        targets.append(
+            run_hostplane(upstream, 1, database_url, seconds, max_in_flight=CAPPED_IN_FLIGHT)
+        )
+        accuracy = limits_accuracy(upstream, database_url)
     finally:
         upstream.stop()
-    figures = figures_of(targets)
+    figures = (
+        figures_of(targets)
+        + limits_figures(targets, accuracy)
+        + gateway_scheduler.scheduler_figures()
+    )
     print(matrix(targets), flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return figures
@@ -494,11 +547,19 @@ def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:
 
 
 def run_hostplane(
-    upstream: Upstream, workers: int, database_url: str | None, seconds: float
+    upstream: Upstream,
+    workers: int,
+    database_url: str | None,
+    seconds: float,
+    limits: bool = False,
+    max_in_flight: int | None = None,
 ) -> Target:
-    name = f"hostplane ×{workers}"
+    name = hostplane_name(workers, max_in_flight, limits)
     try:
-        with hostplane(upstream, workers, database_url) as (target, check):
+        with hostplane(upstream, workers, database_url, limits, max_in_flight=max_in_flight) as (
+            target,
+            check,
+        ):
             if check is not None:
                 say(f"gateway: {target.name}")
                 measure(target, seconds)
@@ -623,6 +684,46 @@ def figures_of(targets: list[Target]) -> list[Figure]:
             )
         )
         figures += t.checks
+    figures += capacity_overhead(by_name)
+    return figures
+
+
+def capacity_overhead(by_name: dict[str, Target]) -> list[Figure]:
+    """What capacity and fair share cost a request: hostplane ×1 with a cap below the client
+    count against hostplane ×1 with the default cap (never reached here)."""
+    plain, capped = by_name.get("hostplane ×1"), by_name.get(hostplane_name(1, CAPPED_IN_FLIGHT))
+    if plain is None or capped is None:
+        return []
+    figures = []
+    for streamed in (False, True):
+        kind = "stream" if streamed else "chat"
+        one, one_capped = plain.results[streamed, "one"], capped.results[streamed, "one"]
+        closed, closed_capped = (
+            plain.results[streamed, "closed"],
+            capped.results[streamed, "closed"],
+        )
+        figures.append(
+            Figure(
+                "gateway",
+                f"capacity on: {kind} p50 added, one client (a place at once)",
+                one_capped.p50_ms - one.p50_ms,
+                "ms",
+                higher_is_better=False,
+                notes=f"cap {CAPPED_IN_FLIGHT}: {one_capped.summary()}; default: {one.summary()}",
+            )
+        )
+        figures.append(
+            Figure(
+                "gateway",
+                f"capacity on: {kind} CPU per request added, {CLIENTS} clients"
+                f" ({CLIENTS - CAPPED_IN_FLIGHT} queued)",
+                (closed_capped.cpu_us_per_request or 0) - (closed.cpu_us_per_request or 0),
+                "µs",
+                higher_is_better=False,
+                notes=f"cap {CAPPED_IN_FLIGHT}: {closed_capped.summary()}; default:"
+                f" {closed.summary()}",
+            )
+        )
     return figures
 
 
@@ -678,3 +779,79 @@ def matrix(targets: list[Target]) -> str:
 
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     return "\n".join(["", *out, *(line(row) for row in rows), ""])
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def limits_accuracy(upstream: Upstream, database_url: str | None) -> list[int] | str:
+    """Tokens admitted per window to a tenant with a small quota, two processes serving; or
+    why it was not measured."""
+    window = gateway_limits.ACCURACY_WINDOW
+    env = {"HOSTPLANE_LIMIT_WINDOW_SECONDS": str(window)}
+    say(f"gateway: limits' accuracy, 2 processes, {gateway_limits.ACCURACY_CLIENTS} clients")
+    try:
+        with hostplane(upstream, 2, database_url, env=env) as (target, check):
+            if check is None or target.admin is None:
+                return target.missing
+            quota = {"tokens_per_minute": gateway_limits.ACCURACY_QUOTA}
+            with target.admin() as c:
+                ok(c.put(f"/tenants/{target.tenant}/quota", json=quota), 200)
+            time.sleep(1.5)  # each process keeps a tenant's quota about a second
+            body = orjson.loads(gateway_load.chat_body(MODEL, False))
+            per_window = gateway_limits.admitted_per_window(
+                target.base_url,
+                target.token,
+                body,
+                window,
+                gateway_limits.ACCURACY_WINDOWS,
+                gateway_limits.ACCURACY_CLIENTS,
+            )
+            say(f"  admitted per window: {per_window} (quota {gateway_limits.ACCURACY_QUOTA:,})")
+            return per_window
+    except Exception as e:
+        say(f"limits' accuracy failed: {e!r}")
+        return f"{type(e).__name__}: {e}"
+
+
+def limits_figures(targets: list[Target], accuracy: list[int] | str) -> list[Figure]:
+    by_name = {t.name: t for t in targets if not t.missing}
+    plain, limited = by_name.get("hostplane ×1"), by_name.get("hostplane ×1 + limits")
+    figures = []
+    if plain and limited:
+        for streamed in (False, True):
+            kind = "stream" if streamed else "chat"
+            a, b = plain.results[streamed, "one"], limited.results[streamed, "one"]
+            figures.append(
+                Figure(
+                    "gateway",
+                    f"limits (rpm + tokens): {kind} p50 added over hostplane ×1, one client",
+                    b.p50_ms - a.p50_ms,
+                    "ms",
+                    target=1.0,
+                    higher_is_better=False,
+                    notes=f"with limits: {b.summary()}; without: {a.summary()}",
+                )
+            )
+    quota = gateway_limits.ACCURACY_QUOTA
+    if isinstance(accuracy, str) or not accuracy:
+        figures.append(
+            Figure("gateway", "limits' accuracy: not measured", None, "", notes=str(accuracy))
+        )
+        return figures
+    ratios = [tokens / quota for tokens in accuracy]
+    worst = max(ratios, key=lambda r: abs(r - 1))
+    figures.append(
+        Figure(
+            "gateway",
+            "limits' accuracy: tokens admitted / quota per window, worst (2 processes)",
+            worst,
+            "×",
+            notes=f"per saturated window: {', '.join(f'{r:.3f}' for r in ratios)};"
+            f" quota {quota:,} tokens"
+            f" per {gateway_limits.ACCURACY_WINDOW} s window, {gateway_limits.ACCURACY_CLIENTS}"
+            " clients; target 0.95–1.05",
+            extra={"admitted": accuracy, "quota": quota},
+        )
+    )
+    return figures

@@ -18,6 +18,7 @@ from domain.base import Actor
 from domain.budget import Budget
 from domain.instance import Instance
 from domain.mcpserver import McpServer
+from domain.projectconfig import ProjectConfig
 from domain.usage import UsageBatch
 from domain.user import User
 from domain.webhook import Webhook
@@ -76,6 +77,8 @@ OWNED: tuple[OwnedKind, ...] = (
     OwnedKind(
         Webhook, "webhook", end=Webhook.delete, secret_fields=frozenset({"secret_ciphertext"})
     ),
+    # Kept at offboarding: settings, not a resource; the tenant's requests end anyway.
+    OwnedKind(ProjectConfig, "project_config"),
     OwnedKind(UsageBatch, "usage"),  # what was used stays billed and exported
 )
 ENDED_AT_OFFBOARDING: tuple[OwnedKind, ...] = tuple(k for k in OWNED if k.end is not None)

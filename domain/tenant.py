@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.base import Actor, ConflictError, check_amount
+from domain.base import Actor, ConflictError, InvalidValueError, check_amount
 from domain.values import MAX_TOKENS_PER_MINUTE, BoundedInt, Text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -37,6 +37,12 @@ def check_quota(tokens_per_minute: int | None) -> int | None:
     return QUOTA.check("tokens_per_minute", tokens_per_minute)
 
 
+def check_flag(field: str, value: object) -> bool:
+    if type(value) is not bool:  # 1 and "true" are not a setting
+        raise InvalidValueError(field, f"{field} must be true or false")
+    return value
+
+
 def check_group(group: str | None) -> str | None:
     return None if group is None else GROUP.check("group", group)
 
@@ -62,6 +68,9 @@ class Tenant(Aggregate):
         self.wrapped_data_key = wrapped_data_key
         self.offboarded = False
         self.credits = Decimal(0)
+        # Whether the gateway deploys a serveable model nothing serves (set by its own event:
+        # tenants registered before it existed have it off).
+        self.on_demand_boot = False
 
     @classmethod
     def register(
@@ -109,6 +118,15 @@ class Tenant(Aggregate):
     @event("GroupAssigned")
     def _group_assigned(self, group: str | None, actor: Actor) -> None:
         self.group = group
+
+    def set_on_demand_boot(self, enabled: bool, actor: Actor) -> None:
+        """Whether the gateway starts a deploy of a serveable model that nothing serves."""
+        self.check_active()
+        self._on_demand_boot_set(enabled=check_flag("on_demand_boot", enabled), actor=actor)
+
+    @event("OnDemandBootSet")
+    def _on_demand_boot_set(self, enabled: bool, actor: Actor) -> None:
+        self.on_demand_boot = enabled
 
     def add_credits(self, amount_eur: Decimal, actor: Actor) -> None:
         """Prepaid credit; the balance is credits minus spend."""

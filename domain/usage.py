@@ -12,6 +12,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import Actor, DomainError, InvalidValueError
+from domain.instance import UPSTREAMS
 from domain.pricing import token_cost
 from domain.values import (
     MAX_LATENCY_MS,
@@ -53,6 +54,12 @@ class UsageInput(NamedTuple):
     occurred_at: datetime
     instance_id: UUID | None = None
     cached_tokens: int = 0
+    # How the request went, as the gateway saw it (issue 18 §6); POST /usage/events may say.
+    vendor: str | None = None  # the BYOK upstream's vendor; None for a GPU instance
+    ttft_ms: int | None = None  # time to its first token: streamed requests only
+    streamed: bool = False
+    estimated: bool = False  # the tokens were counted by the gateway: the upstream gave none
+    cache_hit: bool = False  # answered from the response cache
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,31 @@ MAX_REQUEST_ID = 200
 REQUEST_ID = Text(MAX_REQUEST_ID)
 TOKENS = BoundedInt(0, MAX_TOKENS)
 LATENCY_MS = BoundedInt(0, MAX_LATENCY_MS)
+KNOWN_VENDORS = frozenset(UPSTREAMS)  # the vendors a BYOK upstream (and a model) can have
+FLAGS = ("streamed", "estimated", "cache_hit")
 COUNTS: tuple[tuple[str, BoundedInt], ...] = (
     ("prompt_tokens", TOKENS),
     ("completion_tokens", TOKENS),
     ("cached_tokens", TOKENS),
     ("latency_ms", LATENCY_MS),
 )
+
+
+DETAIL = UsageInput._fields.index("vendor")  # where the fields saying how it went start
+PLAIN_DETAIL = (None, None, False, False, False)  # a record that says nothing of it
+
+
+def detail_fits(r: UsageInput) -> bool:
+    """Whether the fields saying how the request went are valid (no problem to word)."""
+    ttft = r.ttft_ms
+    return (
+        (r.vendor is None or r.vendor in KNOWN_VENDORS)
+        and (ttft is None or (r.streamed is True and type(ttft) is int))
+        and (ttft is None or (type(r.latency_ms) is int and r.latency_ms >= ttft >= 0))
+        and type(r.streamed) is bool
+        and type(r.estimated) is bool
+        and type(r.cache_hit) is bool
+    )
 
 
 def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem]:
@@ -109,6 +135,16 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
         and r.status in STATUSES
         and at.tzinfo is not None
         and EPOCH <= at <= now + FUTURE_TOLERANCE
+        and (
+            (
+                r.vendor is None
+                and r.ttft_ms is None
+                and r.streamed is False
+                and r.estimated is False
+                and r.cache_hit is False
+            )
+            or detail_fits(r)
+        )
     ):
         return []  # the common case, checked in one expression; the value types word the rest
     problems = []
@@ -125,6 +161,21 @@ def check_record(index: int, r: UsageInput, now: datetime) -> list[RecordProblem
         bad("cached_tokens", "cached_tokens can't exceed prompt_tokens")
     if r.status not in STATUSES:
         bad("status", "status must be 'success', 'error' or 'cancelled'")
+    for field in FLAGS:
+        if type(getattr(r, field)) is not bool:
+            bad(field, f"{field} must be true or false")
+    if r.vendor is not None and r.vendor not in KNOWN_VENDORS:
+        bad("vendor", f"vendor must be one of {', '.join(sorted(KNOWN_VENDORS))}")
+    if r.ttft_ms is not None:
+        try:
+            LATENCY_MS.check("ttft_ms", r.ttft_ms)
+        except InvalidValueError as e:
+            bad("ttft_ms", str(e))
+        else:
+            if r.streamed is not True:
+                bad("ttft_ms", "ttft_ms is for streamed requests only (streamed: true)")
+            elif type(latency) is int and r.ttft_ms > latency:
+                bad("ttft_ms", "ttft_ms can't exceed latency_ms")
     if at.tzinfo is None:
         bad("occurred_at", "occurred_at must carry a timezone (use Z for UTC)")
     elif at > now + FUTURE_TOLERANCE:
@@ -140,8 +191,7 @@ PLAIN_STATUSES = ("success", "error")  # told apart by the stored success flag a
 class StoredRecord(NamedTuple):
     """One rated record as a ``UsageBatch.Recorded`` event stores it: a JSON list of these
     fields, in this order (README "Export format"). ``StoredRecord._make(stored[:FIELDS])``
-    names them. A record whose status is neither success nor error (``cancelled``) carries it
-    as an eleventh element; readers take the first ``FIELDS``."""
+    names them. ``StoredDetail``'s fields may follow (readers take the first ``FIELDS``)."""
 
     request_id: str
     key_id: str  # the key's UUID, as text
@@ -156,6 +206,29 @@ class StoredRecord(NamedTuple):
 
 
 FIELDS = len(StoredRecord._fields)
+
+
+class StoredDetail(NamedTuple):
+    """How a request went: optional elements after a ``StoredRecord``'s, in this order, each
+    left out with every one after it when they hold their defaults (as here). A record stored
+    before one of them existed has its default. ``status`` is the status when it is neither
+    success nor error (``"cancelled"``), else None: the success flag tells those two apart."""
+
+    status: str | None = None
+    vendor: str | None = None
+    ttft_ms: int | None = None
+    streamed: bool = False
+    estimated: bool = False
+    cache_hit: bool = False
+
+
+NO_DETAIL = StoredDetail()
+DEFAULTS = tuple(NO_DETAIL)
+
+
+def detail_of(stored: list[Any]) -> StoredDetail:
+    """The ``StoredDetail`` of a stored record (its defaults for what it doesn't hold)."""
+    return StoredDetail(*stored[FIELDS:]) if len(stored) > FIELDS else NO_DETAIL
 
 
 @dataclass(frozen=True)
@@ -174,6 +247,11 @@ class UsageLine:
     instance_id: UUID | None
     input_eur_per_mtok: Decimal
     output_eur_per_mtok: Decimal
+    detail: StoredDetail = NO_DETAIL
+
+    @property
+    def status(self) -> str:
+        return self.detail.status or ("success" if self.success else "error")
 
     @property
     def cost(self) -> Decimal:
@@ -237,8 +315,13 @@ class UsageBatch(Aggregate):
                 to_us(r.occurred_at),
                 ids[instance],
             ]
-            if r.status not in PLAIN_STATUSES:  # e.g. a stream its client left: "cancelled"
-                stored.append(r.status)
+            # The ``StoredDetail``, trimmed of its trailing defaults: a plain record (most of
+            # them) stores none, as before the detail existed.
+            plain = r.status in PLAIN_STATUSES
+            if not plain or r[DETAIL:] != PLAIN_DETAIL:
+                stored += (None if plain else r.status, *r[DETAIL:])
+                while stored[-1] == DEFAULTS[len(stored) - 1 - FIELDS]:
+                    stored.pop()
             append(stored)
         rates = [[m, str(i), str(o)] for (m, i, o) in rate_index]
         return cls(tenant_id=tenant_id, rates=rates, records=records, actor=actor)
@@ -247,7 +330,8 @@ class UsageBatch(Aggregate):
 def iter_lines(e: UsageBatch.Recorded) -> Iterator[UsageLine]:
     """The rated records of a stored batch event."""
     rates = [(m, Decimal(i), Decimal(o)) for m, i, o in e.rates]
-    for r in (StoredRecord._make(stored[:FIELDS]) for stored in e.records):
+    for stored in e.records:
+        r = StoredRecord._make(stored[:FIELDS])
         model, input_price, output_price = rates[r.rate]
         yield UsageLine(
             request_id=r.request_id,
@@ -262,4 +346,5 @@ def iter_lines(e: UsageBatch.Recorded) -> Iterator[UsageLine]:
             instance_id=UUID(r.instance_id) if r.instance_id else None,
             input_eur_per_mtok=input_price,
             output_eur_per_mtok=output_price,
+            detail=detail_of(stored),
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -23,6 +23,7 @@ from application.mcp_servers import McpServers
 from application.offboarding import Offboarding
 from application.ports import SecretBox, SystemClock
 from application.pricing import Pricing
+from application.project_configs import ProjectConfigs
 from application.provisioning import Provisioning
 from application.store import EventStore
 from application.tenants import Tenants
@@ -36,6 +37,7 @@ from interfaces.db.directory import ReadModelDirectory, ReadModelSpend
 from interfaces.db.eventstore import HostplaneRecorder
 from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.db.readgate import ReadGate
+from interfaces.gateway import ledger
 from interfaces.gateway.probe import GatewayProber
 from interfaces.http.creating import CreateOnce
 from interfaces.http.shown import Replays
@@ -96,6 +98,7 @@ class Container:
     provisioning: Provisioning
     budgets: Budgets
     pricing: Pricing
+    project_configs: ProjectConfigs
     usage: Usage
     webhooks: Webhooks
     mcp_servers: McpServers
@@ -189,6 +192,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     runner = ProjectionRunner(pool, source, all_projections(), database.conninfo)
     runner.create_all()
     stores.create_tables(pool)
+    ledger.create_ledger(pool)
     gate = ReadGate(pool, runner, store, settings.read_your_writes_timeout)
     # Ports answered by read models (through the gate) and by the outside world.
     clock = SystemClock()
@@ -233,6 +237,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     def prune() -> None:
         rate_limiter.prune()
         idempotency.prune()
+        ledger.prune_ledger(pool, datetime.now(UTC))
 
     jobs = Jobs(
         evaluate_watched_budgets=budget_watch.evaluate_watched,
@@ -266,6 +271,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         provisioning=provisioning,
         budgets=budgets,
         pricing=pricing,
+        project_configs=ProjectConfigs(store),
         usage=Usage(store, clock, recorder, recorder, budget_watch),
         webhooks=webhooks,
         mcp_servers=McpServers(store, secret_box),

@@ -60,6 +60,19 @@ class Settings:
     gateway_total_timeout: float = 600.0
     # Upstream requests each serving process admits at once, until PUT /capacity sets it.
     max_in_flight: int = 256
+    # The window of the gateway's request and token limits (a key's rpm_limit, a tenant's
+    # tokens_per_minute), in seconds: 60 counts them per minute as named; tests shorten it.
+    limit_window_seconds: int = 60
+    # Where the gateway deploys a model for a tenant with on-demand boot on (issue 18 §3).
+    on_demand_region: str = "EU"
+    on_demand_provider: str = "simulated"
+    on_demand_instance_type: str = "text"
+    # The response cache of each serving process (interfaces/gateway/cache.py), bounded both ways.
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 64 * 1024 * 1024
+    # Requests waiting for a place, per process: how many at most, and for how long.
+    queue_max_length: int = 1000
+    queue_max_wait_seconds: float = 30.0
     # Users: whether anyone may sign up (a tenant of their own), the JWT signing secret (None:
     # derived from the master key) and sign-in attempts allowed per minute per email and per IP.
     signup: str = "open"
@@ -106,6 +119,14 @@ class Settings:
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
+            limit_window_seconds=max(1, int(env.get("HOSTPLANE_LIMIT_WINDOW_SECONDS", "60"))),
+            on_demand_region=env.get("HOSTPLANE_ON_DEMAND_REGION", "EU"),
+            on_demand_provider=env.get("HOSTPLANE_ON_DEMAND_PROVIDER", "simulated"),
+            on_demand_instance_type=env.get("HOSTPLANE_ON_DEMAND_INSTANCE_TYPE", "text"),
+            cache_max_entries=int(env.get("HOSTPLANE_CACHE_MAX_ENTRIES", "10000")),
+            cache_max_bytes=int(env.get("HOSTPLANE_CACHE_MAX_BYTES", str(64 * 1024 * 1024))),
+            queue_max_length=int(env.get("HOSTPLANE_QUEUE_MAX_LENGTH", "1000")),
+            queue_max_wait_seconds=float(env.get("HOSTPLANE_QUEUE_MAX_WAIT_SECONDS", "30")),
             signup=check_signup(env.get("HOSTPLANE_SIGNUP", "open")),
             jwt_secret=env.get("HOSTPLANE_JWT_SECRET") or None,
             login_per_email_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_EMAIL_PER_MINUTE", "10")),

@@ -194,6 +194,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return run_reconcile(args.tenant_id)
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from interfaces.cli.catalog import run_import
+
+    return run_import(args.file, args.eur_per_usd)
+
+
 def positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -242,6 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("tenant_id", nargs="?", help="one tenant (default: every tenant)")
     reconcile.set_defaults(func=cmd_reconcile)
+
+    catalog = sub.add_parser("catalog", help="the model price book")
+    catalog_sub = catalog.add_subparsers(dest="action", required=True)
+    imports = catalog_sub.add_parser(
+        "import",
+        help="import model prices from LiteLLM's model_prices_and_context_window.json or"
+        " OpenRouter's /api/v1/models answer (idempotent)",
+    )
+    imports.add_argument("file")
+    imports.add_argument(
+        "--eur-per-usd",
+        required=True,
+        metavar="R",
+        help="EUR for one USD: the lists are priced in USD (e.g. 0.92)",
+    )
+    catalog.set_defaults(func=cmd_catalog)
     return parser
 
 

@@ -15,12 +15,16 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import Environment, EnvType, retry
 from psycopg.sql import SQL, Identifier
 
+from application.errors import PricesChangedError
 from application.idempotency import ClaimLostError, ClaimWrite
 from interfaces.db.pools import CheckedPool, connection_settings, with_options
 from interfaces.db.stores import IDEMPOTENCY_TABLE
 
 # Raised by the insert function when the request's Idempotency-Key claim is no longer its own.
 CLAIM_LOST = "HPI01"
+# Raised by the insert function when an aggregate a write was decided on (a usage batch: the
+# models it was rated with) has a newer stored version than the one the write expected.
+VERSION_MOVED = "HPV01"
 
 
 class HostplaneFactory(PostgresFactory):
@@ -87,10 +91,16 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         # in binary: in text, psycopg quotes each event's state into the array literal with a
         # regex, ~2.5 ms per 1,000 usage records.
         function = Identifier(datastore.schema, f"{events_table_name}_insert")
+        # The function of earlier versions (without ``expected``), which the new one replaces.
+        self.sql_create_statements.append(
+            SQL("DROP FUNCTION IF EXISTS {}({}.{}[], jsonb, jsonb)").format(
+                function, Identifier(datastore.schema), Identifier(self.stored_event_type_name)
+            )
+        )
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {function}("
-                "events {schema}.{event_type}[], ids jsonb, claim jsonb)"
+                "events {schema}.{event_type}[], ids jsonb, claim jsonb, expected jsonb)"
                 " RETURNS SETOF bigint LANGUAGE plpgsql AS $$"
                 " BEGIN"
                 "  IF ids IS NOT NULL THEN"
@@ -112,6 +122,12 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 "  END IF;"
                 "  SET LOCAL lock_timeout = '{lock_timeout}s';"
                 "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;"
+                "  IF expected IS NOT NULL AND EXISTS ("
+                "   SELECT 1 FROM jsonb_each_text(expected) x"
+                "   WHERE (SELECT max(t.originator_version) FROM {schema}.{table} t"
+                "    WHERE t.originator_id = x.key::uuid) IS DISTINCT FROM x.value::integer) THEN"
+                "   RAISE EXCEPTION 'an aggregate changed' USING ERRCODE = '{moved}';"
+                "  END IF;"
                 "  NOTIFY {channel};"
                 "  RETURN QUERY INSERT INTO {schema}.{table}"
                 "   (originator_id, originator_version, topic, state)"
@@ -127,12 +143,13 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 # Operational tables live in the event store's schema (hostplane sets none).
                 idempotency=Identifier(datastore.schema, IDEMPOTENCY_TABLE),
                 lost=SQL(CLAIM_LOST),
+                moved=SQL(VERSION_MOVED),
                 lock_timeout=SQL(str(int(datastore.lock_timeout))),
                 channel=Identifier(self.channel_name),
             )
         )
         self.insert_statement = SQL(
-            "SELECT n AS notification_id FROM {}(%b::{}.{}[], %s::jsonb, %s::jsonb) n"
+            "SELECT n AS notification_id FROM {}(%b::{}.{}[], %s::jsonb, %s::jsonb, %s::jsonb) n"
         ).format(
             function,
             Identifier(datastore.schema),
@@ -166,26 +183,40 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         A request holding an Idempotency-Key claim (``idempotency_claim``) marks it committed
         in the same statement, naming the aggregates created; a claim taken over by a retry
         (the lease ran out) refuses the save, so only one of the two ever writes.
+
+        ``expected_versions`` ({aggregate id: version}) are checked under the write lock: if
+        one of those aggregates has moved on (a usage batch rated with a model's prices that
+        changed meanwhile), nothing is stored (``PricesChangedError``). This replaces a round
+        trip that read the versions before every write.
         """
         if not stored_events:
             return None
         ids: Mapping[UUID, Sequence[str]] = kwargs.get("usage_request_ids") or {}
         claim: ClaimWrite | None = kwargs.get("idempotency_claim")
+        expected: Mapping[UUID, int] = kwargs.get("expected_versions") or {}
         events = [
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
-        params = (events, as_json(ids) if ids else None, claim_json(claim) if claim else None)
+        params = (
+            events,
+            as_json(ids) if ids else None,
+            claim_json(claim) if claim else None,
+            orjson.dumps({str(k): v for k, v in expected.items()}).decode() if expected else None,
+        )
         try:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(self.insert_statement, params)
                 return [row["notification_id"] for row in curs.fetchall()]
         except DatabaseError as e:
-            if getattr(e.__cause__, "sqlstate", None) == CLAIM_LOST:
+            sqlstate = getattr(e.__cause__, "sqlstate", None)
+            if sqlstate == CLAIM_LOST:
                 raise ClaimLostError(
                     "a retry with this Idempotency-Key took over while this request ran;"
                     " the retry's result stands"
                 ) from None
+            if sqlstate == VERSION_MOVED:
+                raise PricesChangedError("a model's prices changed while rating") from None
             raise
 
     def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:

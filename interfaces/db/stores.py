@@ -53,6 +53,10 @@ SELECT hit.count, (SELECT max(originator_version) FROM {events} WHERE originator
     AS version, ({current_head}) AS current_head
 FROM hit"""
 
+# The version alone: the gateway, whose request limits are the keys' own (ledger leases).
+VERSION = (
+    "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %s) AS version"
+)
 # Several subjects counted at once (in a fixed order: two requests lock rows alike).
 HIT_EACH = """
 INSERT INTO hostplane_rate_limit (subject, window_start, count)
@@ -124,6 +128,18 @@ class RateLimiter:
             cursor = await conn.execute(self._hit_and_version, (subject, window, aggregate_id))
             row = await cursor.fetchone()
         return self._retry_after(row["count"], window, now), row["version"], row["current_head"]
+
+    async def version(self, apool: AsyncConnectionPool[Any], aggregate_id: UUID) -> int | None:
+        """The aggregate's latest stored version (``None``: no such aggregate), counting nothing:
+        a read, where ``hit_and_version`` writes (and waits for its commit to be flushed)."""
+        async with apool.connection() as conn:
+            cursor = await conn.execute(self._version, (aggregate_id,))
+            row = await cursor.fetchone()
+        return row["version"] if row else None
+
+    @cached_property
+    def _version(self) -> str:
+        return VERSION.format(events=self.events_table)
 
     async def hit_each(self, apool: AsyncConnectionPool[Any], limits: dict[str, int]) -> int | None:
         """Count one request against each subject's own limit per minute (sign-in attempts per

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +28,8 @@ from application.gateway import CatalogModel, GatewayCaller
 log = logging.getLogger("hostplane.gateway")
 
 Headers = list[tuple[bytes, bytes]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]  # the request's ASGI receive
+CLIENT_GONE = 499  # a slot's refusal when the client left while it waited (nginx's status)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Actual:
     completion_tokens: int
     cached_tokens: int = 0
     cache_hit: bool = False  # answered from the response cache (zero token cost)
+    # The notification id its usage record was written at (None: no record was made durable).
+    position: int | None = None
 
 
 class Grant(Protocol):
@@ -66,8 +70,11 @@ class Gate(Protocol):
 
 
 class Slots(Protocol):
-    def slot(self, caller: GatewayCaller) -> contextlib.AbstractAsyncContextManager[None]:
-        """Hold one of the process's upstream places while the upstream answers."""
+    def slot(
+        self, caller: GatewayCaller, receive: Receive | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one of the process's upstream places while the upstream answers; waiting for
+        one may refuse (``GatewayRefusal``); ``receive`` tells a client that went away."""
 
 
 @dataclass
@@ -99,6 +106,19 @@ class Admission:
         self.gates = list(gates or [])
         self.slots = slots
 
+    async def start(self) -> None:
+        """Start what the gates and slots run in the background (with the gateway)."""
+        for part in [*self.gates, self.slots]:
+            start = getattr(part, "start", None)
+            if start is not None:
+                await start()
+
+    async def stop(self) -> None:
+        for part in [self.slots, *reversed(self.gates)]:
+            stop = getattr(part, "stop", None)
+            if stop is not None:
+                await stop()
+
     async def admit(self, request: Admitting) -> Admitted:
         admitted = Admitted()
         try:
@@ -110,9 +130,11 @@ class Admission:
         return admitted
 
     @contextlib.asynccontextmanager
-    async def slot(self, caller: GatewayCaller) -> AsyncIterator[None]:
+    async def slot(
+        self, caller: GatewayCaller, receive: Receive | None = None
+    ) -> AsyncIterator[None]:
         if self.slots is None:
             yield
             return
-        async with self.slots.slot(caller):
+        async with self.slots.slot(caller, receive):
             yield

@@ -18,12 +18,14 @@ from psycopg_pool import AsyncConnectionPool
 from application.gateway import CatalogModel, Target
 from projections.readmodels.instances import SCHEMA as INSTANCES
 from projections.readmodels.pricebook import SCHEMA as PRICEBOOK
+from projections.readmodels.project_configs import SCHEMA as PROJECT_CONFIGS
 
 FRESH_SECONDS = 1.0
 MAX_TENANTS = 10_000
 
 SELECT_MODELS = (
-    f"SELECT id, serveable, vendor, created_at FROM {PRICEBOOK}.models WHERE NOT deleted"
+    "SELECT id, serveable, vendor, modality, created_at, cache_enabled, cache_ttl_seconds"
+    f" FROM {PRICEBOOK}.models WHERE NOT deleted"
 )
 TARGET_COLUMNS = "id, tenant_id, kind, model_id, region, provider, status, endpoint_url, created_at"
 SELECT_TENANT = (
@@ -35,6 +37,11 @@ SELECT_BY_PREFIX = (
     f"SELECT id, tenant_id FROM {INSTANCES}.instances"
     " WHERE api_key_prefix = %s AND kind = 'gpu' AND status <> 'destroyed'"
 )
+
+SELECT_PROJECT_CONFIG = (
+    f"SELECT allow_overwrite, settings FROM {PROJECT_CONFIGS}.configs WHERE tenant_id = %s"
+)
+NO_PROJECT_CONFIG: tuple[bool, dict[str, Any]] = (True, {})  # each request's settings stand
 
 
 def _target(row: dict[str, Any]) -> Target:
@@ -58,6 +65,7 @@ class GatewayDirectory:
         self._models_at = -FRESH_SECONDS
         self._models_lock = asyncio.Lock()
         self._tenants: dict[UUID, tuple[float, list[Target]]] = {}
+        self._configs: dict[UUID, tuple[float, tuple[bool, dict[str, Any]]]] = {}
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         async with self._pool().connection() as conn:
@@ -80,6 +88,8 @@ class GatewayDirectory:
                 serveable=r["serveable"],
                 vendor=r["vendor"],
                 created=int(r["created_at"].timestamp()),
+                modality=r["modality"],
+                cache_ttl=r["cache_ttl_seconds"] if r["cache_enabled"] else None,
             )
             for r in rows
         }
@@ -103,6 +113,18 @@ class GatewayDirectory:
             self._tenants.clear()
         self._tenants[tenant_id] = (time.monotonic(), targets)
         return targets
+
+    async def project_config(self, tenant_id: UUID) -> tuple[bool, dict[str, Any]]:
+        """The tenant's project configuration (seed 002): ``allow_overwrite`` and settings."""
+        kept = self._configs.get(tenant_id)
+        if kept is not None and time.monotonic() - kept[0] <= FRESH_SECONDS:
+            return kept[1]
+        rows = await self._rows(SELECT_PROJECT_CONFIG, (tenant_id,))
+        config = (rows[0]["allow_overwrite"], rows[0]["settings"]) if rows else NO_PROJECT_CONFIG
+        if len(self._configs) >= MAX_TENANTS:
+            self._configs.clear()
+        self._configs[tenant_id] = (time.monotonic(), config)
+        return config
 
     async def target(self, instance_id: UUID) -> Target | None:
         """Any instance by id (whoever's: to tell another tenant's key from none)."""

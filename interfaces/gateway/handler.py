@@ -29,8 +29,10 @@ from application.gateway import (
     GatewayCaller,
     GatewayRefusal,
     GatewaySecrets,
+    OnDemand,
     Target,
     check_model,
+    cold_start,
     default_model,
     estimate_tokens,
     forbidden,
@@ -38,12 +40,14 @@ from application.gateway import (
     route,
     token_hash,
 )
+from application.project_configs import apply_project_config
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
 from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
 from interfaces.db.stores import RateLimiter
-from interfaces.gateway.admission import Actual, Admission, Admitted, Admitting
+from interfaces.gateway.admission import CLIENT_GONE, Actual, Admission, Admitted, Admitting
+from interfaces.gateway.cache import ResponseCache, cache_key, with_id
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
 from interfaces.settings import Settings
@@ -202,6 +206,8 @@ class Exchange:
     streamed: bool = False
     first_token_at: float | None = None  # time.perf_counter() of the first streamed content
     estimated: bool = False  # the tokens were counted here: the upstream gave no usage
+    cache_key: bytes | None = None  # set when the model's response cache is on and may answer
+    cache_ttl: int = 0  # the model's cache TTL (seconds), with ``cache_key``
 
 
 def answer_headers(exchange: Exchange) -> list[tuple[bytes, bytes]]:
@@ -225,6 +231,8 @@ class Gateway:
         pool: Callable[[], AsyncConnectionPool[Any]],
         expected_deploy_seconds: float,
         admission: Admission | None = None,
+        on_demand: OnDemand | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.auth = auth
@@ -235,6 +243,12 @@ class Gateway:
         self.directory = GatewayDirectory(pool)
         self.expected_deploy_seconds = expected_deploy_seconds
         self.admission = admission or Admission()
+        self.on_demand = on_demand  # boots a model nothing serves, for tenants who want that
+        self.cache = (
+            cache
+            if cache is not None
+            else ResponseCache(settings.cache_max_entries, settings.cache_max_bytes)
+        )
         self.session: aiohttp.ClientSession | None = None
         self.in_flight: dict[UUID, int] = {}
         self.active = 0
@@ -247,6 +261,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.meter.start()
+        await self.admission.start()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
             timeout=self.timeout,
@@ -259,6 +274,7 @@ class Gateway:
         deadline = time.monotonic() + drain_seconds
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        await self.admission.stop()
         await asyncio.to_thread(self.meter.stop)
         if self.session is not None:
             await self.session.close()
@@ -292,23 +308,15 @@ class Gateway:
         key_id = auth.key_id_of(token) if cheap else await asyncio.to_thread(auth.key_id_of, token)
         if key_id is None:
             raise forbidden("wrong_key_kind", "the admin token can't call models: use a router key")
-        retry_after, version, _ = await self.rate_limiter.hit_and_version(
-            self.pool(), f"key:{key_id}", key_id
-        )
+        # One read per request: a key changed or revoked in another process is seen at once.
+        # Its request limit is its own ``rpm_limit`` (the limits gate), not the management API's.
+        version = await self.rate_limiter.version(self.pool(), key_id)
         principal = auth.authenticate_cached(token, key_id, ip, version) if cheap else None
         if principal is None:
             principal = await asyncio.to_thread(auth.authenticate, token, ip, None, version)
         if principal.kind != "router" and principal.user_id is None:  # a user may call models
             raise forbidden(
                 "wrong_key_kind", "a management key can't call models: use a router key"
-            )
-        if retry_after is not None:
-            raise GatewayRefusal(
-                429,
-                "rate_limit_exceeded",
-                f"rate limit of {self.rate_limiter.per_minute} requests per minute exceeded",
-                "rate_limit_error",
-                retry_after=retry_after,
             )
         assert principal.tenant_id is not None
         if principal.user_id is not None:  # a user's JWT: its tenant's caller, every model
@@ -407,13 +415,16 @@ class Gateway:
         try:
             try:
                 body = self._parse(raw)
+                if kind == "chat/completions":  # the project's settings (seed 002)
+                    config = await self.directory.project_config(caller.tenant_id)
+                    body = apply_project_config(*config, body)
                 if "model" not in body:  # seed 003: the body's vendor, or X-Key-Id, picks one
                     body["model"] = await self._implied_model(scope, caller, body)
                 known = await self.directory.model(body.get("model"))
                 # A known model is billed even when refused (0 tokens, a failure): every
                 # request after authentication is one usage record.
                 exchange.model = known.slug if known is not None else None
-                model = check_model(caller, body.get("model"), known)
+                model = check_model(caller, body.get("model"), known, kind)
                 targets = await self._targets(scope, caller, model, body)
                 exchange.admitted = await self.admission.admit(
                     self._admitting(exchange, model, body)
@@ -422,7 +433,17 @@ class Gateway:
                 if exchange.model is not None:  # a known model: the refusal is counted
                     await self._bill_quietly(exchange, "error", 0, 0, 0, None)
                 return await send_refusal(send, refusal, request_id)
-            async with self.admission.slot(caller):
+            if await self._from_cache(send, exchange, model, body):
+                return  # a cache hit passed the gates but takes no upstream place
+            async with contextlib.AsyncExitStack() as place:
+                try:  # a place among max_in_flight: may wait, or be refused (queue)
+                    await place.enter_async_context(self.admission.slot(caller, receive))
+                except GatewayRefusal as refusal:
+                    gone = refusal.status == CLIENT_GONE
+                    await self._bill_quietly(
+                        exchange, "cancelled" if gone else "error", 0, 0, 0, None
+                    )
+                    return await send_refusal(send, refusal, request_id)
                 if kind == "chat/completions" and body.get("stream") is True:
                     exchange.streamed = True
                     await self._stream(scope, receive, send, exchange, body, targets)
@@ -515,9 +536,38 @@ class Gateway:
                     key_id=key_id,
                 )
             except GatewayRefusal as refusal:
-                if fresh or refusal.status != 503:
+                if refusal.status != 503:
+                    raise
+                if fresh:
+                    if vendor is None and key_id is None:  # not pinned to a BYOK upstream
+                        raise await self._boot(scope, caller, model, refusal) from None
                     raise
                 fresh = True  # a just-started instance may not be in what was kept
+
+    async def _boot(
+        self, scope: Scope, caller: GatewayCaller, model: CatalogModel, refusal: GatewayRefusal
+    ) -> GatewayRefusal:
+        """The answer to a request nothing serves: ``cold_start`` once on-demand boot has
+        started (or had started) the model's deploy for the tenant, else ``refusal``."""
+        if (
+            self.on_demand is None
+            or refusal.code != "model_unavailable"
+            or not self.on_demand.applies(caller, model)
+        ):
+            return refusal
+        client = scope.get("client")
+        try:
+            booting = await asyncio.to_thread(
+                self.on_demand.boot, caller, model, client[0] if client else None
+            )
+        except Exception as exc:  # noqa: BLE001 - the request is answered as unavailable
+            log.warning("on-demand boot of %s failed: %s", model.slug, exc)
+            return refusal
+        if booting is None:  # the tenant has on-demand boot off
+            return refusal
+        return cold_start(
+            model.slug, booting.requested_at, datetime.now(UTC), self.expected_deploy_seconds
+        )
 
     async def _call(self, target: Target, kind: str) -> tuple[str, str]:
         """The URL and bearer of a target; a BYOK key is opened here, for this call only."""
@@ -546,6 +596,7 @@ class Gateway:
         completion: int,
         cached: int,
         target: Target | None,
+        cache_hit: bool = False,
     ) -> None:
         """Make the request's usage record durable, then settle its admission with it."""
         assert exchange.model is not None
@@ -553,8 +604,9 @@ class Gateway:
         prompt = _int(prompt)
         completion = _int(completion)
         cached = min(_int(cached), prompt)
+        position = None
         try:
-            await self.meter.record(
+            position = await self.meter.record(
                 UsageInput(
                     request_id=exchange.request_id,
                     key_id=exchange.caller.key_id,
@@ -566,11 +618,22 @@ class Gateway:
                     occurred_at=datetime.now(UTC),
                     instance_id=None if target is None else target.instance_id,
                     cached_tokens=cached,
+                    vendor=None if target is None else target.vendor,
+                    ttft_ms=None
+                    if exchange.first_token_at is None
+                    else min(latency, round((exchange.first_token_at - exchange.started) * 1000)),
+                    streamed=exchange.streamed,
+                    estimated=exchange.estimated,
+                    cache_hit=cache_hit,
                 )
             )
         finally:
             if exchange.admitted is not None:
-                await exchange.admitted.settle(Actual(status, prompt, completion, cached))
+                await exchange.admitted.settle(
+                    Actual(
+                        status, prompt, completion, cached, cache_hit=cache_hit, position=position
+                    )
+                )
 
     async def _bill_quietly(
         self,
@@ -628,9 +691,64 @@ class Gateway:
                     ),
                     request_id,
                 )
-            return await send_json(send, 200, orjson.dumps(answer), answer_headers(exchange))
+            headers = answer_headers(exchange)
+            if exchange.cache_key is not None:
+                self._keep(exchange, answer, (prompt, completion, cached))
+                headers.append((b"x-hostplane-cache", b"miss"))
+            return await send_json(send, 200, orjson.dumps(answer), headers)
         assert failure is not None
         await self._fail(send, exchange, last, failure)
+
+    async def _from_cache(
+        self, send: Send, exchange: Exchange, model: CatalogModel, body: dict[str, Any]
+    ) -> bool:
+        """Answer from the response cache if the model's is on and holds the answer.
+
+        A hit is metered with the tokens of the answer it repeats, at zero token cost.
+        """
+        if model.cache_ttl is None or body.get("stream") is True:
+            return False
+        caller = exchange.caller
+        exchange.cache_key = cache_key(caller.tenant_id, exchange.kind, body)
+        exchange.cache_ttl = model.cache_ttl
+        hit = self.cache.get(caller.tenant_id, exchange.cache_key, model.cache_ttl)
+        if hit is None:
+            return False
+        exchange.cache_key = None  # answered: nothing to store again
+        exchange.estimated = hit.estimated
+        tokens = (hit.prompt_tokens, hit.completion_tokens, hit.cached_tokens)
+        try:
+            await self._bill(exchange, "success", *tokens, None, cache_hit=True)
+        except MeteringError:
+            await send_refusal(
+                send,
+                GatewayRefusal(
+                    503,
+                    "metering_unavailable",
+                    "the answer could not be recorded; retry",
+                    "service_unavailable",
+                    retry_after=2,
+                ),
+                exchange.request_id,
+            )
+            return True
+        headers = [*answer_headers(exchange), (b"x-hostplane-cache", b"hit")]
+        await send_json(send, 200, with_id(hit.body, exchange.request_id), headers)
+        return True
+
+    def _keep(
+        self, exchange: Exchange, answer: dict[str, Any], tokens: tuple[int, int, int]
+    ) -> None:
+        """Store a successful answer (billed already) for the tenant's identical requests."""
+        assert exchange.cache_key is not None
+        self.cache.put(
+            exchange.caller.tenant_id,
+            exchange.cache_key,
+            exchange.cache_ttl,
+            answer,
+            tokens,
+            exchange.estimated,
+        )
 
     async def _fail(
         self, send: Send, exchange: Exchange, last: Target | None, failure: Upstream

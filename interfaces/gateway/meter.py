@@ -35,7 +35,7 @@ class MeteringError(Exception):
     """A record could not be made durable (the database is down, say)."""
 
 
-Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[int | None]]
 
 
 class Meter:
@@ -57,12 +57,16 @@ class Meter:
             self._thread.join(timeout)
             self._thread = None
 
-    async def record(self, record: UsageInput) -> None:
-        """Return once ``record`` is durable; ``MeteringError`` if it could not be."""
+    async def record(self, record: UsageInput) -> int | None:
+        """Return once ``record`` is durable; ``MeteringError`` if it could not be.
+
+        Returns the notification id its usage event was written at (or below, when others were
+        written with it): the read models have counted it once their position reaches that.
+        """
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[int | None] = loop.create_future()
         self._queue.put((record, (loop, done)))
-        await done
+        return await done
 
     def _run(self) -> None:
         stopping = False
@@ -102,7 +106,10 @@ class Meter:
         if not items:
             return
         try:
-            self.usage.ingest_usage(GATEWAY, [r for r, _ in items])
+            # The gateway's request ids are new UUIDs: not looked up before the write.
+            result = self.usage.ingest_usage(
+                GATEWAY, [r for r, _ in items], fresh_ids=True, instance_keys=True
+            )
         except UsageBatchInvalidError:
             if len(items) > 1:  # one bad record must not refuse the others: one by one
                 for item in items:
@@ -115,19 +122,21 @@ class Meter:
             log.warning("gateway usage records could not be written: %r", type(exc).__name__)
             self._settle(items, MeteringError("usage could not be recorded"))
             return
-        self._settle(items, None)
+        self._settle(items, None, result.position)
 
     @staticmethod
-    def _settle(items: list[tuple[UsageInput, Waiter]], error: Exception | None) -> None:
+    def _settle(
+        items: list[tuple[UsageInput, Waiter]], error: Exception | None, position: int | None = None
+    ) -> None:
         for _, (loop, done) in items:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_resolve, done, error)
+                loop.call_soon_threadsafe(_resolve, done, error, position)
 
 
-def _resolve(done: asyncio.Future[Any], error: Exception | None) -> None:
+def _resolve(done: asyncio.Future[Any], error: Exception | None, position: int | None) -> None:
     if done.done():
         return
     if error is None:
-        done.set_result(None)
+        done.set_result(position)
     else:
         done.set_exception(error)

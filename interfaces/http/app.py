@@ -10,10 +10,15 @@ import orjson
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
-from application.gateway import GatewaySecrets
+from application.gateway import GatewayCaller, GatewaySecrets, OnDemand
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
+from interfaces.gateway.admission import Admission
+from interfaces.gateway.budgets import budget_gate
+from interfaces.gateway.ledger import Allowance, Ledger
+from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
 from interfaces.gateway.meter import Meter
+from interfaces.gateway.scheduler import FairShareScheduler
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
@@ -25,9 +30,12 @@ from interfaces.http.routes import (
     byok,
     capacity,
     compat_aimactok,
+    compat_hostedai,
     compat_hostyourai,
+    compat_manage,
     export,
     fairshare,
+    gateway_load,
     health,
     instances,
     keys,
@@ -35,6 +43,7 @@ from interfaces.http.routes import (
     models,
     tenants,
     usage,
+    usage_cache,
     users,
     webhooks,
 )
@@ -49,6 +58,7 @@ ROUTES = (
     budgets,
     models,
     usage,
+    usage_cache,
     billing,
     audit,
     export,
@@ -57,13 +67,14 @@ ROUTES = (
     mcp_servers,
     capacity,
     fairshare,
+    gateway_load,
     users,
 )
 # Routes at the root, where the platforms that hostplane stands in for document them.
 ROOT_ROUTES = (auth,)
 
 # The compatibility routes, each at its platform's own paths (the router carries its prefix).
-COMPAT_ROUTES = (compat_hostyourai, compat_aimactok)
+COMPAT_ROUTES = (compat_hostyourai, compat_hostedai, compat_manage, compat_aimactok)
 
 
 class OrjsonResponse(JSONResponse):
@@ -99,14 +110,39 @@ class HostplaneApi(FastAPI):
 
 def create_gateway(container: Container, app: FastAPI) -> Gateway:
     settings = container.settings
+    auth = container.auth
+
+    def pool() -> Any:
+        return app.state.async_pool
+
+    def rpm_limit(caller: GatewayCaller) -> int | None:
+        key = None if caller.instance_id is not None else auth.kept_key(caller.key_id)
+        return None if key is None else key.rpm_limit
+
+    limits = RateLimits(
+        Allowance(Ledger(pool), lease_size),
+        rpm_limit,
+        TenantQuotas(pool),
+        settings.limit_window_seconds,
+    )
     return Gateway(
         settings=settings,
         auth=container.auth,
         rate_limiter=container.rate_limiter,
         secrets=GatewaySecrets(container.store, container.secret_box),
         meter=Meter(container.usage),
-        pool=lambda: app.state.async_pool,
+        pool=pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
+        admission=Admission(
+            gates=[limits, budget_gate(container.pool, settings.gateway_total_timeout)],
+            slots=FairShareScheduler.of(settings, lambda: app.state.async_pool),
+        ),
+        on_demand=OnDemand(
+            container.instances,
+            settings.on_demand_region,
+            settings.on_demand_provider,
+            settings.on_demand_instance_type,
+        ),
     )
 
 

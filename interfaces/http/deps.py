@@ -23,11 +23,13 @@ from application.keys import Keys
 from application.mcp_servers import McpServers
 from application.offboarding import Offboarding
 from application.pricing import Pricing
+from application.project_configs import ProjectConfigs
 from application.provisioning import Provisioning
 from application.tenants import Tenants
 from application.usage import Usage
 from application.users import Users
 from application.webhooks import Webhooks
+from domain.apikey import KeyIpNotAllowedError
 from interfaces.db.readgate import ReadGate, request_head
 from interfaces.http.creating import CreateOnce
 from interfaces.http.shown import Replays
@@ -58,6 +60,7 @@ ProvisioningDep = Annotated[Provisioning, Depends(part("provisioning"))]
 UpstreamsDep = Annotated[Upstreams, Depends(part("upstreams"))]
 BudgetsDep = Annotated[Budgets, Depends(part("budgets"))]
 PricingDep = Annotated[Pricing, Depends(part("pricing"))]
+ProjectConfigsDep = Annotated[ProjectConfigs, Depends(part("project_configs"))]
 UsageDep = Annotated[Usage, Depends(part("usage"))]
 WebhooksDep = Annotated[Webhooks, Depends(part("webhooks"))]
 McpServersDep = Annotated[McpServers, Depends(part("mcp_servers"))]
@@ -163,3 +166,15 @@ async def admin_principal(request: Request, _: BearerDoc) -> Principal:
 
 
 AdminCaller = Annotated[Principal, Depends(admin_principal)]
+
+
+async def unrestricted_ip_principal(request: Request, _: BearerDoc) -> Principal:
+    """The caller of a compatibility route whose platform answers a key used from outside
+    its IP allowlist with 401, not 403 (seed 001: "isn't IP restricted")."""
+    try:
+        return await management_principal(request, None)
+    except KeyIpNotAllowedError as e:
+        raise AuthenticationError(str(e)) from None
+
+
+IpRestrictedAs401Caller = Annotated[Principal, Depends(unrestricted_ip_principal)]

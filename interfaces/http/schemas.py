@@ -63,6 +63,17 @@ class TenantCreate(Strict):
     weight: StrictInt = 100
     tokens_per_minute: StrictInt | None = None
     group: str | None = None
+    on_demand_boot: StrictBool = Field(
+        False,
+        description="Deploy a serveable model that nothing serves when the gateway is asked"
+        " for it (the request answers 503 cold_start meanwhile).",
+    )
+
+
+class TenantUpdate(Strict):
+    on_demand_boot: StrictBool | None = Field(
+        None, description="Turn on-demand boot on or off (the tenant's own key may)."
+    )
 
 
 class TenantPublic(BaseModel):
@@ -72,6 +83,7 @@ class TenantPublic(BaseModel):
     tokens_per_minute: int | None
     group: str | None
     status: Literal["active", "offboarded"]
+    on_demand_boot: bool = False
     created_at: datetime
     updated_at: datetime
 

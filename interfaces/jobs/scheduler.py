@@ -18,7 +18,7 @@ class Jobs:
 
     evaluate_watched_budgets: Callable[[], object]
     watch_all_budgets: Callable[[], object]
-    prune: Callable[[], object]  # past rate-limit windows and idempotency records
+    prune: Callable[[], object]  # past rate-limit windows and ledger rows, idempotency records
     deliver_webhooks: Callable[[], object]
     provision: Callable[[tuple[str, ...]], object]  # one step for the instances in statuses
     provision_interval_seconds: float  # 0: no provisioning jobs

@@ -12,8 +12,10 @@ from projections.readmodels.instances import InstancesProjection
 from projections.readmodels.keys import KeysProjection
 from projections.readmodels.mcp_servers import McpServersProjection
 from projections.readmodels.pricebook import PricebookProjection
+from projections.readmodels.project_configs import ProjectConfigsProjection
 from projections.readmodels.tenants import TenantsProjection
 from projections.readmodels.usage import UsageProjection
+from projections.readmodels.usage_cache import UsageCacheProjection
 from projections.readmodels.users import UsersProjection
 from projections.readmodels.webhooks import WebhooksProjection
 
@@ -27,10 +29,12 @@ def all_projections() -> list[Projection]:
         AuditProjection(),
         PricebookProjection(),
         UsageProjection(),
+        UsageCacheProjection(),
         CostsProjection(),
         WebhooksProjection(),
         McpServersProjection(),
         CapacityProjection(),
         FairshareProjection(),
+        ProjectConfigsProjection(),
         UsersProjection(),
     ]

@@ -20,9 +20,14 @@ CREATE TABLE IF NOT EXISTS {s}.tenants (
     tokens_per_minute bigint,
     grp text,
     status text NOT NULL,
+    on_demand_boot boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 )"""
+# A listing made before on-demand boot: widened in place (rebuild it to fill it in).
+WIDEN_TENANTS = (
+    "ALTER TABLE {s}.tenants ADD COLUMN IF NOT EXISTS on_demand_boot boolean NOT NULL DEFAULT false"
+)
 CREATE_TENANTS_ORDER = (
     "CREATE INDEX IF NOT EXISTS tenants_order ON {s}.tenants (created_at DESC, id DESC)"
 )
@@ -31,12 +36,12 @@ INSERT INTO {s}.tenants (id, name, weight, tokens_per_minute, grp, status, creat
 VALUES (%s, %s, %s, %s, %s, 'active', %s, %s)"""
 UPDATE_FIELD = "UPDATE {s}.tenants SET {col} = %s, updated_at = %s WHERE id = %s"
 
-COLUMNS = "id, name, weight, tokens_per_minute, grp, status, created_at, updated_at"
+COLUMNS = "id, name, weight, tokens_per_minute, grp, status, on_demand_boot, created_at, updated_at"
 
 
 class TenantsProjection(Projection):
     name = "tenants"
-    tables = [CREATE_TENANTS, CREATE_TENANTS_ORDER]
+    tables = [CREATE_TENANTS, WIDEN_TENANTS, CREATE_TENANTS_ORDER]
 
     def registered(self, curs: Cursor[Any], e: Any) -> None:
         curs.execute(
@@ -66,6 +71,9 @@ class TenantsProjection(Projection):
     def group_assigned(self, curs: Cursor[Any], e: Any) -> None:
         self._set(curs, e, "grp", e.group)
 
+    def on_demand_boot_set(self, curs: Cursor[Any], e: Any) -> None:
+        self._set(curs, e, "on_demand_boot", e.enabled)
+
     def offboarded(self, curs: Cursor[Any], e: Any) -> None:
         self._set(curs, e, "status", "offboarded")
 
@@ -74,8 +82,12 @@ class TenantsProjection(Projection):
         Tenant.WeightChanged: weight_changed,
         Tenant.QuotaChanged: quota_changed,
         Tenant.GroupAssigned: group_assigned,
+        Tenant.OnDemandBootSet: on_demand_boot_set,
         Tenant.Offboarded: offboarded,
     }
+
+
+SELECT_ON_DEMAND = f"SELECT on_demand_boot FROM {SCHEMA}.tenants WHERE id = %s"
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -18,17 +18,24 @@ from domain.timewindow import floor_day
 from domain.usage import DAY_US, UsageBatch
 from projections.engine.base import Projection, bucket_where, live_schema
 from projections.readmodels.usage_cost import (
+    CACHE_HITS,
     CACHED_TOKENS,
+    CANCELLED,
     COMPLETION_TOKENS,
     COST,
     COUNTS,
+    DETAIL_COUNTS,
+    ESTIMATED,
     EXPONENT,
     FAILURES,
     FINER,
     LATENCY_MS,
     PROMPT_TOKENS,
     REQUESTS,
+    STREAMED,
     SUCCESSES,
+    TTFT_COUNT,
+    TTFT_MS,
     Sums,
     cost_of,
     exponent_of,
@@ -42,6 +49,18 @@ HOUR_US = 3_600_000_000
 NO_INSTANCE = UUID(int=0)  # bucket keys can't be NULL; the nil UUID means "no instance"
 NO_INSTANCE_TEXT = str(NO_INSTANCE)
 
+SUM_COLUMNS = (
+    "requests",
+    "successes",
+    "failures",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "latency_ms",
+)
+# How the requests went (issue 18 §6), in ``DETAIL_COUNTS``' order; added to read models made
+# before them (those count them from their rebuild: ``hostplane projections rebuild usage``).
+DETAIL_COLUMNS = ("cancelled", "streamed", "estimated", "cache_hits", "ttft_ms", "ttft_count")
 BUCKET_COLUMNS = """
     tenant_id uuid NOT NULL,
     key_id uuid NOT NULL,
@@ -63,50 +82,84 @@ CREATE_DAILY = (
     "CREATE TABLE IF NOT EXISTS {s}.daily (at timestamptz NOT NULL," + BUCKET_COLUMNS + ","
     " PRIMARY KEY (tenant_id, at, key_id, model, instance_id))"
 )
+WIDEN = [
+    f"ALTER TABLE {{s}}.{table} ADD COLUMN IF NOT EXISTS {c} bigint NOT NULL DEFAULT 0"
+    for table in ("hourly", "daily")
+    for c in DETAIL_COLUMNS
+]
+# Usage per vendor (the BYOK upstream's; '' for none: a GPU instance, or a record that didn't
+# say) and model: seed 003's "usage by vendor and model, with success/fail counts".
+VENDOR_COLUMNS = (
+    "tenant_id uuid NOT NULL, at timestamptz NOT NULL, vendor text NOT NULL, model text NOT NULL,"
+    + ",".join(f" {c} bigint NOT NULL" for c in (*SUM_COLUMNS, *DETAIL_COLUMNS))
+    + ", cost numeric NOT NULL, PRIMARY KEY (tenant_id, at, vendor, model)"
+)
+CREATE_VENDOR_HOURLY = "CREATE TABLE IF NOT EXISTS {s}.vendor_hourly (" + VENDOR_COLUMNS + ")"
+CREATE_VENDOR_DAILY = "CREATE TABLE IF NOT EXISTS {s}.vendor_daily (" + VENDOR_COLUMNS + ")"
+# A read model made before the vendor buckets: they are filled once from its buckets (all its
+# records named no vendor), so that an upgrade needs no rebuild; a rebuild counts the detail.
+BACKFILL_VENDORS = [
+    f"INSERT INTO {{s}}.vendor_{table} (tenant_id, at, vendor, model,"
+    f" {', '.join(SUM_COLUMNS)}, {', '.join(DETAIL_COLUMNS)}, cost)"
+    f" SELECT tenant_id, at, '', model, {', '.join(f'sum({c})' for c in SUM_COLUMNS)},"
+    f" {', '.join('0' for _ in DETAIL_COLUMNS)}, sum(cost) FROM {{s}}.{table}"
+    f" WHERE NOT EXISTS (SELECT FROM {{s}}.vendor_{table}) GROUP BY tenant_id, at, model"
+    for table in ("hourly", "daily")
+]
 CREATE_HOURLY_KEY = "CREATE INDEX IF NOT EXISTS hourly_key ON {s}.hourly (key_id, at)"
 CREATE_DAILY_KEY = "CREATE INDEX IF NOT EXISTS daily_key ON {s}.daily (key_id, at)"
 
+ALL_SUMS = (*SUM_COLUMNS, *DETAIL_COLUMNS, "cost")
+
+
+def _upsert(table: str, at: str, keys: tuple[str, ...]) -> str:
+    """Sum the input's rows into ``table``'s buckets of ``at`` (hour_us or day_us) and keys."""
+    key_list = ", ".join(keys)
+    summed = ", ".join(f"sum({c})" for c in ALL_SUMS)
+    added = ",\n        ".join(f"{c} = b.{c} + EXCLUDED.{c}" for c in ALL_SUMS)
+    return (
+        f"INSERT INTO {{s}}.{table} AS b (tenant_id, at, {key_list}, {', '.join(ALL_SUMS)})\n"
+        f"    SELECT tenant_id, to_timestamp({at} / 1000000), {key_list}, {summed}\n"
+        f"    FROM input GROUP BY tenant_id, {at}, {key_list}\n"
+        f"    ON CONFLICT (tenant_id, at, {key_list}) DO UPDATE SET\n        {added}"
+    )
+
+
 # A batch's buckets arrive as one array literal per column (built by joining strings: no
-# Python call per value), keyed by hour and day in µs since the epoch. Hour buckets are unique
-# already (their UUIDs are canonical text, see ``canonical``); day buckets are summed here.
-UPSERT = """
-WITH input AS MATERIALIZED (
-    SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::uuid[], %s::text[],
-        %s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-        %s::bigint[], %s::bigint[], %s::numeric[])
-    AS t(tenant_id, hour_us, day_us, key_id, model, instance_id, requests, successes, failures,
-         prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
-), hourly AS (
-    INSERT INTO {s}.hourly AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
-        failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
-    SELECT tenant_id, to_timestamp(hour_us / 1000000), key_id, model, instance_id, requests,
-        successes, failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost
-    FROM input
-    ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
-        requests = b.requests + EXCLUDED.requests,
-        successes = b.successes + EXCLUDED.successes,
-        failures = b.failures + EXCLUDED.failures,
-        prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
-        completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
-        cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
-        latency_ms = b.latency_ms + EXCLUDED.latency_ms,
-        cost = b.cost + EXCLUDED.cost
+# Python call per value), keyed by hour and day in µs since the epoch, and by vendor too;
+# each table sums them to its own buckets.
+INPUT_COLUMNS = (
+    "tenant_id uuid",
+    "hour_us bigint",
+    "day_us bigint",
+    "key_id uuid",
+    "model text",
+    "instance_id uuid",
+    "vendor text",
+    *(f"{c} bigint" for c in (*SUM_COLUMNS, *DETAIL_COLUMNS)),
+    "cost numeric",
 )
-INSERT INTO {s}.daily AS b (tenant_id, at, key_id, model, instance_id, requests, successes,
-    failures, prompt_tokens, completion_tokens, cached_tokens, latency_ms, cost)
-SELECT tenant_id, to_timestamp(day_us / 1000000), key_id, model, instance_id, sum(requests),
-    sum(successes), sum(failures), sum(prompt_tokens), sum(completion_tokens),
-    sum(cached_tokens), sum(latency_ms), sum(cost)
-FROM input GROUP BY tenant_id, day_us, key_id, model, instance_id
-ON CONFLICT (tenant_id, at, key_id, model, instance_id) DO UPDATE SET
-    requests = b.requests + EXCLUDED.requests,
-    successes = b.successes + EXCLUDED.successes,
-    failures = b.failures + EXCLUDED.failures,
-    prompt_tokens = b.prompt_tokens + EXCLUDED.prompt_tokens,
-    completion_tokens = b.completion_tokens + EXCLUDED.completion_tokens,
-    cached_tokens = b.cached_tokens + EXCLUDED.cached_tokens,
-    latency_ms = b.latency_ms + EXCLUDED.latency_ms,
-    cost = b.cost + EXCLUDED.cost"""
+BUCKET_KEYS = ("key_id", "model", "instance_id")
+VENDOR_KEYS = ("vendor", "model")
+UPSERT = (
+    "WITH input AS MATERIALIZED (\n    SELECT * FROM unnest("
+    + ", ".join(f"%s::{c.split()[1]}[]" for c in INPUT_COLUMNS)
+    + ")\n    AS t("
+    + ", ".join(c.split()[0] for c in INPUT_COLUMNS)
+    + ")\n), "
+    + ", ".join(
+        f"w{i} AS ({_upsert(table, at, keys)})"
+        for i, (table, at, keys) in enumerate(
+            (
+                ("hourly", "hour_us", BUCKET_KEYS),
+                ("daily", "day_us", BUCKET_KEYS),
+                ("vendor_hourly", "hour_us", VENDOR_KEYS),
+            )
+        )
+    )
+    + "\n"
+    + _upsert("vendor_daily", "day_us", VENDOR_KEYS)
+)
 
 
 def array(values: list[str]) -> str:
@@ -137,11 +190,28 @@ def canonical(raw: dict[tuple[Any, ...], Sums], known: set[str]) -> dict[tuple[A
     if not odd:
         return raw
     merged: dict[tuple[Any, ...], Sums] = defaultdict(zero)
-    for (tenant, hour, key, model, inst), sums in raw.items():
+    for (tenant, hour, key, model, inst, *rest), sums in raw.items():
         merge(
-            merged[(tenant, hour, str(UUID(key)), model, str(UUID(inst)) if inst else None)], sums
+            merged[(tenant, hour, str(UUID(key)), model, str(UUID(inst)) if inst else None, *rest)],
+            sums,
         )
     return merged
+
+
+def add_detail(sums: Sums, detail: list[Any]) -> None:
+    """Count a stored record's ``StoredDetail`` (status, vendor, ttft_ms, streamed, ...)."""
+    status, _vendor, ttft, streamed, estimated, cache_hit = (*detail, None, None, 0, 0, 0)[:6]
+    if status == "cancelled":
+        sums[CANCELLED] += 1
+    if ttft is not None:
+        sums[TTFT_MS] += ttft
+        sums[TTFT_COUNT] += 1
+    if streamed:
+        sums[STREAMED] += 1
+    if estimated:
+        sums[ESTIMATED] += 1
+    if cache_hit:
+        sums[CACHE_HITS] += 1
 
 
 @functools.cache
@@ -155,7 +225,14 @@ class UsageProjection(Projection):
 
     name = "usage"
     folds = True
-    tables = [CREATE_HOURLY, CREATE_DAILY]
+    tables = [
+        CREATE_HOURLY,
+        CREATE_DAILY,
+        *WIDEN,
+        CREATE_VENDOR_HOURLY,
+        CREATE_VENDOR_DAILY,
+        *BACKFILL_VENDORS,
+    ]
     indexes = [CREATE_HOURLY_KEY, CREATE_DAILY_KEY]
 
     def __init__(self) -> None:
@@ -187,16 +264,19 @@ class UsageProjection(Projection):
             latency,
             at,
             inst,
-            *_,
+            *detail,
         ) in e.event.records:
             model, ci, co, factor, floor, input_price, output_price = rates[idx]
-            sums = raw[(tenant, at - at % HOUR_US, key, model, inst)]
+            vendor = (detail[1] or "") if len(detail) > 1 else ""
+            sums = raw[(tenant, at - at % HOUR_US, key, model, inst, vendor)]
             sums[REQUESTS] += 1
             sums[SUCCESSES if ok else FAILURES] += 1
             sums[PROMPT_TOKENS] += prompt
             sums[COMPLETION_TOKENS] += completion
             sums[CACHED_TOKENS] += cached
             sums[LATENCY_MS] += latency
+            if detail:  # the gateway's records (``StoredDetail``); most others have none
+                add_detail(sums, detail)
             if floor is None:
                 sums[FINER] += token_cost(prompt, completion, input_price, output_price)
                 continue
@@ -225,7 +305,8 @@ class UsageProjection(Projection):
             array([k[2] for k in keys]),
             array([quoted(k[3]) for k in keys]),
             array([k[4] or NO_INSTANCE_TEXT for k in keys]),
-            *(array([str(v[i]) for v in sums]) for i in COUNTS),
+            array([quoted(k[5]) for k in keys]),
+            *(array([str(v[i]) for v in sums]) for i in (*COUNTS, *DETAIL_COUNTS)),
             array([str(cost_of(v)) for v in sums]),
         ]
         curs.execute(UPSERT.format(s=schema), columns)
@@ -233,13 +314,24 @@ class UsageProjection(Projection):
     handlers = {UsageBatch.Recorded: recorded}
 
 
-GROUPS = {"tenant": "tenant_id", "key": "key_id", "model": "model", "instance": "instance_id"}
+GROUPS = {
+    "tenant": "tenant_id",
+    "key": "key_id",
+    "model": "model",
+    "instance": "instance_id",
+    "vendor": "vendor",
+}
+# Dimensions the vendor buckets keep (they have no key or instance).
+VENDOR_GROUPS = frozenset(("tenant", "model", "vendor"))
 SUMS = """coalesce(sum(requests), 0)::bigint AS requests,
     coalesce(sum(successes), 0)::bigint AS successes, coalesce(sum(failures), 0)::bigint AS failures,
     coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
     coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
     coalesce(sum(cached_tokens), 0)::bigint AS cached_tokens,
     coalesce(sum(latency_ms), 0)::bigint AS latency_ms, coalesce(sum(cost), 0) AS cost"""
+# How the requests went; ``ttft_ms`` is the sum over the ``ttft_count`` streamed requests
+# that had a first token (its mean: ``ttft_ms / ttft_count``).
+DETAIL_SUMS = ", ".join(f"coalesce(sum({c}), 0)::bigint AS {c}" for c in DETAIL_COLUMNS)
 
 
 def table_for(start: datetime | None, end: datetime | None) -> str:
@@ -257,7 +349,11 @@ def totals(
     key_id: UUID | None = None,
     interval: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Sums of the buckets in ``[start, end)``, grouped by the named dimensions (and time)."""
+    """Sums of the buckets in ``[start, end)``, grouped by the named dimensions (and time).
+
+    Grouped by ``vendor``, the vendor buckets answer (``vendor`` is '' where none was known:
+    a GPU instance, or a record that named none); they keep no key or instance.
+    """
     where, params = bucket_where(scope, start, end, key_id)
     columns = [GROUPS[g] for g in group_by]
     table = table_for(start, end)
@@ -266,7 +362,10 @@ def totals(
         columns.insert(0, "at")
     elif interval == "day":
         columns.insert(0, "at")
-    select = ", ".join([*columns, SUMS])
+    if "vendor" in group_by:
+        assert set(group_by) <= VENDOR_GROUPS and key_id is None
+        table = "vendor_" + table
+    select = ", ".join([*columns, SUMS, DETAIL_SUMS])
     group = f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
     return curs.execute(
         f"SELECT {select} FROM {SCHEMA}.{table} WHERE {where}{group}", params

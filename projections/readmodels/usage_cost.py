@@ -23,7 +23,7 @@ COST_EXP = -12  # the integer sum counts units of 10**COST_EXP EUR
 ZERO = Decimal(0)
 # A bucket's sums, a list indexed by these names: the counts (the usage tables' columns, in
 # their order), then the cost as above: integer units of 10**COST_EXP EUR, the smallest
-# exponent, and the Decimal sum of finer-priced records.
+# exponent, and the Decimal sum of finer-priced records; then the detail counts.
 (
     REQUESTS,
     SUCCESSES,
@@ -35,8 +35,17 @@ ZERO = Decimal(0)
     COST,
     EXPONENT,
     FINER,
-) = range(10)
+    CANCELLED,
+    STREAMED,
+    ESTIMATED,
+    CACHE_HITS,
+    TTFT_MS,
+    TTFT_COUNT,
+) = range(16)
 COUNTS = range(REQUESTS, COST)  # the counts' indexes, in the tables' column order
+# How the requests went (``domain.usage.StoredDetail``): counts of cancelled, streamed,
+# estimated and cached answers, and the sum and count of times to first token.
+DETAIL_COUNTS = range(CANCELLED, TTFT_COUNT + 1)
 Sums = list[Any]
 # A rate as the fold uses it: model, input and output coefficients at their common exponent,
 # factor to units, that exponent minus 6 (None: finer than micro-euros), the prices themselves.
@@ -44,7 +53,7 @@ Rate = tuple[str, int, int, int, int | None, Decimal, Decimal]
 
 
 def zero() -> Sums:
-    return [0, 0, 0, 0, 0, 0, 0, 0, 0, ZERO]
+    return [0, 0, 0, 0, 0, 0, 0, 0, 0, ZERO, 0, 0, 0, 0, 0, 0]
 
 
 def _coefficient(price: Decimal, exponent: int) -> int:
@@ -97,7 +106,7 @@ def cost_of(sums: Sums) -> Decimal:
 
 def merge(into: Sums, sums: Sums) -> None:
     """Add one bucket's sums to another's (two spellings of one key)."""
-    for i in (*COUNTS, COST):
+    for i in (*COUNTS, COST, *DETAIL_COUNTS):
         into[i] += sums[i]
     into[EXPONENT] = min(into[EXPONENT], sums[EXPONENT])
     into[FINER] += sums[FINER]

@@ -195,3 +195,26 @@ def test_a_deleted_byok_upstream_is_no_longer_used(gateway):
             break
         assert time.monotonic() < deadline, "the detached upstream still answers"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_embeddings_of_a_chat_model_are_a_400_naming_its_modality(gateway, setup, base):
+    t, upstream, key, _, secret = setup
+    model = gateway.model("openai", modality="chat")
+    before = len(gateway.fake.requests_for(model))
+    with pytest.raises(openai.BadRequestError) as raised:
+        gateway.client(secret, base).embeddings.create(model=model, input=["one two"])
+    error = raised.value.body
+    assert raised.value.code == "wrong_modality" and error["type"] == "invalid_request_error"
+    assert error["param"] == "model" and "'chat'" in error["message"]
+    assert len(gateway.fake.requests_for(model)) == before  # never sent upstream
+
+
+def test_a_chat_completion_of_an_embedding_model_is_a_400_naming_its_modality(gateway, setup):
+    t, upstream, key, _, secret = setup
+    model = gateway.model("openai", prefix="gpt-embed", modality="embedding")
+    with pytest.raises(openai.BadRequestError) as raised:
+        gateway.client(secret).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.code == "wrong_modality" and "'embedding'" in raised.value.message

@@ -86,8 +86,10 @@ def test_seed_000_walk_with_the_openai_sdk(served):
     )
     assert all(c.usage is None for c in plain)
 
-    embedded = client.embeddings.create(model="llama-3.1-8b", input=["one two", "three"])
-    assert [e.index for e in embedded.data] == [0, 1] and embedded.usage.prompt_tokens == 3
+    # llama-3.1-8b is a chat model in the catalog: no embeddings of it (issue 18, modality).
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="llama-3.1-8b", input=["one two", "three"])
+    assert refused.value.code == "wrong_modality" and "'chat'" in refused.value.message
 
     models = client.models.list()
     assert [m.id for m in models.data] == ["llama-3.1-8b"]
@@ -98,15 +100,16 @@ def test_seed_000_walk_with_the_openai_sdk(served):
         + chunks[-1].usage.prompt_tokens
         + chunks[-1].usage.completion_tokens
     )
-    # The usage is that tenant's: four requests on the instance, at least the tokens the
-    # client saw counted (the third stream's usage went to the gateway only).
+    # The usage is that tenant's: three requests on the instance and the refused embedding
+    # (a failure on no instance), at least the tokens the client saw counted (the third
+    # stream's usage went to the gateway only).
     deadline = time.monotonic() + 10
     while (summary := billed(served))["requests"] < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert summary["requests"] == 4
     assert summary["prompt_tokens"] + summary["completion_tokens"] > tokens
-    (by_instance,) = summary["by_instance"]
-    assert by_instance["instance_id"] == instance["id"] and by_instance["requests"] == 4
+    on_instance = [r for r in summary["by_instance"] if r["instance_id"] == instance["id"]]
+    assert [r["requests"] for r in on_instance] == [3]
 
     assert served.api.delete(f"/instances/{instance['id']}").status_code in (200, 204)
     time.sleep(FRESH_SECONDS + 0.1)  # what the gateway keeps of a tenant's instances

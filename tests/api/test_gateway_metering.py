@@ -172,6 +172,50 @@ def test_a_stream_without_usage_from_the_upstream_is_billed_with_estimated_token
     assert bill["prompt_tokens"] > 0 and bill["completion_tokens"] > 0
 
 
+def detail(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's ``StoredDetail`` (domain/usage.py), its defaults filled in."""
+    names = ("status", "vendor", "ttft_ms", "streamed", "estimated", "cache_hit")
+    defaults = (None, None, None, False, False, False)
+    return dict(zip(names, [*record["extra"], *defaults[len(record["extra"]) :]], strict=True))
+
+
+def test_a_record_says_its_vendor_whether_streamed_its_time_to_first_token_and_estimate(
+    gateway: Gateway,
+):
+    t = gateway.new_tenant()
+    t.byok("openai")
+    model = gateway.model("openai")
+    counted = gateway.model("openai")
+    gateway.fake.script(model, words=4, chunk_delay=0.05)
+    gateway.fake.script(counted, usage=False, words=3)
+    _, secret = t.router_key()
+    client = gateway.client(secret)
+    whole = client.chat.completions.create(model=model, messages=HELLO)
+    streamed = list(client.chat.completions.create(model=model, messages=HELLO, stream=True))
+    estimated = client.chat.completions.create(model=counted, messages=HELLO)
+
+    t.wait_billed(3)
+    records = t.records()
+    [one] = records[whole.id]
+    [two] = records[streamed[0].id]
+    [three] = records[estimated.id]
+    assert detail(one) == {**detail({"extra": []}), "vendor": "openai"}
+    assert detail(two)["vendor"] == "openai" and detail(two)["streamed"] is True
+    assert 0 <= detail(two)["ttft_ms"] <= two["latency_ms"]
+    assert detail(two)["estimated"] is False
+    assert detail(three)["estimated"] is True and detail(three)["ttft_ms"] is None
+    r = t.api.get("/usage", params={"group_by": "vendor"})
+    assert r.status_code == 200, r.text
+    [row] = r.json()["data"]
+    assert (row["vendor"], row["requests"], row["streamed"], row["estimated"]) == (
+        "openai",
+        3,
+        1,
+        1,
+    )
+    assert row["ttft_count"] == 1 and row["ttft_ms"] == detail(two)["ttft_ms"]
+
+
 def test_each_retry_of_the_sdk_is_a_request_of_its_own(gateway: Gateway):
     """The SDK retries a 502 by itself: every attempt is answered, so every one is billed."""
     t = gateway.new_tenant()
@@ -246,6 +290,8 @@ def test_seed_000_deploy_running_chat_destroy_with_the_instance_key_is_billed(ga
     for rid in (answer.id, chunks[0].id, routed.id):
         [record] = records[rid]
         assert record["instance_id"] == instance["id"] and record["model"] == "llama-3.1-8b"
+        assert detail(record)["vendor"] is None  # a GPU instance has no vendor
+    assert detail(records[chunks[0].id][0])["streamed"] is True
 
     assert t.api.delete(f"/instances/{instance['id']}").status_code in (200, 202)
     deadline = time.monotonic() + 10

@@ -91,6 +91,7 @@ ROUTES = [
     Route("GET", "/fairshare/groups/iso", foreign="admin-only"),
     Route("PATCH", "/fairshare/groups/iso/weight", {"weight": 2}, foreign="admin-only"),
     Route("PUT", "/models/llama-3.1-8b/cache", {"enabled": False}, foreign="admin-only"),
+    Route("GET", "/usage/cache", foreign="list"),
 ]
 # The collection of each kind the owner holds one of: every kind that offboarding ends.
 COLLECTIONS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -260,6 +261,17 @@ def test_usage_on_an_instance_of_another_tenant_is_refused(admin, tenant, other_
 # -- reading usage back --------------------------------------------------------------------
 
 
+# How the requests went, for records that said nothing of it (not the gateway's).
+NOTHING_NOTED = {
+    "cancelled": 0,
+    "streamed": 0,
+    "estimated": 0,
+    "cache_hits": 0,
+    "ttft_ms": 0,
+    "ttft_count": 0,
+}
+
+
 def test_usage_grouped_by_model_shows_requests_outcomes_tokens_and_cost(admin, tenant):
     cheap = new_model(admin, "1.00", "2.00")
     dear = new_model(admin, "10.00", "20.00")
@@ -287,6 +299,7 @@ def test_usage_grouped_by_model_shows_requests_outcomes_tokens_and_cost(admin, t
             "cached_tokens": 0,
             "latency_ms": 240,
             "cost": "0.0022",
+            **NOTHING_NOTED,
         },
         dear: {
             "model": dear,
@@ -298,6 +311,7 @@ def test_usage_grouped_by_model_shows_requests_outcomes_tokens_and_cost(admin, t
             "cached_tokens": 100,
             "latency_ms": 120,
             "cost": "0.05",
+            **NOTHING_NOTED,
         },
     }
 
@@ -472,3 +486,121 @@ def test_a_malformed_from_time_on_usage_queries_is_a_400(tenant):
 
 def test_a_to_time_before_the_from_time_on_usage_queries_is_a_400(tenant):
     assert_error(tenant.api.get("/usage", params={"from": NEXT_DAY, "to": DAY}), 400)
+
+
+# -- how a request went: vendor, time to first token, streamed, estimated, cache hit --------
+
+
+def exported_records(api: Any, tenant_id: str) -> dict[str, list[Any]]:
+    """The tenant's stored usage records by request id, as its export gives them."""
+    r = api.get(f"/tenants/{tenant_id}/export")
+    assert r.status_code == 200, r.text
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    return {
+        stored[0]: stored
+        for line in lines
+        if line.get("type") == "usage.recorded"
+        for stored in line["data"]["records"]
+    }
+
+
+def test_a_record_may_say_its_vendor_time_to_first_token_and_how_it_was_answered(tenant, model):
+    key = tenant.key["id"]
+    ingest(
+        tenant.api,
+        record(key, model, at(9), request_id="plain"),
+        record(
+            key,
+            model,
+            at(10),
+            request_id="streamed",
+            vendor="openai",
+            streamed=True,
+            ttft_ms=40,
+            estimated=True,
+        ),
+        record(key, model, at(11), request_id="cached", vendor="openai", cache_hit=True),
+        record(key, model, at(12), request_id="left", status="cancelled", streamed=True),
+    )
+
+    r = tenant.api.get("/usage", params={"group_by": "vendor", "from": DAY, "to": NEXT_DAY})
+
+    assert r.status_code == 200, r.text
+    rows = {row["vendor"]: row for row in r.json()["data"]}
+    assert rows.keys() == {None, "openai"}
+    openai = rows["openai"]
+    assert (openai["requests"], openai["streamed"], openai["estimated"]) == (2, 1, 1)
+    assert (openai["cache_hits"], openai["ttft_ms"], openai["ttft_count"]) == (1, 40, 1)
+    unnamed = rows[None]
+    assert (unnamed["requests"], unnamed["cancelled"], unnamed["failures"]) == (2, 1, 1)
+    assert unnamed["streamed"] == 1 and unnamed["ttft_count"] == 0
+
+    stored = exported_records(tenant.api, tenant.id)
+    assert len(stored["plain"]) == 10  # a record that says nothing more is stored as before
+    assert stored["streamed"][10:] == [None, "openai", 40, True, True]
+    assert stored["cached"][10:] == [None, "openai", None, False, False, True]
+    assert stored["left"][10:] == ["cancelled", None, None, True]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"vendor": "acme-ai"}, "vendor"),
+        ({"ttft_ms": 10}, "ttft_ms"),  # not streamed
+        ({"streamed": True, "ttft_ms": 500}, "ttft_ms"),  # beyond its latency
+        ({"streamed": True, "ttft_ms": -1}, "ttft_ms"),
+    ],
+)
+def test_a_record_with_an_impossible_vendor_or_time_to_first_token_is_refused(
+    tenant, model, fields, field
+):
+    r = post(tenant.api, record(tenant.key["id"], model, at(10), **fields))
+
+    error = assert_error(r, 400)
+    assert [p["field"] for p in error["records"]] == [field]
+
+
+@pytest.mark.parametrize("fields", [{"streamed": "yes"}, {"estimated": 1}, {"ttft_ms": "4"}])
+def test_a_wrongly_typed_detail_of_a_record_is_a_400(tenant, model, fields):
+    r = post(tenant.api, record(tenant.key["id"], model, at(10), **fields))
+
+    assert_error(r, 400)
+
+
+def test_usage_by_vendor_counts_a_records_own_vendor_with_the_guess_for_the_rest(tenant, model):
+    key = tenant.key["id"]
+    ingest(
+        tenant.api,
+        record(key, "gpt-4o", at(9)),
+        record(key, "gpt-4o", at(10), vendor="openai", status="error"),
+        record(key, model, at(11), vendor="mistral"),
+    )
+
+    r = tenant.api.get("/usage/vendors", params={"from": DAY, "to": NEXT_DAY})
+
+    assert r.status_code == 200, r.text
+    rows = [
+        (row["vendor"], row["model"], row["requests"], row["successes"], row["failures"])
+        for row in r.json()["data"]
+    ]
+    assert rows == [("mistral", model, 1, 1, 0), ("openai", "gpt-4o", 2, 1, 1)]
+
+
+def test_a_management_key_may_not_record_usage_under_a_gpu_instances_id_as_key(tenant, model):
+    instance = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
+    assert instance.status_code == 201, instance.text
+
+    r = post(tenant.api, record(instance.json()["id"], model, at(10)))
+
+    error = assert_error(r, 400)
+    assert [p["field"] for p in error["records"]] == ["key_id"]
+
+
+def test_the_admin_may_not_record_usage_under_a_gpu_instances_id_as_key(admin, tenant, model):
+    instance = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
+    assert instance.status_code == 201, instance.text
+
+    r = post(admin, record(instance.json()["id"], model, at(10)))
+
+    error = assert_error(r, 400)
+    assert [p["field"] for p in error["records"]] == ["key_id"]

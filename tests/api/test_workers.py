@@ -194,6 +194,28 @@ def test_names_stay_unique_across_processes(served, tenant_id):
     assert sorted(codes) == [201, 409, 409, 409, 409, 409]
 
 
+def test_stats_count_both_processes_and_a_capacity_change_reaches_both(served):
+    def stats() -> dict[str, Any]:
+        r = served.request("GET", "/stats")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def until(check: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while not check(got := stats()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return got
+
+    pids = {served.proc.pid, *served.api_processes()}
+    both = until(lambda s: {p["pid"] for p in s["processes"]} == pids)
+    assert {p["pid"] for p in both["processes"]} == pids
+    r = served.request("PUT", "/capacity", json={"max_in_flight": 7})
+    assert r.status_code == 200, r.text
+    # Every process applies it without a restart (within about a second).
+    changed = until(lambda s: [p["max_in_flight"] for p in s["processes"]] == [7, 7])
+    assert changed["max_in_flight"] == 14 and len(changed["processes"]) == 2
+
+
 def test_usage_recorded_by_either_process_crosses_its_budget(served):
     # Each process evaluates the budgets of the tenants whose usage it recorded; eight tenants
     # on eight connections reach both processes (all on one: 1 chance in 128).

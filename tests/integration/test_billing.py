@@ -482,6 +482,16 @@ def expected_gpu_cost(rate: Decimal, start: datetime, end: datetime) -> Decimal:
     return total
 
 
+# How a request went (issue 18 §6), as a gateway says it: kept in the vendor buckets too.
+DETAILS: list[dict[str, Any]] = [
+    {},
+    {"vendor": "openai"},
+    {"vendor": "mistral", "streamed": True, "ttft_ms": 7, "estimated": True},
+    {"vendor": "openai", "cache_hit": True},
+    {"streamed": True},
+]
+
+
 @pytest.fixture(scope="module")
 def spread(admin: Any, container: Any) -> dict[str, Any]:
     """Usage spread over ten days (generated once, with boundary times) and two GPU runs."""
@@ -489,6 +499,7 @@ def spread(admin: Any, container: Any) -> dict[str, Any]:
     keys = [admin.new_key(tenant["id"], kind)[0]["id"] for kind in ("management", "router")]
     models = {slug: new_model(admin, *p) for slug, p in PRICES.items()}
     rng = random.Random(20250901)
+    details = random.Random(18)  # apart, so that the records' other values stay as they were
     span_us = SPREAD_DAYS * 86_400_000_000
     times = [D0 + timedelta(microseconds=rng.randrange(span_us)) for _ in range(400)]
     times += [D0 + timedelta(days=k) for k in range(SPREAD_DAYS)]
@@ -506,6 +517,7 @@ def spread(admin: Any, container: Any) -> dict[str, Any]:
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 status=rng.choice(["success", "success", "error"]),
+                **details.choice(DETAILS),
             )
         )
         price_in, price_out = (Decimal(p) for p in PRICES[which])
@@ -588,7 +600,10 @@ def test_the_days_of_a_summary_add_up_to_its_totals(admin, spread):
 
 # -- replay: rebuild equality and crash-resume ---------------------------------------------
 
-REPLAYED = {"rm_usage": ["hourly", "daily"], "rm_costs": ["gpu_hourly", "runs", "credits"]}
+REPLAYED = {
+    "rm_usage": ["hourly", "daily", "vendor_hourly", "vendor_daily"],
+    "rm_costs": ["gpu_hourly", "runs", "credits"],
+}
 
 
 def read_side(container: Any, admin: Any, tenant_ids: list[str]) -> dict[str, Any]:
@@ -616,6 +631,8 @@ def test_rebuilding_usage_costs_and_price_book_yields_identical_rows_and_bills(
     before = read_side(container, admin, tenant_ids)
     assert before["rm_usage.hourly"] and before["rm_costs.gpu_hourly"]
     assert before["rm_costs.credits"]
+    vendors = {row[2] for row in before["rm_usage.vendor_daily"]}
+    assert {"", "openai", "mistral"} <= vendors
 
     for name in ("usage", "costs", "pricebook"):
         container.runner.rebuild(name)

@@ -274,3 +274,72 @@ def test_a_write_that_conflicts_stores_none_of_its_events_or_request_ids(contain
     assert recorder.seen({tenant: ["r1", "r2"]}) == {tenant: {"r1"}}
     # The connection went back to the pool clean: the next write succeeds.
     assert len(recorder.insert_events([event(3)], usage_request_ids={tenant: ["r2"]})) == 1
+
+
+# -- the one-round-trip usage write ----------------------------------------------------------
+
+
+def one_record(key_id: UUID, model: str, request_id: str) -> Any:
+    from domain.usage import UsageInput
+
+    return UsageInput(
+        request_id=request_id,
+        key_id=key_id,
+        model=model,
+        prompt_tokens=1000,
+        completion_tokens=500,
+        status="success",
+        latency_ms=10,
+        occurred_at=datetime.now(UTC) - timedelta(seconds=1),
+        instance_id=None,
+    )
+
+
+@pytest.fixture
+def metered(container: Any) -> tuple[Any, Any, UUID, str]:
+    """The operator, a tenant's router key and a model, straight through the use cases."""
+    from application.auth import Principal
+
+    operator = Principal(kind="admin", actor=Actor(id="test", ip=None))
+    tenant_id = container.tenants.create_tenant(operator, name=f"metered-{uuid4().hex[:8]}")
+    key, _ = container.keys.issue_key(operator, tenant_id, "k", kind="router")
+    slug = f"metered-{uuid4().hex[:8]}"
+    container.pricing.register_model(
+        operator, slug, "M", "chat", 8192, Decimal("1.00"), Decimal("2.00"), True
+    )
+    return container.usage, operator, key.id, slug
+
+
+def test_a_request_id_sent_again_as_fresh_is_still_stored_once(metered):
+    usage, operator, key_id, slug = metered
+    request_id = uuid4().hex
+
+    first = usage.ingest_usage(operator, [one_record(key_id, slug, request_id)], fresh_ids=True)
+    again = usage.ingest_usage(operator, [one_record(key_id, slug, request_id)], fresh_ids=True)
+
+    assert (first.accepted, first.duplicates) == (1, 0)
+    assert (again.accepted, again.duplicates, again.batch_ids) == (0, 1, [])
+
+
+def test_a_batch_rated_with_prices_changed_meanwhile_is_rated_again(container, metered):
+    """Usage keeps models in memory; a price change made elsewhere (another process) is caught
+    by the write itself, and the batch is stored at the new price."""
+    usage, operator, key_id, slug = metered
+    usage.ingest_usage(operator, [one_record(key_id, slug, uuid4().hex)])  # the model is kept
+    container.pricing.update_model(
+        operator,
+        slug,
+        "M",
+        "chat",
+        8192,
+        True,
+        Decimal("5.00"),
+        Decimal("6.00"),
+        effective_from=datetime.now(UTC) - timedelta(minutes=1),
+    )
+
+    result = usage.ingest_usage(operator, [one_record(key_id, slug, uuid4().hex)], fresh_ids=True)
+
+    store = container.store
+    (stored,) = store.recorder.select_events(result.batch_ids[0])
+    assert store.mapper.to_domain_event(stored).rates == [[slug, "5.00", "6.00"]]

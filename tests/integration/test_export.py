@@ -215,3 +215,38 @@ def test_reconcile_of_an_unknown_tenant_fails(database_conninfo, tmp_path):
 
     assert result.returncode == 1
     assert "not found" in result.stderr
+
+
+def test_a_response_cache_hit_costs_nothing_in_the_read_models_and_in_the_events_alike(
+    database_conninfo, tmp_path, admin, tenant, container
+):
+    model = new_model(admin, "1.00", "2.00", prefix="export-test")
+    records = [
+        {
+            "request_id": uuid.uuid4().hex,
+            "key_id": tenant.key["id"],
+            "model": model,
+            "prompt_tokens": 1000,
+            "completion_tokens": 500,
+            "status": "success",
+            "latency_ms": 10,
+            "occurred_at": "2025-10-30T10:00:00Z",
+            "cache_hit": hit,
+        }
+        for hit in (False, True)
+    ]
+    assert tenant.api.post("/usage/events", json={"records": records}).is_success
+    caught_up(container, "usage", "costs", "audit")
+
+    bill = admin.get(f"/team-billing/summary/{tenant.id}/2025-10-30/2025-10-31").json()
+    exported = lines_of(admin.get(f"/tenants/{tenant.id}/export").text)
+    month = next(line for line in exported if line["kind"] == "billing")
+
+    # Both requests keep their tokens; only the one the upstream answered costs (1.00 + 1.00).
+    assert (bill["requests"], bill["prompt_tokens"], bill["completion_tokens"]) == (2, 2000, 1000)
+    assert Decimal(bill["token_cost"]) == Decimal("0.002")
+    assert (month["prompt_tokens"], Decimal(month["token_cost"])) == (2000, Decimal("0.002"))
+    container.runner.rebuild("usage")
+    result = reconcile(database_conninfo, tmp_path, tenant.id)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 difference(s)" in result.stdout

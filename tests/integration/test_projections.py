@@ -6,14 +6,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from psycopg.rows import tuple_row
 
 from domain.pricing import token_cost
+from domain.usage import UsageInput
+from interfaces.gateway.meter import GATEWAY
 from projections.engine.base import live_schema
 from projections.engine.runner import ProjectionFailedError, ProjectionRunner
 from projections.readmodels.audit import AuditProjection
@@ -26,7 +29,7 @@ from tests.helpers import ensure_group, new_model
 PROJECTIONS = [p.name for p in all_projections()]
 LISTINGS = ["tenants", "keys", "instances", "budgets", "mcp_servers", "users"]
 # Read models the history below must leave with rows, so that their rebuild compares something.
-FILLED = [*LISTINGS, "capacity", "fairshare"]
+FILLED = [*LISTINGS, "capacity", "fairshare", "usage", "usage_cache"]
 
 
 def caught_up(container: Any, timeout: float = 10.0) -> None:
@@ -123,6 +126,19 @@ def history(admin: Any, container: Any) -> None:
     body = {"email": f"u-{uuid.uuid4().hex[:10]}@example.com", "password": "correct horse battery"}
     assert admin.post(f"/tenants/{offboarded['id']}/users", json=body).status_code == 201
     assert admin.delete(f"/tenants/{offboarded['id']}").is_success
+    # Usage of a model while its response cache is on, as the gateway records it: a hit and a
+    # miss (usage_cache); the hit is rated at zero prices (usage).
+    cached = new_model(admin)
+    body = {"enabled": True, "ttl_seconds": 60}
+    assert admin.put(f"/models/{cached}/cache", json=body).is_success
+    t = admin.new_tenant()
+    router, _ = admin.new_key(t["id"], "router")
+    now = datetime.now(UTC)
+    records = [
+        UsageInput(uuid4().hex, UUID(router["id"]), cached, 10, 5, "success", 1, now, cache_hit=hit)
+        for hit in (False, True)
+    ]
+    container.usage.ingest_usage(GATEWAY, records)
 
 
 def test_every_projections_lag_reaches_zero_after_writes(container, admin, history):
@@ -495,3 +511,36 @@ def test_usage_buckets_of_one_key_spelled_two_ways_are_merged_into_one_row():
         + token_cost(20, 5, Decimal("2.5"), Decimal("2.5"))
     )
     assert canonical(merged, set()) is merged  # canonical already: kept as it is
+
+
+def test_a_usage_read_model_made_before_the_vendor_buckets_fills_them_from_its_own(
+    container, scratch
+):
+    """An upgrade needs no rebuild: the old buckets' records named no vendor."""
+    from projections.readmodels.usage import CREATE_DAILY, CREATE_HOURLY, UsageProjection
+
+    tenant = uuid4()
+    with container.pool.connection() as conn:
+        conn.execute(f"CREATE SCHEMA {scratch}")
+        for create in (CREATE_HOURLY, CREATE_DAILY):
+            conn.execute(create.format(s=scratch))
+        for table, at in (("hourly", "2025-10-30T10:00:00Z"), ("daily", "2025-10-30T00:00:00Z")):
+            for key, requests in ((uuid4(), 2), (uuid4(), 3)):
+                conn.execute(
+                    f"INSERT INTO {scratch}.{table} VALUES"
+                    " (%s, %s, %s, 'm', %s, %s, %s, 0, 10, 5, 0, 100, 0.25)",
+                    (at, tenant, key, UUID(int=0), requests, requests),
+                )
+
+    for _ in range(2):  # and only once: every start runs the schema's statements
+        container.runner.create_schema(UsageProjection(), scratch)
+
+    with container.pool.connection() as conn:
+        for table in ("vendor_hourly", "vendor_daily"):
+            rows = conn.execute(
+                f"SELECT tenant_id, vendor, model, requests, successes, cost, streamed"
+                f" FROM {scratch}.{table}"
+            ).fetchall()
+            assert [tuple(r.values()) for r in rows] == [
+                (tenant, "", "m", 5, 5, Decimal("0.50"), 0)
+            ], table

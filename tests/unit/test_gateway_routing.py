@@ -110,3 +110,16 @@ def test_an_instance_key_reaches_only_its_instance():
 
 def test_estimates():
     assert estimate_tokens(0) == 0 and estimate_tokens(1) == 1 and estimate_tokens(400) == 100
+
+
+def test_an_embedding_model_answers_only_embeddings_and_embeddings_only_it():
+    embed = CatalogModel("e5", serveable=True, vendor=None, created=0, modality="embedding")
+    chat = CatalogModel("c", serveable=True, vendor=None, created=0, modality="chat")
+    assert check_model(caller(), "e5", embed, "embeddings") is embed
+    assert check_model(caller(), "c", chat, "chat/completions") is chat
+    assert check_model(caller(), "llama-3.1-8b", LLAMA, "embeddings") is LLAMA  # not known
+    for slug, model, kind in (("e5", embed, "chat/completions"), ("c", chat, "embeddings")):
+        with pytest.raises(GatewayRefusal) as e:
+            check_model(caller(), slug, model, kind)
+        assert (e.value.status, e.value.code, e.value.param) == (400, "wrong_modality", "model")
+        assert repr(model.modality) in e.value.message

@@ -11,7 +11,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 
 from application.transcoder import OrjsonTranscoder
 from domain.base import Actor
-from domain.usage import StoredRecord, UsageBatch, UsageInput, iter_lines, to_us
+from domain.usage import StoredDetail, StoredRecord, UsageBatch, UsageInput, iter_lines, to_us
 from projections.reports.replay import event_line, stored_usage_line
 
 KEY = UUID("5d0e7c4e-1b7a-4a51-9a5e-3c1f2b8d9e01")
@@ -123,3 +123,37 @@ def test_a_usage_event_stored_before_exports_the_same_line_either_way():
     assert line is not None
     assert orjson.dumps(line) == orjson.dumps(event_line(9, event))
     assert line["data"]["records"] == orjson.loads(STORED_BEFORE)["records"]
+
+
+def test_an_old_record_reads_as_saying_nothing_more_and_a_cancelled_one_keeps_its_status():
+    event = MAPPER.to_domain_event(stored_before())
+    cancelled = [*event.records[0], "cancelled"]  # as stored before vendor and the rest
+    event.records.append(cancelled)
+
+    lines = list(iter_lines(event))
+
+    assert [line.detail for line in lines[:2]] == [StoredDetail(), StoredDetail()]
+    assert [line.status for line in lines] == ["success", "error", "cancelled"]
+    assert lines[2].detail == StoredDetail(status="cancelled")
+
+
+def test_a_records_detail_is_stored_after_its_ten_fields_without_trailing_defaults():
+    def stored(**detail: object) -> list[object]:
+        fields = {"status": "success", **detail}
+        r = UsageInput("r", KEY, "m", 1, 1, latency_ms=50, occurred_at=FIRST_AT, **fields)  # type: ignore[arg-type]
+        (event,) = UsageBatch.record(
+            TENANT, [(r, Decimal(1), Decimal(1))], Actor("a")
+        ).collect_events()
+        return event.records[0][10:]
+
+    assert stored() == []
+    assert stored(vendor="openai") == [None, "openai"]
+    assert stored(streamed=True, ttft_ms=0) == [None, None, 0, True]
+    assert stored(cache_hit=True) == [None, None, None, False, False, True]
+    assert stored(status="cancelled", vendor="openai", streamed=True, estimated=True) == [
+        "cancelled",
+        "openai",
+        None,
+        True,
+        True,
+    ]

@@ -199,3 +199,26 @@ def test_a_tenant_replayed_from_stored_events_equals_the_original():
     tenant.offboard(actor=Actor.system())
 
     assert replay(through_store(tenant.collect_events())) == tenant
+
+
+def test_on_demand_boot_is_off_until_set_and_replays_from_its_events():
+    tenant = a_tenant()
+    assert tenant.on_demand_boot is False
+
+    tenant.set_on_demand_boot(True, an_actor())
+
+    assert tenant.on_demand_boot is True
+    assert replay(tenant.collect_events()).on_demand_boot is True
+
+
+@pytest.mark.parametrize("value", [1, "true", None])
+def test_on_demand_boot_is_true_or_false(value):
+    with pytest.raises(InvalidValueError):
+        a_tenant().set_on_demand_boot(value, an_actor())  # type: ignore[arg-type]
+
+
+def test_an_offboarded_tenant_can_not_turn_on_demand_boot_on():
+    tenant = a_tenant()
+    tenant.offboard(an_actor())
+    with pytest.raises(TenantOffboardedError):
+        tenant.set_on_demand_boot(True, an_actor())

@@ -37,6 +37,11 @@ records = st.fixed_dictionaries(
         "latency_ms": st.integers(0, 10**6),
         "instance_id": st.one_of(st.none(), st.uuids().map(str)),
         "cached_tokens": st.integers(0, 10**6),
+        "vendor": st.one_of(st.none(), st.sampled_from(["openai", "mistral"])),
+        "ttft_ms": st.one_of(st.none(), st.integers(0, 10**6)),
+        "streamed": st.booleans(),
+        "estimated": st.booleans(),
+        "cache_hit": st.booleans(),
     },
 )
 
@@ -58,6 +63,9 @@ def test_well_formed_batches_read_the_same_as_pydantic_reads_them(batch):
         {"occurred_at": 1761818400},
         {"latency_ms": True},
         {"status": "ok"},
+        {"streamed": 1},
+        {"ttft_ms": "5"},
+        {"vendor": 7},
         {"extra": 1},
     ],
 )

@@ -25,6 +25,7 @@ from interfaces.http.schemas import (
     QuotaUpdate,
     TenantCreate,
     TenantPublic,
+    TenantUpdate,
     WeightUpdate,
 )
 from interfaces.http.times import AsOfQuery, parse_time
@@ -95,6 +96,16 @@ def offboard_tenant(
 ) -> TenantPublic:
     """Offboard a tenant: destroy its instances, delete its keys and budgets. History stays."""
     offboarding.offboard_tenant(caller, tenant_id)
+    return read_tenant(gate, caller, tenant_id)
+
+
+@router.patch("/tenants/{tenant_id}", response_model=TenantPublic)
+def update_tenant(
+    tenant_id: UUID, body: TenantUpdate, caller: Caller, commands: TenantsDep, gate: Gate
+) -> TenantPublic:
+    """Change the tenant's own settings (``on_demand_boot``): the admin or the tenant's key."""
+    if body.on_demand_boot is not None:
+        commands.set_on_demand_boot(caller, tenant_id, body.on_demand_boot)
     return read_tenant(gate, caller, tenant_id)
 
 

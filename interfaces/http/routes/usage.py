@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
@@ -67,6 +68,8 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
             out["cost"] = billing.money(v)
         elif k == "instance_id":
             out[k] = None if v == usage.NO_INSTANCE else str(v)
+        elif k == "vendor":
+            out[k] = v or None  # '': no vendor known (a GPU instance's answer)
         elif isinstance(v, UUID):
             out[k] = str(v)
         elif isinstance(v, datetime):
@@ -131,18 +134,32 @@ def _totals(
 def usage_totals(
     caller: Caller,
     gate: Gate,
-    group_by: Literal["tenant", "key", "model", "instance"] = "tenant",
+    group_by: Literal["tenant", "key", "model", "instance", "vendor"] = "tenant",
     start: str | None = FromQuery,
     end: str | None = ToQuery,
 ) -> dict:
-    """Requests, successes, failures, tokens and cost, grouped by tenant, key, model or instance."""
+    """Requests, successes, failures, tokens, cost and how the requests went (cancelled,
+    streamed, estimated, cache hits, time to first token), grouped by tenant, key, model,
+    instance or vendor (a BYOK upstream's; null for GPU instances)."""
     return _totals(gate, caller, [group_by], *window(start, end))
 
 
 def by_vendor(result: dict) -> dict:
+    """Rows per vendor and model; a record that named no vendor counts for its model's maker
+    (``vendor_of``), with the rows that did name it."""
+    merged: dict[tuple[str, str], dict] = {}
     for row in result["data"]:
-        row["vendor"] = vendor_of(row["model"])
-    result["data"].sort(key=lambda r: (r["vendor"], r["model"]))
+        row["vendor"] = row["vendor"] or vendor_of(row["model"])
+        kept = merged.get((row["vendor"], row["model"]))
+        if kept is None:
+            merged[(row["vendor"], row["model"])] = row
+            continue
+        for k, v in row.items():
+            if k == "cost":
+                kept[k] = billing.money(Decimal(kept[k]) + Decimal(v))
+            elif type(v) is int:
+                kept[k] += v
+    result["data"] = sorted(merged.values(), key=lambda r: (r["vendor"], r["model"]))
     return result
 
 
@@ -164,7 +181,7 @@ TOTALS = [
     Totals(
         "/usage/vendors",
         "usage_by_vendor",
-        ["model"],
+        ["vendor", "model"],
         "Usage per vendor and model, with success and failure counts (seed 003).",
         then=by_vendor,
     ),
