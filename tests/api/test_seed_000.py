@@ -355,11 +355,26 @@ def test_the_catalog_lists_every_model_with_prices_and_says_which_are_warm(serve
 # -- 5. Inference ------------------------------------------------------------------------------
 
 
-def test_a_cold_model_is_a_503_model_unavailable(account):
+def test_cold_is_503_model_unavailable_cold_start_with_on_demand_boot_then_warm_answers(account):
     client = account.openai(account.router_key(allowed_models=None, sovereignty_mode=False))
+    # Cold model + on-demand boot off → 503 model_unavailable.
     with pytest.raises(openai.APIStatusError) as cold:
         hello(client, "qwen3-plus")
     assert cold.value.status_code == 503 and cold.value.code == "model_unavailable"
+    # Cold + on-demand boot on → 503 cold_start with Retry-After.
+    r = account.http.patch(f"/api/v1/tenants/{account.tenant_id}", json={"on_demand_boot": True})
+    assert r.status_code == 200, r.text
+    time.sleep(FRESH_SECONDS + 0.1)  # a tenant found with it off is taken as off that long
+    with pytest.raises(openai.APIStatusError) as booting:
+        hello(client, "qwen3-plus")
+    assert booting.value.status_code == 503 and booting.value.code == "cold_start"
+    assert int(booting.value.response.headers["retry-after"]) >= 1
+    (instance,) = account.listed()
+    assert instance["model_id"] == "qwen3-plus"
+    # Warm → a standard OpenAI-compatible answer.
+    account.wait_for(instance["id"], "running")
+    answer = hello(client, "qwen3-plus")
+    assert answer.object == "chat.completion" and answer.choices[0].message.content == "echo: Hi"
 
 
 # -- 8. Conventions ----------------------------------------------------------------------------
