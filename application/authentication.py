@@ -146,7 +146,8 @@ class Authenticator:
             raise AuthenticationError(str(e)) from None
         return Principal(
             kind=key.kind,  # type: ignore[arg-type]
-            actor=Actor(id=f"key:{key.id}", ip=ip),
+            # A user's personal access token acts as that user: the audit log says who.
+            actor=Actor(id=f"user:{key.user_id}" if key.user_id else f"key:{key.id}", ip=ip),
             tenant_id=key.tenant_id,
             key_id=key.id,
         )

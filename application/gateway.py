@@ -98,6 +98,25 @@ class Target:
         return self.kind == "byok"
 
 
+# The model a request that names none gets from the vendor it names (seed 003's
+# ``{"vendor": "anthropic", "messages": [...]}``): the vendor's first model in seed 003's list.
+VENDOR_DEFAULT_MODELS = {
+    "openai": "gpt-4o",
+    "anthropic": "claude-sonnet-4-5",
+    "google": "gemini-2.5-pro",
+    "deepseek": "deepseek-v4-pro",
+    "qwen": "qwen3-max",
+    "moonshot": "kimi-k2",
+    "minimax": "minimax-m3",
+    "mistral": "mistral-nemo-12b",
+}
+
+
+def default_model(vendor: object) -> str | None:
+    """The model a request naming ``vendor`` but no model is served with (``None``: none)."""
+    return VENDOR_DEFAULT_MODELS.get(vendor) if isinstance(vendor, str) else None
+
+
 def may_use(caller: GatewayCaller, model: CatalogModel) -> bool:
     """Whether the caller may name this model at all (the models list shows these)."""
     if caller.allowed_models is not None and model.slug not in caller.allowed_models:

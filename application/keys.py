@@ -11,11 +11,11 @@ from eventsourcing.domain import Aggregate
 from application.auth import Principal
 from application.errors import ConcurrentModificationError, NotFoundError
 from application.names import claim_name, commit_claim
-from application.ports import Clock
+from application.ports import Clock, TenantDirectory
 from application.store import EventStore
 from application.tenants import tenant_for
 from domain.apikey import ApiKey, check_key_name
-from domain.base import ConflictError, NameTakenError
+from domain.base import Actor, ConflictError, NameTakenError
 from domain.budget import Budget
 from domain.index import NameIndex
 
@@ -30,9 +30,14 @@ class SelfDeletionError(ConflictError):
 
 
 class Keys:
-    def __init__(self, store: EventStore, clock: Clock) -> None:
+    """API keys; ``directory`` finds a tenant's keys (a user's personal access tokens)."""
+
+    def __init__(
+        self, store: EventStore, clock: Clock, directory: TenantDirectory | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.directory = directory
 
     def issue_key(
         self,
@@ -61,6 +66,7 @@ class Keys:
             expires_at=expires_at,
             ip_allowlist=ip_allowlist,
             rpm_limit=rpm_limit,
+            user_id=principal.user_id,  # a user's key: a personal access token (seed 000)
         )
         name_key = key_name_key(tenant.id, check_key_name(name))
         index = claim_name(self.store, "key", name_key, key.id, principal.actor)
@@ -127,12 +133,27 @@ class Keys:
         key = self.get_key_for(principal, key_id)
         if key.id == principal.key_id:
             raise SelfDeletionError("a key can't delete itself")
-        key.delete(actor=principal.actor)
+        self.store.commit(*self.revoking(key, principal.actor))
+
+    def revoking(self, key: ApiKey, actor: Actor) -> list[Aggregate]:
+        """Revoke a key for good, free its name and delete its budgets: what to save."""
+        key.delete(actor=actor)
         index_id = NameIndex.create_id("key", key_name_key(key.tenant_id, key.name))
         index = self.store.load(NameIndex, index_id, "key name")
-        index.release(key.id, actor=principal.actor)
+        index.release(key.id, actor=actor)
         budgets = [self.store.load(Budget, b, "budget") for b in list(key.budget_ids)]
         for budget in budgets:
             if not budget.deleted:
-                budget.delete(actor=principal.actor)
-        self.store.commit(key, index, *budgets)
+                budget.delete(actor=actor)
+        return [key, index, *budgets]
+
+    def revoking_tokens_of(self, tenant_id: UUID, user_id: UUID, actor: Actor) -> list[Aggregate]:
+        """Revoke every key the user issued (its personal access tokens): what to save."""
+        if self.directory is None:
+            return []
+        revoked: list[Aggregate] = []
+        for key_id in self.directory.owned_ids(tenant_id).get("key", []):
+            key = self.store.find(ApiKey, key_id)
+            if key is not None and key.user_id == user_id and not key.deleted:
+                revoked += self.revoking(key, actor)
+        return revoked

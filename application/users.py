@@ -19,6 +19,7 @@ from application.errors import (
     ConcurrentModificationError,
     ForbiddenError,
 )
+from application.keys import Keys
 from application.names import claim_name
 from application.ports import Clock, Fingerprinter, Passwords, SecretBox, UserTokens
 from application.store import EventStore
@@ -81,6 +82,7 @@ class Users:
         tokens: UserTokens,
         clock: Clock,
         signup_open: bool = True,
+        keys: Keys | None = None,
     ) -> None:
         self.store = store
         self.secret_box = secret_box
@@ -89,6 +91,7 @@ class Users:
         self.tokens = tokens
         self.clock = clock
         self.signup_open = signup_open
+        self.keys = keys  # a removed user's personal access tokens are revoked with it
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -173,7 +176,12 @@ class Users:
         index = self.store.find(NameIndex, NameIndex.create_id(INDEX_KIND, user.email_fingerprint))
         if index is not None:
             index.release(user.id, actor=principal.actor)
-        self.store.commit(user, index)
+        tokens = (
+            self.keys.revoking_tokens_of(user.tenant_id, user.id, principal.actor)
+            if self.keys
+            else []
+        )
+        self.store.commit(user, index, *tokens)
 
     # -- emails -------------------------------------------------------------------------
 

@@ -139,6 +139,8 @@ class ApiKey(Aggregate):
         actor: Actor
         # Added later: keys issued before it have none (the default, on replay).
         rpm_limit: int | None = None
+        # The user who issued it (a personal access token, seed 000), whose actions it takes.
+        user_id: UUID | None = None
 
     @event(Issued)
     def __init__(
@@ -154,6 +156,7 @@ class ApiKey(Aggregate):
         ip_allowlist: list[str],
         actor: Actor,
         rpm_limit: int | None = None,
+        user_id: UUID | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.name = name
@@ -165,6 +168,7 @@ class ApiKey(Aggregate):
         self.expires_at = expires_at
         self.ip_allowlist = ip_allowlist
         self.rpm_limit = rpm_limit
+        self.user_id = user_id
         self.disabled = False
         self.deleted = False
         self.budget_ids: list[UUID] = []
@@ -182,8 +186,12 @@ class ApiKey(Aggregate):
         expires_at: datetime | None = None,
         ip_allowlist: list[str] | None = None,
         rpm_limit: int | None = None,
+        user_id: UUID | None = None,
     ) -> tuple[ApiKey, str]:
-        """Issue a new key; returns the key and its plaintext token (to be shown once)."""
+        """Issue a new key; returns the key and its plaintext token (to be shown once).
+
+        ``user_id``: the user issuing it; what the key does is that user's doing (its actor).
+        """
         if kind not in KINDS:
             raise InvalidValueError("kind", f"kind must be one of {', '.join(KINDS)}")
         expires_at = check_expiry(expires_at, now)
@@ -202,6 +210,7 @@ class ApiKey(Aggregate):
             ip_allowlist=check_ip_allowlist(ip_allowlist or []),
             actor=actor,
             rpm_limit=check_rpm_limit(rpm_limit),
+            user_id=user_id,
         )
         return key, token
 

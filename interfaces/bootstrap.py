@@ -220,6 +220,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     budget_watch = BudgetWatcher(budgets, gate)
     webhooks = Webhooks(store, secret_box)
     pricing = Pricing(store, clock)
+    keys = Keys(store, clock, directory)
     auth = Authenticator(store, settings.admin_token, user_tokens)
     rate_limiter = stores.RateLimiter(
         pool,
@@ -264,7 +265,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         auth=auth,
         tenants=Tenants(store, secret_box),
         offboarding=Offboarding(store, directory, instances),
-        keys=Keys(store, clock),
+        keys=keys,
         instances=instances,
         upstreams=Upstreams(store, secret_box),
         provisioning=provisioning,
@@ -284,6 +285,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
             user_tokens,
             clock,
             signup_open=settings.signup == "open",
+            keys=keys,
         ),
         provider=provider,
         providers=providers,

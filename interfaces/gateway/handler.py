@@ -33,6 +33,7 @@ from application.gateway import (
     Target,
     check_model,
     cold_start,
+    default_model,
     estimate_tokens,
     forbidden,
     may_use,
@@ -159,6 +160,17 @@ def bearer(scope: Scope) -> str | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _key_id(scope: Scope) -> UUID | None:
+    """The BYOK key the ``X-Key-Id`` header picks, if any."""
+    header = _header(scope, b"x-key-id")
+    if header is None:
+        return None
+    try:
+        return UUID(header.strip())
+    except ValueError:
+        raise forbidden("forbidden", "X-Key-Id must name one of your BYOK keys") from None
 
 
 def is_inference_token(scope: Scope) -> bool:
@@ -406,6 +418,8 @@ class Gateway:
                 if kind == "chat/completions":  # the project's settings (seed 002)
                     config = await self.directory.project_config(caller.tenant_id)
                     body = apply_project_config(*config, body)
+                if "model" not in body:  # seed 003: the body's vendor, or X-Key-Id, picks one
+                    body["model"] = await self._implied_model(scope, caller, body)
                 known = await self.directory.model(body.get("model"))
                 # A known model is billed even when refused (0 tokens, a failure): every
                 # request after authentication is one usage record.
@@ -478,6 +492,18 @@ class Gateway:
             raise GatewayRefusal(400, "invalid_json", "the body must be a JSON object")
         return body
 
+    async def _implied_model(
+        self, scope: Scope, caller: GatewayCaller, body: dict[str, Any]
+    ) -> str | None:
+        """The model of a request that names none: its vendor's default, the vendor being the
+        body's ``vendor`` or that of the BYOK key ``X-Key-Id`` names."""
+        vendor = body.get("vendor")
+        key_id = _key_id(scope)
+        if vendor is None and key_id is not None:
+            targets = await self.directory.targets(caller.tenant_id, fresh=True)
+            vendor = next((t.vendor for t in targets if t.instance_id == key_id), None)
+        return default_model(vendor)
+
     async def _targets(
         self, scope: Scope, caller: GatewayCaller, model: Any, body: dict[str, Any]
     ) -> list[Target]:
@@ -489,13 +515,7 @@ class Gateway:
                 f"vendor must be one of {', '.join(UPSTREAMS)}",
                 param="vendor",
             )
-        key_id = None
-        header = _header(scope, b"x-key-id")
-        if header is not None:
-            try:
-                key_id = UUID(header.strip())
-            except ValueError:
-                raise forbidden("forbidden", "X-Key-Id must name one of your BYOK keys") from None
+        key_id = _key_id(scope)
         fresh = False
         while True:
             instances = await self.directory.targets(caller.tenant_id, fresh=fresh)

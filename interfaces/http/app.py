@@ -29,7 +29,9 @@ from interfaces.http.routes import (
     budgets,
     byok,
     capacity,
+    compat_aimactok,
     compat_hostedai,
+    compat_hostyourai,
     compat_manage,
     export,
     fairshare,
@@ -72,7 +74,7 @@ ROUTES = (
 ROOT_ROUTES = (auth,)
 
 # The compatibility routes, each at its platform's own paths (the router carries its prefix).
-COMPAT_ROUTES = (compat_hostedai, compat_manage)
+COMPAT_ROUTES = (compat_hostyourai, compat_hostedai, compat_manage, compat_aimactok)
 
 
 class OrjsonResponse(JSONResponse):

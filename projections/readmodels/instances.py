@@ -188,11 +188,26 @@ def list_instances(
     limit: int,
     cursor: str | None,
     kind: str | None = None,
+    live: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of instances, newest first; ``live``: only those not destroyed."""
     filters: dict[str, Any] = {"tenant_id": tenant_id} if tenant_id is not None else {}
     if kind is not None:
         filters["kind"] = kind
-    return keyset_page(curs, f"{SCHEMA}.instances", COLUMNS, filters, limit, cursor, dict)
+    where = "status <> 'destroyed'" if live else "true"
+    return keyset_page(curs, f"{SCHEMA}.instances", COLUMNS, filters, limit, cursor, dict, where)
+
+
+def running_models(curs: Cursor[Any], tenant_id: UUID | None) -> set[str]:
+    """The models with a running GPU instance now (of the tenant, or of any for ``None``)."""
+    where, params = "kind = 'gpu' AND status = 'running'", []
+    if tenant_id is not None:
+        where += " AND tenant_id = %s"
+        params.append(tenant_id)
+    rows = curs.execute(
+        f"SELECT DISTINCT model_id FROM {SCHEMA}.instances WHERE {where}", params
+    ).fetchall()
+    return {r["model_id"] for r in rows}
 
 
 def ids_in_status(curs: Cursor[Any], statuses: tuple[str, ...]) -> list[UUID]:

@@ -149,9 +149,15 @@ def _in_scope(row: dict[str, Any] | None, scope: UUID | None) -> dict[str, Any] 
 
 
 def list_keys(
-    curs: Cursor[Any], tenant_id: UUID | None, limit: int, cursor: str | None
+    curs: Cursor[Any],
+    tenant_id: UUID | None,
+    limit: int,
+    cursor: str | None,
+    kind: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    filters = {"tenant_id": tenant_id} if tenant_id is not None else {}
+    filters: dict[str, Any] = {"tenant_id": tenant_id} if tenant_id is not None else {}
+    if kind is not None:
+        filters["kind"] = kind
     return keyset_page(
         curs, f"{SCHEMA}.keys", COLUMNS, filters, limit, cursor, _public, "NOT deleted"
     )

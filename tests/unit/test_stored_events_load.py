@@ -60,5 +60,6 @@ def test_the_old_events_replay_into_the_state_they_recorded():
     assert key.allowed_models == ["llama-3.1-8b"] and key.sovereignty_mode is True
     assert key.expires_at.isoformat() == "2026-12-04T00:00:00+00:00"
     assert key.rpm_limit is None  # a field added later: a key issued before it has none
+    assert key.user_id is None  # likewise the user of a personal access token
     assert hook.deleted is True and hook.url == "https://example.com/hook"
     assert loaded["NameIndex"].owner_id == key.id
