@@ -5,6 +5,7 @@ USER_PANEL_URL is the served hostplane; the base URL of the API is ``{USER_PANEL
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -36,11 +37,21 @@ def openai_error(r: httpx.Response, status: int) -> dict[str, Any]:
 # -- Authentication: "include it in the Authorization header ... Bearer YOUR_API_KEY" ---------
 
 
-def test_an_api_key_in_the_authorization_header_authenticates(panel, tenant):
+def new_user(admin: Any, tenant_id: str) -> dict[str, Any]:
+    email = f"user-{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": "a long pass phrase 4 tests"}
+    r = admin.post(f"/tenants/{tenant_id}/users", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_an_api_key_in_the_authorization_header_authenticates(panel, admin, tenant):
+    user = new_user(admin, tenant.id)
+
     r = get(panel, "/users", tenant.secret)
 
     assert r.status_code == 200, r.text
-    assert [u["id"] for u in r.json()["data"]] == [tenant.id]
+    assert [u["id"] for u in r.json()["data"]] == [user["id"]]
 
 
 # -- Troubleshooting: "a 401 ... hasn't expired, isn't IP restricted and hasn't been revoked" --
@@ -87,11 +98,14 @@ def test_a_new_key_without_ip_or_expiry_restrictions_works(panel, admin, tenant)
 # -- Making API requests: "GET https://USER_PANEL_URL/api/users" ---------------------------
 
 
-def test_get_api_users_retrieves_the_accounts_of_the_key(panel, tenant, other_tenant):
-    users = get(panel, "/users", tenant.secret).json()
+def test_get_api_users_retrieves_the_users_of_the_keys_team(panel, admin, tenant, other_tenant):
+    mine = new_user(admin, tenant.id)
+    theirs = new_user(admin, other_tenant.id)
 
-    assert [u["name"] for u in users["data"]] == [tenant.tenant["name"]]
-    assert other_tenant.id not in {u["id"] for u in users["data"]}
+    users = get(panel, "/users", tenant.secret).json()["data"]
+
+    assert [(u["id"], u["email"]) for u in users] == [(mine["id"], mine["email"])]
+    assert theirs["id"] not in {u["id"] for u in users}
 
 
 # -- Error handling: the status codes -------------------------------------------------------
@@ -151,13 +165,14 @@ def test_the_hostedai_billing_answer_is_the_api_v1_answer(panel, billed):
 # -- Language integration: the seed's Python example, as written ------------------------------
 
 
-def test_the_python_requests_example(panel, tenant):
+def test_the_python_requests_example(panel, admin, tenant):
     import requests
 
+    user = new_user(admin, tenant.id)
     url = f"{panel}/api/users"
     headers = {"Authorization": f"Bearer {tenant.secret}"}
 
     response = requests.get(url, headers=headers, timeout=30)
 
     assert response.status_code == 200
-    assert response.json()["data"][0]["id"] == tenant.id
+    assert response.json()["data"][0]["id"] == user["id"]

@@ -10,11 +10,11 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from interfaces.http.deps import Gate, IpRestrictedAs401Caller, SettingsDep
-from interfaces.http.routes import billing, tenants
+from interfaces.http.deps import Gate, IpRestrictedAs401Caller, SettingsDep, UsersDep
+from interfaces.http.routes import billing, users
 from interfaces.http.routes.billing import Day
 from interfaces.http.routes.common import CursorQuery, LimitQuery
-from interfaces.http.schemas import Page, TenantPublic
+from interfaces.http.schemas import Page, UserPublic
 
 router = APIRouter(prefix="/api", tags=["HostedAI (seed 001)"])
 
@@ -34,13 +34,14 @@ def team_billing_summary(
     return billing.billing_summary(team_id, start, end, caller, gate, settings)
 
 
-@router.get("/users", response_model=Page[TenantPublic])
+@router.get("/users", response_model=Page[UserPublic])
 def list_users(
     caller: IpRestrictedAs401Caller,
+    commands: UsersDep,
     gate: Gate,
     limit: int = LimitQuery,
     cursor: str | None = CursorQuery,
 ) -> dict:
-    """The accounts the key acts for: its own team (tenant), or every one for the admin
-    token. As ``GET /api/v1/tenants``."""
-    return tenants.list_tenants(caller, gate, limit, cursor)
+    """The users of the key's team (tenant), or of every team for the admin token, newest
+    first. As ``GET /api/v1/users``."""
+    return users.list_users(caller, commands, gate, None, limit, cursor)
