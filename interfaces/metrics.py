@@ -75,6 +75,12 @@ GATEWAY_TOKENS = Counter(
     "Tokens of metered gateway requests: direction=in (prompt) or out (completion)",
     ["direction"],
 )
+# The labelled series the request path uses, made once (``labels()`` costs ~2 µs, ``inc`` ~1).
+TOKENS_IN = GATEWAY_TOKENS.labels("in")
+TOKENS_OUT = GATEWAY_TOKENS.labels("out")
+UPSTREAM_LATENCY = {
+    kind: GATEWAY_UPSTREAM_LATENCY.labels(kind) for kind in ("chat/completions", "embeddings")
+}
 GATEWAY_REFUSALS = Counter(
     "hostplane_gateway_admission_refusals",
     "Requests the gateway refused with 429 or 503, by the error's code",

@@ -53,9 +53,10 @@ from interfaces.gateway.meter import Meter, MeteringError
 from interfaces.http.observe import note_of
 from interfaces.metrics import (
     GATEWAY_REFUSALS,
-    GATEWAY_TOKENS,
     GATEWAY_TTFT,
-    GATEWAY_UPSTREAM_LATENCY,
+    TOKENS_IN,
+    TOKENS_OUT,
+    UPSTREAM_LATENCY,
 )
 from interfaces.settings import Settings
 
@@ -652,8 +653,8 @@ class Gateway:
                     cache_hit=cache_hit,
                 )
             )
-            GATEWAY_TOKENS.labels("in").inc(prompt)
-            GATEWAY_TOKENS.labels("out").inc(completion)
+            TOKENS_IN.inc(prompt)
+            TOKENS_OUT.inc(completion)
             if exchange.first_token_at is not None:
                 GATEWAY_TTFT.observe(exchange.first_token_at - exchange.started)
         finally:
@@ -820,7 +821,7 @@ class Gateway:
         try:
             return await forward_once(self.session, url, key, payload)
         finally:
-            GATEWAY_UPSTREAM_LATENCY.labels(kind).observe(time.perf_counter() - started)
+            UPSTREAM_LATENCY[kind].observe(time.perf_counter() - started)
             self._done(target)
 
     def _done(self, target: Target) -> None:
@@ -915,9 +916,7 @@ class Gateway:
                     data=payload,
                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                 )
-                GATEWAY_UPSTREAM_LATENCY.labels("chat/completions").observe(
-                    time.perf_counter() - started
-                )
+                UPSTREAM_LATENCY["chat/completions"].observe(time.perf_counter() - started)
             except TimeoutError:
                 self._done(target)
                 failure = upstream_timeout()

@@ -26,6 +26,7 @@ log = logging.getLogger("hostplane.access")
 NOTE = "hostplane.note"
 REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces, bounded
 UNMATCHED = "unmatched"  # a path no route serves: never the raw path (unbounded labels)
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 class RequestNote:
@@ -66,6 +67,9 @@ class Observe:
     def __init__(self, app: Any, templates: dict[int, str] | None = None) -> None:
         self.app = app
         self.templates = templates or {}
+        # The labelled series of each (method, route, status): ``labels()`` costs ~2 µs, a
+        # dict lookup ~50 ns. Bounded: routes, methods and statuses are.
+        self.series: dict[tuple[str, str, int, bool], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -100,15 +104,26 @@ class Observe:
         self, scope: Any, note: RequestNote, status: int, answer_id: str | None, elapsed: float
     ) -> None:
         method = scope["method"]
+        if method not in METHODS:
+            method = "other"
         route = note.route
         if route is None:
             matched = scope.get("route")
             route = self.templates.get(id(matched)) or getattr(matched, "path_format", UNMATCHED)
-        code = str(status)
-        metrics.HTTP_REQUESTS.labels(method, route, code).inc()
-        metrics.HTTP_LATENCY.labels(method, route).observe(elapsed)
-        if note.gateway:
-            metrics.GATEWAY_REQUESTS.labels(route, code).inc()
+        key = (method, route, status, note.gateway)
+        series = self.series.get(key)
+        if series is None:
+            code = str(status)
+            series = self.series[key] = (
+                metrics.HTTP_REQUESTS.labels(method, route, code),
+                metrics.HTTP_LATENCY.labels(method, route),
+                metrics.GATEWAY_REQUESTS.labels(route, code) if note.gateway else None,
+            )
+        requests, latency, gateway = series
+        requests.inc()
+        latency.observe(elapsed)
+        if gateway is not None:
+            gateway.inc()
         if not log.isEnabledFor(logging.INFO):
             return
         fields = {
