@@ -144,7 +144,12 @@ class ReadModelPositions(Collector):
             "Events in the log a read model has not applied yet",
             labels=["read_model"],
         )
-        for row in self.status():
+        try:
+            rows = self.status()
+        except Exception as e:  # noqa: BLE001 - the database is down: the rest still answers
+            log.warning("read model positions could not be read: %s", type(e).__name__)
+            return
+        for row in rows:
             position.add_metric([row["name"]], row["position"])
             lag.add_metric([row["name"]], row["lag"])
         yield position

@@ -201,7 +201,11 @@ def create_app(container: Container) -> FastAPI:
                 sample(
                     lambda: gateway.active,
                     gateway.queued,
-                    lambda: {"requests": container.pool, "event_loop": pool},
+                    lambda: {
+                        "requests": container.pool,
+                        "event_loop": pool,
+                        "event_store": container.store.recorder.datastore.pool,
+                    },
                 )
             )
             try:

@@ -154,7 +154,8 @@ def test_counters_move_by_exactly_what_was_sent(gateway: Gateway):
     for name in ("hostplane_projection_position", "hostplane_projection_lag_events"):
         assert {dict(labels)["read_model"] for n, labels in after if n == name} == set(read_models)
     assert value(after, "hostplane_projection_lag_events", read_model="usage") >= 0
-    assert value(after, "hostplane_db_pool_connections", pool="requests", state="open") >= 1
+    for pool in ("requests", "event_loop", "event_store"):
+        assert value(after, "hostplane_db_pool_connections", pool=pool, state="open") >= 1
     assert ("hostplane_gateway_in_flight", frozenset()) in after
 
 
