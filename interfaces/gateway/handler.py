@@ -50,6 +50,14 @@ from interfaces.gateway.admission import CLIENT_GONE, Actual, Admission, Admitte
 from interfaces.gateway.cache import ResponseCache, cache_key, with_id
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
+from interfaces.http.observe import note_of
+from interfaces.metrics import (
+    GATEWAY_REFUSALS,
+    GATEWAY_TTFT,
+    TOKENS_IN,
+    TOKENS_OUT,
+    UPSTREAM_LATENCY,
+)
 from interfaces.settings import Settings
 
 log = logging.getLogger("hostplane.gateway")
@@ -115,7 +123,12 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
+REFUSED = (429, 503)  # the statuses counted as refusals, by their code (a fixed set)
+
+
 async def send_refusal(send: Send, refusal: GatewayRefusal, request_id: str | None = None) -> None:
+    if refusal.status in REFUSED:
+        GATEWAY_REFUSALS.labels(refusal.code).inc()
     headers = list(refusal.headers)
     if refusal.retry_after is not None:
         headers.append((b"retry-after", str(refusal.retry_after).encode()))
@@ -295,12 +308,17 @@ class Gateway:
         ip = client[0] if client else None
         try:
             if token.startswith(INSTANCE_KEY_PREFIX):
-                return await self._instance_caller(token)
-            return await self._key_caller(token, ip)
+                caller = await self._instance_caller(token)
+            else:
+                caller = await self._key_caller(token, ip)
         except (AuthenticationError, KeyUnusableError) as e:
             raise GatewayRefusal(401, "invalid_api_key", str(e), "authentication_error") from None
         except KeyIpNotAllowedError as e:
             raise forbidden("ip_not_allowed", str(e)) from None
+        note = note_of(scope)
+        if note is not None:  # the request's log line names its tenant and key
+            note.caller(caller.tenant_id, caller.key_id)
+        return caller
 
     async def _key_caller(self, token: str, ip: str | None) -> GatewayCaller:
         auth = self.auth
@@ -354,10 +372,18 @@ class Gateway:
                 raise AuthenticationError("this instance has been destroyed")
         return GatewayCaller(tenant_id=tenant_id, key_id=instance_id, instance_id=instance_id)
 
+    def queued(self) -> int:
+        """Requests of this process waiting for an upstream place."""
+        queue = getattr(self.admission.slots, "queue", None)
+        return getattr(queue, "length", 0)
+
     # -- routes ---------------------------------------------------------------------------
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.active += 1
+        note = note_of(scope)
+        if note is not None:  # one of the gateway's fixed paths (GatewayRoutes)
+            note.gateway, note.route = True, scope["path"]
         try:
             path = scope["path"].removeprefix("/api")
             if path == "/v1/models":
@@ -627,6 +653,10 @@ class Gateway:
                     cache_hit=cache_hit,
                 )
             )
+            TOKENS_IN.inc(prompt)
+            TOKENS_OUT.inc(completion)
+            if exchange.first_token_at is not None:
+                GATEWAY_TTFT.observe(exchange.first_token_at - exchange.started)
         finally:
             if exchange.admitted is not None:
                 await exchange.admitted.settle(
@@ -787,9 +817,11 @@ class Gateway:
         assert self.session is not None
         url, key = await self._call(target, kind)
         self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
+        started = time.perf_counter()
         try:
             return await forward_once(self.session, url, key, payload)
         finally:
+            UPSTREAM_LATENCY[kind].observe(time.perf_counter() - started)
             self._done(target)
 
     def _done(self, target: Target) -> None:
@@ -877,12 +909,14 @@ class Gateway:
                 failure = e
                 continue
             self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
+            started = time.perf_counter()
             try:
                 response = await self.session.post(
                     url,
                     data=payload,
                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                 )
+                UPSTREAM_LATENCY["chat/completions"].observe(time.perf_counter() - started)
             except TimeoutError:
                 self._done(target)
                 failure = upstream_timeout()

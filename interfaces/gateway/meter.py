@@ -23,6 +23,7 @@ from application.auth import Principal
 from application.usage import Usage
 from domain.base import Actor
 from domain.usage import MAX_BATCH, UsageBatchInvalidError, UsageInput
+from interfaces.metrics import USAGE_BATCH_RECORDS, USAGE_BATCH_SECONDS
 
 log = logging.getLogger("hostplane.gateway")
 
@@ -105,11 +106,14 @@ class Meter:
     def _write(self, items: list[tuple[UsageInput, Waiter]]) -> None:
         if not items:
             return
+        started = time.perf_counter()
         try:
             # The gateway's request ids are new UUIDs: not looked up before the write.
             result = self.usage.ingest_usage(
                 GATEWAY, [r for r, _ in items], fresh_ids=True, instance_keys=True
             )
+            USAGE_BATCH_SECONDS.observe(time.perf_counter() - started)
+            USAGE_BATCH_RECORDS.observe(len(items))
         except UsageBatchInvalidError:
             if len(items) > 1:  # one bad record must not refuse the others: one by one
                 for item in items:

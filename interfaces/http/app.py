@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from interfaces.gateway.scheduler import FairShareScheduler
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
+from interfaces.http.observe import Observe
 from interfaces.http.routes import (
     audit,
     auth,
@@ -40,6 +42,7 @@ from interfaces.http.routes import (
     instances,
     keys,
     mcp_servers,
+    metrics,
     models,
     tenants,
     usage,
@@ -47,6 +50,7 @@ from interfaces.http.routes import (
     users,
     webhooks,
 )
+from interfaces.metrics import sample
 from interfaces.settings import Settings
 
 # Every route module of the management API, in the order the OpenAPI document lists them.
@@ -71,7 +75,7 @@ ROUTES = (
     users,
 )
 # Routes at the root, where the platforms that hostplane stands in for document them.
-ROOT_ROUTES = (auth,)
+ROOT_ROUTES = (auth, metrics)
 
 # The compatibility routes, each at its platform's own paths (the router carries its prefix).
 COMPAT_ROUTES = (compat_hostyourai, compat_hostedai, compat_manage, compat_aimactok)
@@ -97,7 +101,8 @@ class JsonBodyByDefault:
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             original = dict(scope["headers"]).get(b"content-type", b"")
             if not original.startswith(b"application/json"):
-                scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+                # In place: the outer layers read what the router sets in the scope (its route).
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 
@@ -173,6 +178,16 @@ def management_api(settings: Settings, lifespan: Any = None) -> HostplaneApi:
     return app
 
 
+def route_templates() -> dict[int, str]:
+    """The full template of each /api/v1 route (by ``id``), for the log and the metrics."""
+    return {
+        id(route): "/api/v1" + route.path_format
+        for module in ROUTES
+        for route in module.router.routes
+        if hasattr(route, "path_format")
+    }
+
+
 def create_app(container: Container) -> FastAPI:
     """The served app: the management API, and the gateway in front of it."""
 
@@ -182,9 +197,21 @@ def create_app(container: Container) -> FastAPI:
         async with container.async_pool() as pool:
             app.state.async_pool = pool
             await gateway.start()
+            sampling = asyncio.get_running_loop().create_task(
+                sample(
+                    lambda: gateway.active,
+                    gateway.queued,
+                    lambda: {
+                        "requests": container.pool,
+                        "event_loop": pool,
+                        "event_store": container.store.recorder.datastore.pool,
+                    },
+                )
+            )
             try:
                 yield
             finally:
+                sampling.cancel()
                 # The server has drained its requests (SIGTERM): every record is written.
                 await gateway.stop()
 
@@ -194,4 +221,6 @@ def create_app(container: Container) -> FastAPI:
     app.state.gateway = gateway
     # The inference paths, before any of the management API's machinery (the outermost).
     app.add_middleware(GatewayRoutes, gateway=gateway)
+    # Outermost: every request's log line and metrics, the gateway's too.
+    app.add_middleware(Observe, templates=route_templates())
     return app

@@ -32,6 +32,7 @@ from application.webhooks import Webhooks
 from domain.apikey import KeyIpNotAllowedError
 from interfaces.db.readgate import ReadGate, request_head
 from interfaces.http.creating import CreateOnce
+from interfaces.http.observe import note_of
 from interfaces.http.shown import Replays
 from interfaces.settings import Settings
 from projections.engine.runner import ProjectionRunner
@@ -113,6 +114,9 @@ async def authenticate(request: Request) -> Principal:
     if principal is None:
         principal = await run_in_threadpool(auth.authenticate, token, ip, None, version)
     check_rate(rate_limiter.per_minute, retry_after)
+    note = note_of(request.scope)
+    if note is not None:  # the request's log line names its tenant and key
+        note.caller(principal.tenant_id, principal.key_id or principal.user_id)
     # Set in the request's own context, so that the route (run in a copy of it) sees it.
     request_head.set(head)
     return principal

@@ -247,10 +247,12 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def config(app: Any) -> uvicorn.Config:
-    # No line per request in the log: at a thousand requests a second it costs ~4% of CPU.
     return uvicorn.Config(
         app,
         log_level="info",
+        # Our own line per request instead (interfaces/http/observe.py), and uvicorn's lines
+        # through the root logger, in HOSTPLANE_LOG_FORMAT (interfaces/logformat.py).
         access_log=False,
+        log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
