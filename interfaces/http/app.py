@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
 from application.gateway import GatewayCaller, GatewaySecrets, OnDemand
+from interfaces import console
 from interfaces.bootstrap import Container
 from interfaces.gateway import Gateway, GatewayRoutes
 from interfaces.gateway.admission import Admission
@@ -172,6 +173,9 @@ def management_api(settings: Settings, lifespan: Any = None) -> HostplaneApi:
         app.include_router(module.router, prefix="/api/v1")
     for module in (*ROOT_ROUTES, *COMPAT_ROUTES):
         app.include_router(module.router)
+    # The web console's pages and their static files (interfaces/console).
+    app.include_router(console.router)
+    app.mount("/console/static", console.static, name="console-static")
     app.add_middleware(JsonBodyByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrorsAs500)
