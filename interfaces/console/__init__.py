@@ -31,6 +31,7 @@ from application.errors import ApplicationError, NotFoundError
 from domain.base import DomainError
 from interfaces.http.deps import client_ip
 from interfaces.http.errors import ERROR_TABLE
+from interfaces.http.observe import note_of
 from interfaces.http.routes import auth as auth_routes
 from interfaces.http.routes.budgets import read_budget
 from interfaces.http.schemas import Credentials, KeyCreate
@@ -104,6 +105,9 @@ async def principal_of(request: Request) -> Principal:
         principal.check_management()
     except (ApplicationError, DomainError):
         raise SignedOut() from None
+    note = note_of(request.scope)
+    if note is not None:  # the request's log line names its tenant and key (or user)
+        note.caller(principal.tenant_id, principal.key_id or principal.user_id)
     return principal
 
 
@@ -122,6 +126,10 @@ def render(
     response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
+    # Only the console's own files: no inline script, nothing from elsewhere.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
+    )
     return response
 
 
