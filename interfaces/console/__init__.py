@@ -88,10 +88,15 @@ async def form_of(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
 
 
-def check_csrf(request: Request, form: dict[str, str], bound_to: str | None) -> None:
+def csrf_refused(
+    request: Request, form: dict[str, str], bound_to: str | None, principal: Principal | None
+) -> Response | None:
+    """The 403 page for a form without the CSRF token of its session; ``None`` when it has it."""
     sent = form.get("csrf", "")
-    if not bound_to or not hmac.compare_digest(sent, csrf_of(request, bound_to)):
-        raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
+    if bound_to and hmac.compare_digest(sent, csrf_of(request, bound_to)):
+        return None
+    message = "This form has expired or did not come from this console: reload the page."
+    return render(request, "error.html", {"status": 403, "message": message}, principal, 403)
 
 
 async def principal_of(request: Request) -> Principal:
@@ -203,7 +208,9 @@ def signed_in(request: Request, token: str) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     form = await form_of(request)
-    check_csrf(request, form, request.cookies.get(PRE_SESSION))
+    refused = csrf_refused(request, form, request.cookies.get(PRE_SESSION), None)
+    if refused is not None:
+        return refused
     container = _container(request)
     if form.get("token"):
         token = form["token"].strip()
@@ -235,7 +242,9 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     form = await form_of(request)
-    check_csrf(request, form, request.cookies.get(SESSION))
+    refused = csrf_refused(request, form, request.cookies.get(SESSION), None)
+    if refused is not None:
+        return refused
     response = to_login()
     response.delete_cookie(SESSION, path="/console")
     return response
@@ -317,7 +326,9 @@ async def key_create(request: Request, tenant_id: UUID) -> Response:
     except SignedOut:
         return to_login()
     form = await form_of(request)
-    check_csrf(request, form, request.cookies.get(SESSION))
+    refused = csrf_refused(request, form, request.cookies.get(SESSION), caller)
+    if refused is not None:
+        return refused
 
     def create() -> Response:
         check_tenant(request, caller, tenant_id)
@@ -340,7 +351,9 @@ async def key_action(request: Request, tenant_id: UUID, key_id: UUID, action: st
     except SignedOut:
         return to_login()
     form = await form_of(request)
-    check_csrf(request, form, request.cookies.get(SESSION))
+    refused = csrf_refused(request, form, request.cookies.get(SESSION), caller)
+    if refused is not None:
+        return refused
     commands = _container(request).keys
 
     def act() -> None:

@@ -142,8 +142,17 @@ def test_a_form_without_its_csrf_token_is_refused(page, live_server, tenant):
     with page.expect_response(lambda r: r.request.method == "POST") as answer:
         page.click("button:has-text('Create key')")
     assert answer.value.status == 403
+    assert "did not come from this console" in page.locator("[role=alert]").inner_text()
     page.goto(live_server.url + f"/console/t/{tenant.id}/keys")
     assert page.locator("tr", has_text="forged").count() == 0
+    # Every other form too, posted with the session's cookie but a missing or wrong token.
+    base = live_server.url + "/console"
+    for path in (f"/t/{tenant.id}/keys/{tenant.key['id']}/disable", "/logout", "/login"):
+        for form in ({}, {"csrf": "0" * 64}):
+            assert page.request.post(base + path, form=form).status == 403, path
+    page.goto(live_server.url + f"/console/t/{tenant.id}/keys")
+    row = page.locator("tr", has_text=tenant.key["name"])
+    assert row.locator("td").nth(3).inner_text() == "enabled"
 
 
 def test_the_overview_charts_ingested_usage(page, live_server, admin, tenant):
@@ -177,3 +186,24 @@ def test_the_admin_picks_a_tenant(page, live_server, tenant):
     page.locator("tr", has_text=tenant.tenant["name"]).locator("a:has-text('Keys')").click()
     page.wait_for_url(f"**/console/t/{tenant.id}/keys")
     assert page.locator("tr", has_text=tenant.key["name"]).count() == 1
+
+
+def test_signing_in_and_moving_between_pages_works_from_the_keyboard(page, live_server, tenant):
+    page.goto(live_server.url + "/console/login")
+    field = page.locator("input[name=token]")
+    for _ in range(20):  # Tab until the token field has the focus
+        page.keyboard.press("Tab")
+        if field.evaluate("e => e === document.activeElement"):
+            break
+    page.keyboard.type(tenant.secret)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(f"**/console/t/{tenant.id}/overview")
+    keys_link = page.locator("nav a:has-text('Keys')")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if keys_link.evaluate("e => e === document.activeElement"):
+            break
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith(f"/console/t/{tenant.id}/keys")
