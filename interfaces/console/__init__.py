@@ -15,6 +15,7 @@ import hmac
 import secrets
 from calendar import monthrange
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -214,6 +215,13 @@ async def login(request: Request) -> Response:
     container = _container(request)
     if form.get("token"):
         token = form["token"].strip()
+        # Guessing tokens is counted against the client's IP as guessing passwords is.
+        retry_after = await container.rate_limiter.hit_each(
+            request.app.state.async_pool,
+            {f"login-ip:{client_ip(request)}": container.settings.login_per_ip_per_minute},
+        )
+        if retry_after is not None:
+            return await login_form(request, "Too many sign-in attempts: retry later.", 429)
         try:
             principal = await run_in_threadpool(
                 container.auth.authenticate, token, client_ip(request)
@@ -267,6 +275,11 @@ def chart(days: list[dict[str, Any]]) -> dict[str, Any]:
     return {"bars": bars, "width": width * max(len(days), 1), "height": height, "bar": width - 4}
 
 
+def top(rows: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` rows that cost most, then the busiest."""
+    return sorted(rows, key=lambda r: (-Decimal(r["total_cost"]), -r["requests"]))[:n]
+
+
 @router.get("/t/{tenant_id}/overview")
 async def overview(request: Request, tenant_id: UUID) -> Response:
     try:
@@ -282,12 +295,20 @@ async def overview(request: Request, tenant_id: UUID) -> Response:
         with container.gate.reading("usage", "costs", "budgets") as curs:
             summary = billing.summary(curs, tenant_id, start, end, now)
             rows = budgets.list_budgets(curs, tenant_id, 50, None)[0]
+        with container.gate.reading("keys") as curs:
+            names = {str(k["id"]): k["name"] for k in keys.list_keys(curs, tenant_id, 500, None)[0]}
         kept = [read_budget(container.gate, caller, r["id"]) for r in rows]
+        top_keys = [
+            {**k, "name": names.get(k["key_id"], "(a user or deleted key)")}
+            for k in top(summary["by_key"])
+        ]
         return {
             "tenant": tenant,
             "summary": summary,
             "budgets": kept,
             "chart": chart(summary["by_day"]),
+            "top_models": top(summary["by_model"]),
+            "top_keys": top_keys,
         }
 
     try:

@@ -174,6 +174,9 @@ def test_the_overview_charts_ingested_usage(page, live_server, admin, tenant):
     end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
     api = tenant.api.get(f"/team-billing/summary/{tenant.id}/{start}/{end}").json()
     assert page.locator("#total-cost").inner_text() == f"{api['total_cost']} EUR"
+    assert page.locator("#top-models tr", has_text=model).locator("td").nth(1).inner_text() == "3"
+    top_key = page.locator("#top-keys tbody tr").first.locator("td")
+    assert top_key.nth(0).inner_text() == tenant.key["name"]
     shot(page, "overview")
     page.set_viewport_size({"width": 390, "height": 800})
     shot(page, "overview-phone")
