@@ -340,16 +340,24 @@ async def keys_list(request: Request, tenant_id: UUID) -> Response:
         return failed(request, e, caller)
 
 
-@router.post("/t/{tenant_id}/keys")
-async def key_create(request: Request, tenant_id: UUID) -> Response:
+async def signed_in_form(request: Request) -> tuple[Principal, dict[str, str]] | Response:
+    """A signed-in caller's form with its session's CSRF token; else the answer to give
+    (back to sign-in, or the 403 page)."""
     try:
         caller = await principal_of(request)
     except SignedOut:
         return to_login()
     form = await form_of(request)
     refused = csrf_refused(request, form, request.cookies.get(SESSION), caller)
-    if refused is not None:
-        return refused
+    return (caller, form) if refused is None else refused
+
+
+@router.post("/t/{tenant_id}/keys")
+async def key_create(request: Request, tenant_id: UUID) -> Response:
+    signed = await signed_in_form(request)
+    if isinstance(signed, Response):
+        return signed
+    caller, form = signed
 
     def create() -> Response:
         check_tenant(request, caller, tenant_id)
@@ -367,14 +375,10 @@ async def key_create(request: Request, tenant_id: UUID) -> Response:
 
 
 async def key_action(request: Request, tenant_id: UUID, key_id: UUID, action: str) -> Response:
-    try:
-        caller = await principal_of(request)
-    except SignedOut:
-        return to_login()
-    form = await form_of(request)
-    refused = csrf_refused(request, form, request.cookies.get(SESSION), caller)
-    if refused is not None:
-        return refused
+    signed = await signed_in_form(request)
+    if isinstance(signed, Response):
+        return signed
+    caller, form = signed
     commands = _container(request).keys
 
     def act() -> None:
