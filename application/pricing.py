@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -101,13 +101,15 @@ class Pricing:
         principal: Principal,
         entries: Sequence[Entry],
         effective_from: datetime | None = None,
+        on_entry: Callable[[], object] | None = None,
     ) -> ImportSummary:
         """Register the models the price book lacks and change the prices of those it has,
         effective from ``effective_from`` (now); all in one atomic save, or nothing.
 
         A model whose price is already the listed one records nothing, so importing the same
         list again changes nothing. An existing model's description (name, modality, context,
-        vendor) is the operator's and stays; a deleted model is left deleted.
+        vendor) is the operator's and stays; a deleted model is left deleted. ``on_entry`` is
+        called after each entry is looked at (the CLI's progress: a list has thousands).
         """
         principal.check_admin()
         when = effective_from or self.clock.now()
@@ -146,6 +148,8 @@ class Pricing:
                     summary.repriced.append(e.slug)
             except InvalidValueError as error:
                 summary.skipped.append(Skipped(e.slug, str(error)))
+            if on_entry is not None:
+                on_entry()
         if changed:
             self.store.commit(*changed)
         return summary

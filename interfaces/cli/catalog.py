@@ -10,6 +10,7 @@ from application.catalog_import import CatalogFormatError, read_price_list
 from application.errors import ConcurrentModificationError
 from domain.base import Actor
 from interfaces.bootstrap import Container
+from interfaces.cli.progress import Progress
 from interfaces.settings import Settings
 
 
@@ -41,7 +42,10 @@ def run_import(path: str, eur_per_usd: str) -> int:
     try:
         operator = Principal("admin", Actor(id="cli", ip=None))
         try:
-            summary = container.pricing.import_prices(operator, prices.entries)
+            with Progress("importing models", len(prices.entries), "models") as progress:
+                summary = container.pricing.import_prices(
+                    operator, prices.entries, on_entry=progress.advance
+                )
         except ConcurrentModificationError:
             print("the price book changed while importing; nothing was imported, run it again")
             return 1

@@ -14,37 +14,11 @@ from application.errors import NotFoundError
 from domain.base import InvalidValueError
 from domain.tenant import Tenant
 from interfaces.bootstrap import Container
+from interfaces.cli.progress import Progress
 from interfaces.http.shown import ExportNotReadyError, ndjson_chunks
 from interfaces.settings import Settings
 from projections.reports.export import SnapshotBehindError
 from projections.reports.reconcile import reconcile_tenant, tenant_ids
-
-
-class Progress:
-    """A one-line progress bar on standard error, redrawn at most ten times a second."""
-
-    def __init__(self, label: str, total: int, stream: IO[str] = sys.stderr) -> None:
-        self.label, self.total, self.stream = label, total, stream
-        self.done = 0
-        self.started = self.drawn = time.monotonic()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if time.monotonic() - self.drawn >= 0.1:
-            self.draw()
-
-    def draw(self, end: str = "") -> None:
-        self.drawn = time.monotonic()
-        share = self.done / self.total if self.total else 1.0
-        bar = "#" * int(share * 30)
-        rate = self.done / max(self.drawn - self.started, 1e-9)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {self.done:,}/{self.total:,} ({rate:,.0f}/s){end}"
-        )
-        self.stream.flush()
-
-    def finish(self) -> None:
-        self.draw(end="\n")
 
 
 @contextmanager
@@ -103,7 +77,7 @@ def write_with_progress(lines: Iterator[dict[str, Any]], out: IO[bytes]) -> None
         nonlocal progress
         for line in lines:
             if line["kind"] == "header":
-                progress = Progress("exporting events", line["counts"]["events"])
+                progress = Progress("exporting events", line["counts"]["events"], "events")
             elif line["kind"] == "event" and progress is not None:
                 progress.advance()
             yield line
@@ -111,7 +85,7 @@ def write_with_progress(lines: Iterator[dict[str, Any]], out: IO[bytes]) -> None
     for chunk in ndjson_chunks(counted()):
         out.write(chunk)
     if progress is not None:
-        progress.finish()
+        progress.close()
 
 
 def run_reconcile(tenant: str | None) -> int:
@@ -129,13 +103,12 @@ def run_reconcile(tenant: str | None) -> int:
                 tenants = [one]
             else:
                 tenants = tenant_ids(conn, container.runner.source)
-            progress = Progress("reconciling tenants", len(tenants))
             differences = []
             now = datetime.now(UTC)
-            for tenant_id in tenants:
-                differences += reconcile_with_retry(container, conn, tenant_id, now)
-                progress.advance()
-            progress.finish()
+            with Progress("reconciling", len(tenants), "tenants") as progress:
+                for tenant_id in tenants:
+                    differences += reconcile_with_retry(container, conn, tenant_id, now)
+                    progress.advance()
     for difference in differences:
         print(difference)
     print(f"{len(tenants)} tenant(s) reconciled: {len(differences)} difference(s)")

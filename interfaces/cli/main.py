@@ -157,6 +157,7 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 def cmd_projections(args: argparse.Namespace) -> int:
     from interfaces.bootstrap import Container
+    from interfaces.cli.progress import Progress
     from projections.engine.errors import ProjectionFailedError
 
     container = Container.open(Settings.from_env().for_operator())
@@ -169,8 +170,14 @@ def cmd_projections(args: argparse.Namespace) -> int:
         if not names or unknown or None in names:
             print(f"unknown projection {unknown or names}; known: {', '.join(runner.projections)}")
             return 2
+        label = "rebuilding " + (
+            ", ".join(names) if len(names) <= 3 else f"{len(names)} read models"
+        )
         try:
-            rebuilt = runner.rebuild_many(names)  # one pass over the log
+            # The bar counts log positions (events read) of the head, which moves on while
+            # the API serves; the swap and the index builds follow the last of them.
+            with Progress(label, runner.max_notification_id(), "events") as progress:
+                rebuilt = runner.rebuild_many(names, progress.reach)  # one pass over the log
         except ProjectionFailedError as e:
             cause = e.__cause__
             print(f"cannot rebuild {e.name}; it failed on this:")
@@ -221,6 +228,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from interfaces.cli.catalog import run_import
 
     return run_import(args.file, args.eur_per_usd)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from interfaces.cli.status import run_status
+
+    return run_status(args.url)
 
 
 def positive(value: str) -> int:
@@ -287,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="EUR for one USD: the lists are priced in USD (e.g. 0.92)",
     )
     catalog.set_defaults(func=cmd_catalog)
+
+    status = sub.add_parser(
+        "status",
+        help="the running server's health, event count, read models' lag and scheduled jobs"
+        " (exits 1 if it is down or unhealthy)",
+    )
+    status.add_argument(
+        "--url", help="the server's address (default: HOSTPLANE_URL, or http://127.0.0.1:9090)"
+    )
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 SQL_BULK_SESSION = "SET synchronous_commit = off"  # why: see ``ProjectionRunner.rebuild_many``
 
 Writes = list[tuple[str, str, Callable[[Cursor[Any]], None]]]  # (name, schema, write)
+Progress = Callable[[int, int], object]  # (position reached, the log's head)
 
 
 def bulk_catch_up(
@@ -47,12 +48,14 @@ def bulk_catch_up(
     head: Callable[[], int],
     sizer: BatchSizer,
     cap: int,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Bring fresh schemas up to the log's head; returns the events applied per schema.
 
     The runner passes what the load shares with it: its pool (to read batches), the event
     source, where to open the load's own connection, how to read the log's head, and how many
     events a batch reads (``sizer``, at most ``cap``; the load tells it the sizes it sees).
+    ``progress`` hears the position all targets have reached and the head, after each batch.
     """
     totals = {schema: 0 for _, schema in targets}
     prefetcher = Prefetcher(pool, source)
@@ -71,6 +74,8 @@ def bulk_catch_up(
             conn.commit()
             while True:
                 max_id = head()
+                if progress is not None:
+                    progress(min(positions.values()), max_id)
                 behind = [(p, s) for p, s in targets if positions[s] < max_id]
                 if not behind:
                     break

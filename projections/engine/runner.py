@@ -18,7 +18,7 @@ from projections.engine.batch import (
     read_batch,
     set_positions,
 )
-from projections.engine.bulk import bulk_catch_up
+from projections.engine.bulk import Progress, bulk_catch_up
 from projections.engine.errors import ProjectionFailedError, Stall
 from projections.engine.gcpause import gc_paused
 from projections.engine.source import EventSource
@@ -218,9 +218,13 @@ class ProjectionRunner(Worker):
         """Rebuild a projection from position 0 beside the live copy, then swap it in."""
         return self.rebuild_many([name])[name]
 
-    def rebuild_many(self, names: Sequence[str]) -> dict[str, int]:
+    def rebuild_many(
+        self, names: Sequence[str], progress: Progress | None = None
+    ) -> dict[str, int]:
         """Rebuild projections from position 0 beside their live copies, reading the log once,
-        then swap them all in, in one transaction. Returns the events replayed per name."""
+        then swap them all in, in one transaction. Returns the events replayed per name.
+        ``progress`` hears the log position the copies have reached, and the head, as they
+        load (the head moves on while the API serves)."""
         projections = [self.projections[n] for n in names]
         fresh = [(p, f"{p.schema()}__rebuild") for p in projections]
         # One rebuild of a projection at a time, across processes: a second one waits its turn
@@ -233,7 +237,7 @@ class ProjectionRunner(Worker):
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             self.create_schemas(fresh, indexes=False)
             try:
-                applied = self._load_and_swap(projections, fresh)
+                applied = self._load_and_swap(projections, fresh, progress)
             except ProjectionFailedError as e:  # the live copies stay as they were
                 with self.pool.connection() as conn, conn.transaction():
                     stall = stalls.first_failure(
@@ -249,7 +253,10 @@ class ProjectionRunner(Worker):
         return {p.name: applied[schema] for p, schema in fresh}
 
     def _load_and_swap(
-        self, projections: Sequence[Projection], fresh: Sequence[Target]
+        self,
+        projections: Sequence[Projection],
+        fresh: Sequence[Target],
+        progress: Progress | None = None,
     ) -> dict[str, int]:
         # The bulk load commits without waiting for the disk: its schemas are fresh and
         # unread, a crash leaves them to be dropped by the next rebuild, and the swap's own
@@ -262,6 +269,7 @@ class ProjectionRunner(Worker):
             head=self.max_notification_id,
             sizer=self.sizer,
             cap=self.rebuild_batch_size,
+            progress=progress,
         )
         self.create_indexes(fresh)
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as curs:
