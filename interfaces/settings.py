@@ -84,6 +84,8 @@ class Settings:
     # log's format, "text" (a readable line) or "json" (one object per line).
     metrics_token: str | None = None
     log_format: str = "text"
+    # Where ``hostplane status`` finds the running server.
+    url: str = "http://127.0.0.1:9090"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -138,6 +140,7 @@ class Settings:
             login_per_ip_per_minute=int(env.get("HOSTPLANE_LOGIN_PER_IP_PER_MINUTE", "60")),
             metrics_token=env.get("HOSTPLANE_METRICS_TOKEN") or None,
             log_format=check_log_format(env.get("HOSTPLANE_LOG_FORMAT", "text")),
+            url=env.get("HOSTPLANE_URL") or "http://127.0.0.1:9090",
         )
 
     def upstream_url(self, vendor: str) -> str:

@@ -34,6 +34,7 @@ from interfaces.db.readgate import ReadGate, request_head
 from interfaces.http.creating import CreateOnce
 from interfaces.http.observe import note_of
 from interfaces.http.shown import Replays
+from interfaces.jobs.background import Background
 from interfaces.settings import Settings
 from projections.engine.runner import ProjectionRunner
 
@@ -51,6 +52,7 @@ def part(name: str) -> Callable[[Request], Coroutine[Any, Any, Any]]:
 SettingsDep = Annotated[Settings, Depends(part("settings"))]
 Gate = Annotated[ReadGate, Depends(part("gate"))]
 RunnerDep = Annotated[ProjectionRunner, Depends(part("runner"))]
+BackgroundDep = Annotated[Background, Depends(part("background"))]
 Once = Annotated[CreateOnce, Depends(part("create_once"))]
 ReplaysDep = Annotated[Replays, Depends(part("replays"))]
 TenantsDep = Annotated[Tenants, Depends(part("tenants"))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from interfaces.jobs.leadership import Leadership
-from interfaces.jobs.scheduler import Jobs, start_scheduler
+from interfaces.jobs.scheduler import Jobs, ScheduledJob, scheduled, start_scheduler
 from interfaces.providers.simulated import SimulatedProvider
 from projections.engine.runner import ProjectionRunner
 
@@ -51,6 +51,15 @@ class Background:
         wake-ups for read-your-writes and the evaluation of budgets its usage touched."""
         self.runner.follow()
         self.scheduler = start_scheduler(self.jobs, budgets_only=True)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process runs the projection worker and the cluster-wide jobs now."""
+        return self.leadership is not None and self.leadership.leading
+
+    def scheduled(self) -> list[ScheduledJob]:
+        """This process's scheduled jobs (none before ``start``)."""
+        return scheduled(self.scheduler) if self.scheduler is not None else []
 
     def stop(self) -> None:
         if self.scheduler is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -103,3 +104,34 @@ def start_scheduler(
         )
     scheduler.start()
     return scheduler
+
+
+# The only job every process runs for itself; the others run on the leader node alone.
+EVERY_PROCESS = frozenset({"budgets"})
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A job as ``hostplane status`` shows it."""
+
+    id: str
+    next_run_at: datetime | None  # None: paused
+    every_seconds: float | None  # None: not an interval job
+    cluster_wide: bool  # runs only while this node leads
+
+
+def scheduled(scheduler: BackgroundScheduler) -> list[ScheduledJob]:
+    """The scheduler's jobs, soonest first."""
+    out = []
+    for job in scheduler.get_jobs():
+        interval = getattr(job.trigger, "interval", None)
+        out.append(
+            ScheduledJob(
+                id=job.id,
+                next_run_at=job.next_run_time,
+                every_seconds=interval.total_seconds() if interval is not None else None,
+                cluster_wide=job.id not in EVERY_PROCESS,
+            )
+        )
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(out, key=lambda j: (j.next_run_at or far, j.id))

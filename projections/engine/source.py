@@ -20,6 +20,10 @@ class EventSource:
     def max_id_sql(self) -> str:
         return f"SELECT max(notification_id) AS m FROM {self.table}"
 
+    def log_size_sql(self) -> str:
+        """How many events the log holds, and its head (ids have gaps: rolled-back writes)."""
+        return f"SELECT count(*) AS count, max(notification_id) AS head FROM {self.table}"
+
     def positions_sql(self, schemas: Sequence[str]) -> str:
         """Each schema's position beside the log's head, in one round trip."""
         union = " UNION ALL ".join(
