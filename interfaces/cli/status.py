@@ -44,12 +44,12 @@ def run_status(url: str | None) -> int:
         if not token:
             print("events, read models and jobs: set HOSTPLANE_ADMIN_TOKEN to see them")
             return 0 if ready.status_code == 200 else 1
-        answer = http.get("/health/status")
+        answer = http.get("/status")
     if answer.status_code in (401, 403):
         print(f"the admin token was refused: {message(answer)}", file=sys.stderr)
         return 2
     if answer.status_code != 200:
-        print(f"/health/status answered {answer.status_code}: {message(answer)}")
+        print(f"/status answered {answer.status_code}: {message(answer)}")
         return 1
     status = answer.json()
     stalled = print_server_status(status)

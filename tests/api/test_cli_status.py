@@ -82,10 +82,10 @@ def test_status_with_a_wrong_admin_token_exits_2(live_server, database_conninfo,
 
 
 def test_the_status_route_is_the_admins_alone(anonymous, tenant, admin, container):
-    assert anonymous.get("/health/status").status_code == 401
-    assert tenant.api.get("/health/status").status_code == 403
+    assert anonymous.get("/status").status_code == 401
+    assert tenant.api.get("/status").status_code == 403
     before = events_in_store(container)
-    r = admin.get("/health/status")
+    r = admin.get("/status")
     after = events_in_store(container)
     assert r.status_code == 200, r.text
     body = r.json()

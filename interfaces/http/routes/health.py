@@ -85,7 +85,7 @@ class ServerStatus(BaseModel):
     jobs: list[JobStatus] = Field(description="The answering process's scheduled jobs.")
 
 
-@router.get("/health/status")
+@router.get("/status")
 def server_status(
     caller: AdminCaller, runner: RunnerDep, background: BackgroundDep
 ) -> ServerStatus:
