@@ -70,7 +70,11 @@ def print_server_status(status: dict[str, Any]) -> bool:
             line += f"  stalled at event {r['stalled_at']} (hostplane projections status)"
         print(line)
     print()
-    role = "the leader" if status["leader"] else "not the leader: cluster-wide jobs run elsewhere"
+    role = (
+        "the leader: it runs the cluster-wide jobs"
+        if status["leader"]
+        else "not leading: the cluster-wide jobs run in another process or node"
+    )
     print(f"jobs of process {status['pid']} ({role})")
     if not status["jobs"]:
         print("  none scheduled")

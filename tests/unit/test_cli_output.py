@@ -1,4 +1,5 @@
-"""The CLI's plain progress lines (interfaces/cli/progress.py), on a clock the test moves."""
+"""The CLI's plain progress lines (interfaces/cli/progress.py), on a clock the test moves, and
+what `hostplane status` prints of a server's answer (interfaces/cli/status.py)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,36 @@ def test_a_terminal_gets_a_bar_with_count_rate_and_time_left_and_no_plain_lines(
     assert last.startswith("importing models: 100%|")
     assert "3/3 [" in last and "models/s]" in last
     assert "importing models: 0/3" not in out.getvalue()
+
+
+def test_status_marks_a_stalled_read_model_and_a_process_that_does_not_lead(capsys):
+    from interfaces.cli.status import print_server_status
+
+    stalled = print_server_status(
+        {
+            "pid": 42,
+            "leader": False,
+            "events": {"count": 9, "head": 10},
+            "read_models": [
+                {"name": "keys", "position": 10, "head": 10, "lag": 0, "stalled_at": None},
+                {"name": "usage", "position": 6, "head": 10, "lag": 4, "stalled_at": 7},
+            ],
+            "jobs": [
+                {
+                    "id": "budgets",
+                    "next_run_at": "2026-12-02T19:00:05.5+01:00",
+                    "every_seconds": 5.0,
+                    "cluster_wide": False,
+                }
+            ],
+        }
+    )
+
+    out = capsys.readouterr().out.splitlines()
+    assert stalled is True
+    assert "events     9 (log head 10)" in out
+    assert any(x.startswith("usage ") and "stalled at event 7" in x for x in out)
+    assert not any("stalled" in x for x in out if x.startswith("keys "))
+    assert "not leading" in next(x for x in out if x.startswith("jobs of process 42"))
+    (job,) = [x for x in out if x.startswith("budgets ")]
+    assert job.split() == ["budgets", "2026-12-02T18:00:05Z", "5s", "(in", "every", "process)"]
