@@ -8,9 +8,11 @@ import json
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import termios
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -60,15 +62,22 @@ def on_a_terminal(*args: str, database: str, data_dir: Path) -> tuple[int, str, 
         process = subprocess.Popen([HOSTPLANE, *args], env=env, stdout=stdout, stderr=slave)
     os.close(slave)
     shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1.0)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        else:
+            process.kill()
+    finally:
+        os.close(master)
     code = process.wait(timeout=120)
     return code, shown.decode(errors="replace"), out.read_bytes()
 
