@@ -11,12 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.base import Actor
 from interfaces.settings import Settings
+
+if TYPE_CHECKING:
+    from interfaces.cli.progress import Progress
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -177,7 +180,8 @@ def cmd_projections(args: argparse.Namespace) -> int:
             # The bar counts log positions (events read) of the head, which moves on while
             # the API serves; the swap and the index builds follow the last of them.
             with Progress(label, runner.max_notification_id(), "events") as progress:
-                rebuilt = runner.rebuild_many(names, progress.reach)  # one pass over the log
+                loaded = loaded_then_say(progress, "building indexes, then swapping in")
+                rebuilt = runner.rebuild_many(names, loaded)  # one pass over the log
         except ProjectionFailedError as e:
             cause = e.__cause__
             print(f"cannot rebuild {e.name}; it failed on this:")
@@ -194,6 +198,19 @@ def cmd_projections(args: argparse.Namespace) -> int:
         return 0
     finally:
         container.close()
+
+
+def loaded_then_say(progress: Progress, next_step: str) -> Callable[[int, int], None]:
+    """A rebuild's progress callback: moves the bar, and once the copies have reached the head
+    (its last call) ends it and says what the rebuild does next, which takes a while too."""
+
+    def reached(position: int, head: int) -> None:
+        progress.reach(position, head)
+        if position >= head:
+            progress.close()
+            print(f"{progress.label}: {next_step}", file=sys.stderr, flush=True)
+
+    return reached
 
 
 def cmd_admin_token(args: argparse.Namespace) -> int:

@@ -56,6 +56,8 @@ class Progress:
         self.reach(self.done + n)
 
     def reach(self, done: int, total: int | None = None) -> None:
+        if self.closed:
+            return
         if total is not None:
             self.total = total
         step, self.done = done - self.done, done

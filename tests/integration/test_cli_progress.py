@@ -100,6 +100,7 @@ def test_rebuild_prints_plain_progress_up_to_the_log_head_when_not_on_a_terminal
     done, total, unit = final_line(result.stderr, "rebuilding keys")
     assert (unit, done) == ("events", total)
     assert head_before <= done <= head_after
+    assert result.stderr.splitlines()[-1] == "rebuilding keys: building indexes, then swapping in"
 
 
 def test_export_prints_plain_progress_ending_at_the_exports_event_count(
@@ -188,7 +189,9 @@ def test_rebuild_on_a_terminal_draws_a_bar_up_to_the_log_head(database_conninfo,
 
     assert code == 0, shown
     assert b"rebuilt tenants" in stdout
-    last = shown.replace("\r\n", "\n").split("\r")[-1].strip()
+    bar, after = shown.replace("\r\n", "\n").split("\r")[-1].strip().split("\n")
+    assert after == "rebuilding tenants: building indexes, then swapping in"
+    last = bar.strip()
     done, total = re.search(r"\| ([\d.]+k?)/([\d.]+k?) \[", last).groups()
     assert last.startswith("rebuilding tenants: 100%|") and done == total, shown
     assert re.search(r"<\d\d:\d\d, *[\d.]+ events/s\]$", last), last
