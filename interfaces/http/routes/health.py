@@ -1,4 +1,5 @@
-"""Health: liveness (cheap) and readiness (the database and the read models)."""
+"""Health: liveness (cheap), readiness (the database and the read models), and the fuller
+status an operator reads with `hostplane status` (admin)."""
 
 from __future__ import annotations
 
