@@ -1,0 +1,62 @@
+// hostplane console, usage page: draws the server's figures (the JSON block #usage-data, the
+// same numbers as the table) as a stacked bar chart with Chart.js 4.5.1, vendored beside this
+// file (chart.umd.min.js, MIT, see chart.js.LICENSE.md; no CDN). The radio buttons switch the
+// chart between requests, failures, tokens and cost without a reload.
+(function () {
+  var canvas = document.getElementById("usage-chart");
+  var source = document.getElementById("usage-data");
+  if (!canvas || !source || !window.Chart) return;
+  var data = JSON.parse(source.textContent);
+  var SHOWN = 10; // more series than this become one "others" bar: a legend stays readable
+  var COLOURS = ["#3572b0", "#e07b00", "#2e9e44", "#c0392b", "#8e44ad",
+                 "#16a2b8", "#b8860b", "#d63384", "#5d6d7e", "#6f42c1"];
+  var TITLES = {requests: "requests", failures: "failed requests", tokens: "tokens (prompt + completion)", cost: "cost (EUR)"};
+
+  function others(metric) {
+    var rest = data.series.slice(SHOWN);
+    return data.labels.map(function (_, i) {
+      return rest.reduce(function (sum, s) { return sum + Number(s[metric][i]); }, 0);
+    });
+  }
+
+  function datasets(metric) {
+    var out = data.series.slice(0, SHOWN).map(function (s, n) {
+      // Cost stays the API's exact decimal string; Chart.js reads it as a number to draw it.
+      return {label: s.label, data: s[metric].slice(), backgroundColor: COLOURS[n % COLOURS.length]};
+    });
+    if (data.series.length > SHOWN) {
+      var label = "others (" + (data.series.length - SHOWN) + ")";
+      out.push({label: label, data: others(metric), backgroundColor: "#aaa"});
+    }
+    return out;
+  }
+
+  var metric = "requests";
+  canvas.setAttribute("data-metric", metric);
+  var chart = new Chart(canvas, {
+    type: "bar",
+    data: {labels: data.labels, datasets: datasets(metric)},
+    options: {
+      animation: false, // the figures are there at once (and nothing moves for those who'd rather not)
+      responsive: true,
+      maintainAspectRatio: false,
+      scales: {
+        x: {stacked: true, title: {display: true, text: data.interval === "hour" ? "hour (UTC)" : "day (UTC)"}},
+        y: {stacked: true, beginAtZero: true, title: {display: true, text: TITLES[metric]}}
+      },
+      plugins: {legend: {position: "bottom"}}
+    }
+  });
+
+  var switcher = document.querySelector(".metric-switch");
+  if (!switcher) return;
+  switcher.hidden = false;
+  switcher.addEventListener("change", function (event) {
+    metric = event.target.value;
+    var next = datasets(metric);
+    chart.data.datasets.forEach(function (d, n) { d.data = next[n].data; });
+    chart.options.scales.y.title.text = TITLES[metric];
+    chart.update();
+    canvas.setAttribute("data-metric", metric);
+  });
+})();
