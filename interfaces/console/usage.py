@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -68,7 +69,7 @@ def labeller(gate: ReadGate, tenant_id: UUID, split: str) -> Callable[[Any], str
         with gate.reading("instances") as curs:
             rows = _all(instances.list_instances, curs, tenant_id)
         names = {str(i["id"]): f"{i['name'] or i['model_id']} ({i['kind']})" for i in rows}
-        return lambda v: "no instance (BYOK upstream)" if v is None else names.get(v, str(v)[:8])
+        return lambda v: "no instance" if v is None else names.get(v, str(v)[:8])
     if split == "vendor":
         return lambda v: v or "none named (GPU instance)"
     return str
@@ -97,7 +98,8 @@ def read(gate: ReadGate, tenant_id: UUID, q: UsageQuery) -> dict[str, Any]:
     for ident, g in costs.items():
         if g["gpu_cost"] != "0.00":
             table.append({"value": ident, "label": label_of(ident), **NOTHING, **g})
-    return {"chart": series(q, by_bucket, label_of), "table": table}
+    gpu_total = billing.money(sum((Decimal(g["gpu_cost"]) for g in gpu), Decimal(0)))
+    return {"chart": series(q, by_bucket, label_of), "table": table, "gpu_total": gpu_total}
 
 
 @router.get("/t/{tenant_id}/usage")

@@ -9,7 +9,9 @@ the bars it laid out for them (a drawn bar has a height), not just a canvas on t
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import openai
@@ -17,6 +19,7 @@ import pytest
 
 from tests.api.gateway_fixtures import *  # noqa: F403
 from tests.api.gateway_fixtures import Gateway, GatewayTenant
+from tests.api.test_lifecycle import DEPLOY, FAST
 from tests.browser.conftest import shot, sign_in_with_token
 from tests.conftest import ADMIN_TOKEN
 
@@ -33,6 +36,12 @@ READ_CHART = """() => {
     })),
   };
 }"""
+
+
+@pytest.fixture(scope="module")
+def gateway_overrides() -> dict[str, Any]:
+    """The provisioning jobs on, with short simulated delays: a GPU instance runs in a second."""
+    return FAST
 
 
 def words(n: int) -> list[dict[str, str]]:
@@ -263,3 +272,75 @@ def test_the_same_date_twice_is_an_empty_range(page, gateway: Gateway):
     assert response.status == 200
     assert page.locator("#usage-requests").inner_text() == "0"
     assert chart_of(page)["labels"] == []
+
+
+def test_split_by_instance_and_by_vendor_shows_the_apis_figures(page, gateway: Gateway):
+    t = gateway.new_tenant()
+    upstream, _ = t.byok("openai")  # a BYOK upstream is an instance too (kind "byok")
+    byok_model = gateway.model("openai")
+    _, secret = t.router_key()
+    gateway.client(secret).chat.completions.create(model=byok_model, messages=words(4))
+    r = t.api.post("/instances", json=DEPLOY)
+    assert r.status_code == 201, r.text
+    instance = r.json()
+    deadline = time.monotonic() + 20
+    while (instance := t.api.get(f"/instances/{instance['id']}").json())["status"] != "running":
+        assert time.monotonic() < deadline, instance
+        time.sleep(0.05)
+    key = t.api.get(f"/instances/{instance['id']}/api-key").json()["api_key"]
+    for _ in range(2):
+        gateway.client(key, "/api/v1").chat.completions.create(
+            model=DEPLOY["model_id"], messages=words(3)
+        )
+    # Destroyed, its GPU cost stops growing: the page and the API must then agree to the cent.
+    assert t.api.delete(f"/instances/{instance['id']}").status_code in (200, 204)
+    t.wait_billed(3)
+    today = datetime.now(UTC).date()
+    days = {"from": str(today), "to": str(today + timedelta(days=1))}
+
+    sign_in(page, gateway, t)
+    page.goto(usage_url(gateway, t.id, split="instance", **days))
+    costs = {
+        c["instance"]: c
+        for c in t.api.get("/costs", params={"group_by": "instance", **days}).json()["data"]
+    }
+    used = {
+        u["instance_id"]: u
+        for u in t.api.get("/usage", params={"group_by": "instance", **days}).json()["data"]
+    }
+    assert set(costs) == set(used) == {instance["id"], upstream["id"]}
+    gpu_row = page.locator(f"#usage-table tr[data-split='{instance['id']}'] > *").all_inner_texts()
+    assert gpu_row[0] == f"{instance['name'] or DEPLOY['model_id']} (gpu)"
+    assert gpu_row[1] == "2" == str(used[instance["id"]]["requests"])
+    assert gpu_row[-3:] == [
+        used[instance["id"]]["cost"],
+        costs[instance["id"]]["gpu_cost"],
+        costs[instance["id"]]["total_cost"],
+    ]
+    assert Decimal(costs[instance["id"]]["gpu_cost"]) > 0
+    gpu = sum(Decimal(c["gpu_cost"]) for c in costs.values())
+    assert Decimal(page.locator("#usage-gpu-cost").inner_text()) == gpu
+    byok_row = page.locator(f"#usage-table tr[data-split='{upstream['id']}'] > *").all_inner_texts()
+    assert byok_row[:2] == [f"{upstream['name']} (byok)", "1"]
+    assert byok_row[-3:] == [
+        used[upstream["id"]]["cost"],
+        "0.00",
+        costs[upstream["id"]]["total_cost"],
+    ]
+    chart = chart_of(page)
+    assert {d["label"]: d["data"][0] for d in chart["datasets"]} == {
+        gpu_row[0]: 2,
+        byok_row[0]: 1,
+    }
+    shot(page, "usage-by-instance")
+
+    page.goto(usage_url(gateway, t.id, split="vendor", **days))
+    vendors = t.api.get("/usage", params={"group_by": "vendor", **days}).json()["data"]
+    shown = {
+        row.locator("th").inner_text(): row.locator("td").first.inner_text()
+        for row in page.locator("#usage-table tbody tr").all()
+    }
+    assert shown == {
+        (v["vendor"] or "none named (GPU instance)"): str(v["requests"]) for v in vendors
+    }
+    assert shown == {"openai": "1", "none named (GPU instance)": "2"}

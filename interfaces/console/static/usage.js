@@ -42,7 +42,8 @@
       maintainAspectRatio: false,
       scales: {
         x: {stacked: true, title: {display: true, text: data.interval === "hour" ? "hour (UTC)" : "day (UTC)"}},
-        y: {stacked: true, beginAtZero: true, title: {display: true, text: TITLES[metric]}}
+        y: {stacked: true, beginAtZero: true, title: {display: true, text: TITLES[metric]},
+            ticks: {precision: 0}} // whole requests and tokens; the cost lifts it
       },
       plugins: {legend: {position: "bottom"}}
     }
@@ -56,6 +57,7 @@
     var next = datasets(metric);
     chart.data.datasets.forEach(function (d, n) { d.data = next[n].data; });
     chart.options.scales.y.title.text = TITLES[metric];
+    chart.options.scales.y.ticks.precision = metric === "cost" ? undefined : 0;
     chart.update();
     canvas.setAttribute("data-metric", metric);
   });
