@@ -17,6 +17,9 @@ from projections.reports.billing import money
 SPLITS = {"model": "model", "key": "key_id", "instance": "instance_id", "vendor": "vendor"}
 INTERVALS = ("day", "hour")
 METRICS = ("requests", "failures", "tokens", "cost")
+# A chart keeps its legend readable and the page its size (many keys over 400 days would be
+# megabytes): the busiest split values get a series each, the rest one "others" series.
+SHOWN = 10
 # 14 days of hours is 336 bars: about as many as a screen can show side by side.
 HOURLY_MAX_DAYS = 14
 
@@ -100,7 +103,8 @@ def metrics_of(row: Mapping[str, Any]) -> dict[str, Any]:
 def series(
     q: UsageQuery, rows: list[dict[str, Any]], label_of: Callable[[Any], str]
 ) -> dict[str, Any]:
-    """The chart's data: the bucket labels, and per split value each metric per bucket.
+    """The chart's data: the bucket labels, and per split value (the busiest ``SHOWN``, then
+    the others together) each metric per bucket.
 
     ``rows`` are the API's shaped rows (``at`` in UTC, ``cost`` an exact string), one per bucket
     and split value that had usage.
@@ -125,10 +129,22 @@ def series(
         "interval": q.interval,
         "split": q.split,
         "labels": [bucket_label(t, q.interval) for t in times],
-        "series": ordered,
+        "series": ordered[:SHOWN] + ([others(ordered[SHOWN:])] if ordered[SHOWN:] else []),
         "totals": {
             "requests": sum(sum(s["requests"]) for s in ordered),
             "tokens": sum(sum(s["tokens"]) for s in ordered),
             "cost": money(sum((Decimal(c) for s in ordered for c in s["cost"]), Decimal(0))),
         },
     }
+
+
+def others(rest: list[dict[str, Any]]) -> dict[str, Any]:
+    """The split values past the busiest ``SHOWN``, summed into one series."""
+    merged: dict[str, Any] = {"key": None, "label": f"others ({len(rest)})"}
+    for m in METRICS:
+        columns = zip(*(s[m] for s in rest), strict=True)
+        if m == "cost":
+            merged[m] = [money(sum((Decimal(c) for c in col), Decimal(0))) for col in columns]
+        else:
+            merged[m] = [sum(col) for col in columns]
+    return merged

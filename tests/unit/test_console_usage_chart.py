@@ -68,3 +68,18 @@ def test_each_row_lands_in_its_bucket_per_split_value_busiest_first():
     assert b["requests"][23] == 4 and b["tokens"][23] == 15 and b["cost"][23] == "0.0001"
     assert a["cost"][0] == "0.00"
     assert chart["totals"] == {"requests": 5, "tokens": 30, "cost": "0.0002"}
+
+
+def test_past_the_busiest_ten_the_split_values_are_one_others_series():
+    q = query(to="2026-03-02")
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    row = {"at": at, "failures": 1, "prompt_tokens": 1, "completion_tokens": 1}
+    rows = [
+        {**row, "model": f"m{n:02}", "requests": 100 - n, "cost": f"0.00{n}"} for n in range(13)
+    ]
+    chart = series(q, rows, str)
+    assert [s["label"] for s in chart["series"]] == [f"m{n:02}" for n in range(10)] + ["others (3)"]
+    rest = chart["series"][-1]
+    assert rest["requests"] == [90 + 89 + 88] and rest["failures"] == [3]
+    assert rest["tokens"] == [6] and rest["cost"] == ["0.0033"]  # 0.0010 + 0.0011 + 0.0012
+    assert chart["totals"]["requests"] == sum(100 - n for n in range(13))

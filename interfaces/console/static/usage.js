@@ -7,28 +7,17 @@
   var source = document.getElementById("usage-data");
   if (!canvas || !source || !window.Chart) return;
   var data = JSON.parse(source.textContent);
-  var SHOWN = 10; // more series than this become one "others" bar: a legend stays readable
   var COLOURS = ["#3572b0", "#e07b00", "#2e9e44", "#c0392b", "#8e44ad",
                  "#16a2b8", "#b8860b", "#d63384", "#5d6d7e", "#6f42c1"];
+  var OTHERS = "#aaa"; // the 11th series: the server sums the split values past the busiest ten
   var TITLES = {requests: "requests", failures: "failed requests", tokens: "tokens (prompt + completion)", cost: "cost (EUR)"};
 
-  function others(metric) {
-    var rest = data.series.slice(SHOWN);
-    return data.labels.map(function (_, i) {
-      return rest.reduce(function (sum, s) { return sum + Number(s[metric][i]); }, 0);
-    });
-  }
-
   function datasets(metric) {
-    var out = data.series.slice(0, SHOWN).map(function (s, n) {
+    return data.series.map(function (s, n) {
       // Cost stays the API's exact decimal string; Chart.js reads it as a number to draw it.
-      return {label: s.label, data: s[metric].slice(), backgroundColor: COLOURS[n % COLOURS.length]};
+      var colour = n < COLOURS.length ? COLOURS[n] : OTHERS;
+      return {label: s.label, data: s[metric].slice(), backgroundColor: colour};
     });
-    if (data.series.length > SHOWN) {
-      var label = "others (" + (data.series.length - SHOWN) + ")";
-      out.push({label: label, data: others(metric), backgroundColor: "#aaa"});
-    }
-    return out;
   }
 
   var metric = "requests";
