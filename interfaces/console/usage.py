@@ -51,6 +51,7 @@ def _all(
     curs: Cursor[Any],
     tenant_id: UUID,
 ) -> list[dict[str, Any]]:
+    """Every page of a tenant's listing: a name is wanted for whichever id the usage names."""
     rows, cursor = list_page(curs, tenant_id, PAGE, None)
     while cursor is not None:
         more, cursor = list_page(curs, tenant_id, PAGE, cursor)
