@@ -168,6 +168,11 @@ def test_split_by_key_shows_each_keys_name(page, gateway: Gateway):
     sign_in(page, gateway, t)
     page.goto(usage_url(gateway, t.id))
     assert [d["label"] for d in chart_of(page)["datasets"]] == [model]
+    # From the keyboard: the chart's switch is a group of radio buttons (arrow keys move).
+    page.focus("input[name=metric][value=requests]")
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#usage-chart").get_attribute("data-metric") == "failures"
+    assert sum(dataset(chart_of(page), model)["data"]) == 0
     page.select_option("select[name=split]", "key")
     with page.expect_navigation():
         page.click("button:has-text('Show')")
