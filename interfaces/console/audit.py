@@ -26,7 +26,14 @@ LOCAL = "%Y-%m-%dT%H:%M:%S"  # what an <input type="datetime-local" step="1"> re
 def known_actions() -> list[str]:
     """Every action the log can hold, for the filter's suggestions."""
     fields = audit_fields
-    return sorted({fields.action_of(a, e) for a in fields.AUDITED for e in fields.event_classes(a)})
+    return sorted(
+        {
+            fields.action_of(a, e)
+            for a in fields.AUDITED
+            for e in fields.event_classes(a)
+            if e is not a.Event
+        }
+    )
 
 
 ACTIONS = known_actions()

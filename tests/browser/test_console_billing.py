@@ -1,0 +1,228 @@
+"""The console's billing and budgets pages in a real browser: what they show is the API's answer
+for the same question, to the cent; the CSV download carries the same rows."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.browser.conftest import shot, sign_in_with_token
+from tests.helpers import new_model, usage_record
+
+AMOUNTS = ("requests", "prompt_tokens", "completion_tokens", "token_cost", "gpu_cost", "total_cost")
+
+
+def ingest(tenant, records) -> None:
+    r = tenant.api.post("/usage/events", json={"records": records})
+    assert r.status_code == 200, r.text
+
+
+def cells(page, table: str, item: str) -> list[str]:
+    """A breakdown row's amounts, as the page shows them."""
+    return page.locator(f"#{table} tr[data-item='{item}'] td").all_inner_texts()
+
+
+def amounts(row: dict) -> list[str]:
+    return [str(row[a]) for a in AMOUNTS]
+
+
+def usage_in_march(admin, tenant) -> tuple[str, str, str]:
+    """Two models, two keys, two days of 10-12 March 2025, and a record either side of the
+    range: at 23:59:59 the day before it, and at the midnight that ends it."""
+    cheap, dear = new_model(admin), new_model(admin, "3.00", "9.00")
+    router, _ = admin.new_key(tenant.id, "router")
+    key = tenant.key["id"]
+    ingest(
+        tenant,
+        [
+            usage_record(key, cheap, "2025-03-09T23:59:59Z"),  # the day before: not in range
+            usage_record(key, cheap, "2025-03-10T00:00:00Z"),
+            usage_record(router["id"], dear, "2025-03-10T12:00:00Z", prompt_tokens=1234),
+            usage_record(key, dear, "2025-03-11T23:59:59.999Z", completion_tokens=77),
+            usage_record(key, cheap, "2025-03-12T00:00:00Z"),  # the end, excluded
+        ],
+    )
+    return cheap, dear, router["id"]
+
+
+def test_the_billing_page_shows_the_apis_summary_for_a_range(page, live_server, admin, tenant):
+    cheap, dear, router_id = usage_in_march(admin, tenant)
+    api = tenant.api.get(f"/team-billing/summary/{tenant.id}/2025-03-10/2025-03-12").json()
+    # The range holds three of the five records: the boundaries are midnight UTC, end excluded.
+    assert api["requests"] == 3
+    assert [d["requests"] for d in api["by_day"]] == [2, 1]
+
+    sign_in_with_token(page, live_server, tenant.secret)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/billing")
+    page.fill("input[name=start]", "2025-03-10")
+    page.fill("input[name=end]", "2025-03-12")
+    with page.expect_navigation():
+        page.click("button:has-text('Show')")
+    assert page.url.endswith("?start=2025-03-10&end=2025-03-12")
+    assert "midnight UTC" in page.locator("#range-rule").inner_text()
+
+    assert page.locator("#total-cost").inner_text() == f"{api['total_cost']} EUR"
+    assert page.locator("#token-cost").inner_text() == f"{api['token_cost']} EUR"
+    assert page.locator("#gpu-cost").inner_text() == f"{api['gpu_cost']} EUR"
+    assert page.locator("#requests").inner_text() == str(api["requests"])
+    assert page.locator("#tokens").inner_text() == (
+        f"{api['prompt_tokens']} / {api['completion_tokens']}"
+    )
+    for table, rows, field in (
+        ("by-day", api["by_day"], "date"),
+        ("by-model", api["by_model"], "model"),
+        ("by-key", api["by_key"], "key_id"),
+    ):
+        assert page.locator(f"#{table} tbody tr").count() == len(rows)
+        for row in rows:
+            assert cells(page, table, row[field]) == amounts(row), (table, row)
+    assert {m["model"] for m in api["by_model"]} == {cheap, dear}
+    names = {
+        k: page.locator(f"#by-key tr[data-item='{k}'] th").inner_text()
+        for k in (tenant.key["id"], router_id)
+    }
+    assert names[tenant.key["id"]].startswith(tenant.key["name"])
+    assert "2025-03-09" not in page.locator("#by-day").inner_text()
+    shot(page, "billing")
+    page.set_viewport_size({"width": 390, "height": 800})
+    shot(page, "billing-phone")
+
+
+def test_the_billing_csv_has_the_apis_rows(page, live_server, admin, tenant):
+    usage_in_march(admin, tenant)
+    api = tenant.api.get(f"/team-billing/summary/{tenant.id}/2025-03-10/2025-03-12").json()
+    sign_in_with_token(page, live_server, tenant.secret)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/billing?start=2025-03-10&end=2025-03-12")
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    assert download.value.suggested_filename == (
+        f"hostplane-billing-{tenant.id}-2025-03-10-2025-03-12.csv"
+    )
+    with Path(download.value.path()).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    by = {(r["section"], r["item"]): r for r in rows}
+    total = by[("total", "2025-03-10/2025-03-12")]
+    assert [total[a] for a in AMOUNTS] == amounts(api)
+    expected = (
+        [("day", d["date"], d) for d in api["by_day"]]
+        + [("model", m["model"], m) for m in api["by_model"]]
+        + [("key", k["key_id"], k) for k in api["by_key"]]
+        + [("instance", i["instance_id"], i) for i in api["by_instance"]]
+    )
+    assert len(rows) == 1 + len(expected)
+    for section, item, row in expected:
+        assert [by[(section, item)][a] for a in AMOUNTS] == amounts(row), (section, item)
+    assert by[("key", tenant.key["id"])]["name"] == tenant.key["name"]
+
+
+def test_a_range_the_api_refuses_is_a_400_page(page, live_server, tenant):
+    sign_in_with_token(page, live_server, tenant.secret)
+    base = live_server.url + f"/console/t/{tenant.id}/billing"
+    for query, says in (
+        ("?start=2025-03-12&end=2025-03-10", "end must not be before start"),
+        ("?start=2020-01-01&end=2025-01-01", "at most 400 days"),
+        ("?start=2025-3-1&end=2025-04-01", "YYYY-MM-DD"),
+    ):
+        response = page.goto(base + query)
+        assert response.status == 400, query
+        assert says in page.locator("[role=alert]").inner_text()
+        assert page.request.get(base.replace("billing", "billing.csv") + query).status == 400
+    shot(page, "billing-400")
+
+
+def test_a_budget_made_in_the_page_shows_the_apis_spend(page, live_server, admin, tenant):
+    model = new_model(admin)
+    now = datetime.now(UTC).isoformat()
+    ingest(tenant, [usage_record(tenant.key["id"], model, now) for _ in range(3)])
+    sign_in_with_token(page, live_server, tenant.secret)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/budgets")
+    assert page.locator("#no-budgets").count() == 1
+    form = page.locator("#new-budget")
+    form.locator("input[name=limit_eur]").fill("0.02")
+    form.locator("select[name=period]").select_option("monthly")
+    form.locator("input[name=thresholds]").fill("0.25, 0.5")
+    with page.expect_navigation():
+        form.locator("button").click()
+
+    listed = tenant.api.get("/budgets").json()["data"]
+    assert len(listed) == 1
+    api = tenant.api.get(f"/budgets/{listed[0]['id']}").json()
+    assert api["spent"] != "0"  # three requests of 1,000 + 500 tokens at 1 and 2 EUR/Mtok
+    card = page.locator(f"section.budget[data-budget-id='{api['id']}']")
+    meter = card.locator("meter")
+    assert meter.get_attribute("value") == api["spent"]
+    assert meter.get_attribute("max") == api["limit_eur"] == "0.02"
+    assert card.locator(".spent").inner_text() == api["spent"]
+    assert card.locator(".remaining").inner_text() == api["remaining"]
+    assert card.locator(".state").inner_text() == api["state"]
+    assert card.locator(".thresholds").inner_text() == "0.25 (25 %), 0.5 (50 %)"
+    assert api["thresholds"] == ["0.25", "0.5"]
+    assert page.evaluate("e => e.value", meter.element_handle()) == float(api["spent"])
+    shot(page, "budgets")
+    page.set_viewport_size({"width": 390, "height": 800})
+    shot(page, "budgets-phone")
+    page.set_viewport_size({"width": 1100, "height": 800})
+
+    card.locator("summary").click()
+    edit = card.locator("form.edit")
+    edit.locator("input[name=limit_eur]").fill("5.50")
+    edit.locator("select[name=period]").select_option("daily")
+    with page.expect_navigation():
+        edit.locator("button").click()
+    api = tenant.api.get(f"/budgets/{api['id']}").json()
+    assert (api["limit_eur"], api["period"]) == ("5.50", "daily")
+    assert card.locator("meter").get_attribute("max") == "5.50"
+    assert card.locator(".spent").inner_text() == api["spent"]
+
+    # The schema's and the domain's refusals, as a 400 page; nothing changes.
+    card.locator("summary").click()
+    edit.locator("input[name=thresholds]").fill("0.5, 2")
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        edit.locator("button").click()
+    assert answer.value.status == 400
+    assert "thresholds" in page.locator("[role=alert]").inner_text()
+    assert tenant.api.get(f"/budgets/{api['id']}").json()["thresholds"] == api["thresholds"]
+
+    page.goto(live_server.url + f"/console/t/{tenant.id}/budgets")
+    page.on("dialog", lambda d: d.accept())
+    card.locator("summary").click()
+    with page.expect_navigation():
+        card.locator("button:has-text('Delete budget')").click()
+    assert tenant.api.get(f"/budgets/{api['id']}").status_code == 404
+    assert page.locator("#no-budgets").count() == 1
+
+
+def test_a_key_budget_covers_that_key(page, live_server, tenant):
+    sign_in_with_token(page, live_server, tenant.secret)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/budgets")
+    form = page.locator("#new-budget")
+    form.locator("input[name=limit_eur]").fill("3")
+    form.locator("select[name=key_id]").select_option(tenant.key["id"])
+    with page.expect_navigation():
+        form.locator("button").click()
+    (listed,) = tenant.api.get("/budgets").json()["data"]
+    assert (listed["scope"], listed["key_id"]) == ("key", tenant.key["id"])
+    assert tenant.key["name"] in page.locator("section.budget h2").inner_text()
+
+
+def test_another_tenants_billing_and_budgets_are_not_found(page, live_server, tenant, other_tenant):
+    r = other_tenant.api.post("/budgets", json={"limit_eur": "10"})
+    assert r.status_code == 201, r.text
+    theirs = r.json()["id"]
+    sign_in_with_token(page, live_server, tenant.secret)
+    base = live_server.url + f"/console/t/{other_tenant.id}"
+    for path in ("billing", "budgets"):
+        assert page.goto(f"{base}/{path}").status == 404, path
+        assert other_tenant.tenant["name"] not in page.content()
+    csv_answer = page.request.get(f"{base}/billing.csv?start=2025-03-10&end=2025-03-12")
+    assert csv_answer.status == 404
+    assert "attachment" not in csv_answer.headers.get("content-disposition", "")
+    # Their budget, even under our own tenant's address, is not ours to change or delete.
+    page.goto(live_server.url + f"/console/t/{tenant.id}/budgets")
+    csrf = page.locator("#new-budget input[name=csrf]").get_attribute("value")
+    ours = live_server.url + f"/console/t/{tenant.id}/budgets/{theirs}"
+    form = {"csrf": csrf, "limit_eur": "1", "period": "monthly", "thresholds": ""}
+    assert page.request.post(ours, form=form).status == 404
+    assert page.request.post(ours + "/delete", form={"csrf": csrf}).status == 404
+    assert other_tenant.api.get(f"/budgets/{theirs}").json()["limit_eur"] == "10"
