@@ -7,7 +7,9 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
+from interfaces.console.overview import month_of
 from tests.browser.conftest import shot, sign_in_with_token
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import new_model, usage_record
 
 AMOUNTS = ("requests", "prompt_tokens", "completion_tokens", "token_cost", "gpu_cost", "total_cost")
@@ -55,6 +57,10 @@ def test_the_billing_page_shows_the_apis_summary_for_a_range(page, live_server, 
 
     sign_in_with_token(page, live_server, tenant.secret)
     page.goto(live_server.url + f"/console/t/{tenant.id}/billing")
+    # By default, this month: its 1st to the 1st of the next.
+    first, after = month_of(datetime.now(UTC))
+    assert page.locator("input[name=start]").input_value() == first.date().isoformat()
+    assert page.locator("input[name=end]").input_value() == after.date().isoformat()
     page.fill("input[name=start]", "2025-03-10")
     page.fill("input[name=end]", "2025-03-12")
     with page.expect_navigation():
@@ -226,3 +232,18 @@ def test_another_tenants_billing_and_budgets_are_not_found(page, live_server, te
     assert page.request.post(ours, form=form).status == 404
     assert page.request.post(ours + "/delete", form={"csrf": csrf}).status == 404
     assert other_tenant.api.get(f"/budgets/{theirs}").json()["limit_eur"] == "10"
+
+
+def test_the_admin_sets_a_tenants_budget_and_reads_its_bill(page, live_server, admin, tenant):
+    sign_in_with_token(page, live_server, ADMIN_TOKEN)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/budgets")
+    form = page.locator("#new-budget")
+    form.locator("input[name=limit_eur]").fill("7")
+    with page.expect_navigation():
+        form.locator("button").click()
+    (listed,) = tenant.api.get("/budgets").json()["data"]
+    assert (listed["tenant_id"], listed["limit_eur"]) == (tenant.id, "7")
+    page.goto(live_server.url + f"/console/t/{tenant.id}/billing?start=2025-03-10&end=2025-03-10")
+    api = admin.get(f"/team-billing/summary/{tenant.id}/2025-03-10/2025-03-10").json()
+    assert page.locator("#total-cost").inner_text() == f"{api['total_cost']} EUR" == "0.00 EUR"
+    assert page.locator("#by-day tbody").inner_text() == "An empty range."
