@@ -49,6 +49,13 @@ def target_of(value: str) -> UUID | None:
         raise InvalidValueError("target_id", "target_id must be a resource's id (a UUID)") from None
 
 
+def page_size(value: str) -> int:
+    """1 to 500 entries a page, as ``GET /audit``'s ``limit``."""
+    if not value.isdigit() or not 1 <= int(value) <= 500:
+        raise InvalidValueError("limit", "limit must be a whole number from 1 to 500")
+    return int(value)
+
+
 def shown(value: Any) -> str:
     """A changed field's value as text: strings as they are, anything else as JSON."""
     if isinstance(value, str):
@@ -71,13 +78,15 @@ async def audit_page(
     since: str = "",
     until: str = "",
     cursor: str = "",
-    limit: int = 50,
+    limit: str = "50",
 ) -> Response:
+    """One page of the tenant's audit log, newest first; the filters as ``GET /audit`` reads
+    them (times without an offset are UTC)."""
     container = _container(request)
 
     def read(caller: Principal, tenant: dict[str, Any]) -> dict[str, Any]:
         start, end = time_range(since or None, until or None, "since", "until")
-        size = min(max(limit, 1), 500)
+        size = page_size(limit)
         filters = {
             "tenant_id": tenant_id,
             "actor": actor or None,

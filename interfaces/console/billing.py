@@ -102,6 +102,7 @@ def csv_text(bill: dict[str, Any]) -> str:
 async def billing_page(
     request: Request, tenant_id: UUID, start: str | None = None, end: str | None = None
 ) -> Response:
+    """The summary of ``[start 00:00Z, end 00:00Z)``, this month by default."""
     first, last = days_asked(start, end, datetime.now(UTC))
 
     def read(caller: Principal, tenant: dict[str, Any]) -> dict[str, Any]:

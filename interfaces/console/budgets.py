@@ -47,6 +47,7 @@ def budget_fields(form: dict[str, str]) -> dict[str, Any]:
 
 @router.get("/t/{tenant_id}/budgets")
 async def budgets_page(request: Request, tenant_id: UUID) -> Response:
+    """Each budget as ``GET /budgets/{id}`` answers it: its window's spend, remainder, state."""
     container = _container(request)
 
     def read(caller: Principal, tenant: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +67,7 @@ async def budgets_page(request: Request, tenant_id: UUID) -> Response:
 
 @router.post("/t/{tenant_id}/budgets")
 async def budget_create(request: Request, tenant_id: UUID) -> Response:
+    """``POST /budgets`` from a form: the same schema, the same use case."""
     commands = _container(request).budgets
 
     def act(caller: Principal, form: dict[str, str]) -> str:
@@ -88,6 +90,7 @@ def owned_budget(request: Request, caller: Principal, tenant_id: UUID, budget_id
 
 @router.post("/t/{tenant_id}/budgets/{budget_id}")
 async def budget_change(request: Request, tenant_id: UUID, budget_id: UUID) -> Response:
+    """``PUT /budgets/{id}`` from a form: limit, period and thresholds replaced."""
     commands = _container(request).budgets
 
     def act(caller: Principal, form: dict[str, str]) -> str:
@@ -101,6 +104,7 @@ async def budget_change(request: Request, tenant_id: UUID, budget_id: UUID) -> R
 
 @router.post("/t/{tenant_id}/budgets/{budget_id}/delete")
 async def budget_delete(request: Request, tenant_id: UUID, budget_id: UUID) -> Response:
+    """``DELETE /budgets/{id}`` from a form."""
     commands = _container(request).budgets
 
     def act(caller: Principal, form: dict[str, str]) -> str:

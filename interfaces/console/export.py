@@ -33,6 +33,8 @@ from interfaces.http.times import parse_time
 
 @router.get("/t/{tenant_id}/export")
 async def export_page(request: Request, tenant_id: UUID) -> Response:
+    """The download form: now, or as of a past moment."""
+
     def read(caller: Principal, tenant: dict[str, Any]) -> dict[str, Any]:
         return {}
 

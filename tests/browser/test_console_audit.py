@@ -102,6 +102,7 @@ def test_the_audit_log_filters_by_actor_target_and_time(page, live_server, tenan
         ("?target_id=nope", "target_id"),
         ("?since=2025-02-01&until=2025-01-01", "until must not be before since"),
         ("?cursor=!!", "cursor"),
+        ("?limit=0", "limit"),
     ):
         assert page.goto(base + query).status == 400, query
         assert says in page.locator("[role=alert]").inner_text()
