@@ -4,9 +4,13 @@ for the same question, to the cent; the CSV download carries the same rows."""
 from __future__ import annotations
 
 import csv
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from freezegun import freeze_time
+
+from domain.base import Actor
 from interfaces.console.overview import month_of
 from tests.browser.conftest import shot, sign_in_with_token
 from tests.conftest import ADMIN_TOKEN
@@ -29,31 +33,55 @@ def amounts(row: dict) -> list[str]:
     return [str(row[a]) for a in AMOUNTS]
 
 
-def usage_in_march(admin, tenant) -> tuple[str, str, str]:
-    """Two models, two keys, two days of 10-12 March 2025, and a record either side of the
-    range: at 23:59:59 the day before it, and at the midnight that ends it."""
+def gpu_across_midnight(container, tenant) -> str:
+    """An instance (0.85 EUR an hour) that ran from 22:00 on 10 March 2025 to 02:00 the next
+    day: two hours billed to each day."""
+    r = tenant.api.post("/instances", json={"model_id": "llama-3.1-8b"})
+    assert r.status_code == 201, r.text
+    instance_id = r.json()["id"]
+    for status, when in (
+        ("deploying", "2025-03-10T21:50:00Z"),
+        ("running", "2025-03-10T22:00:00Z"),
+        ("stopped", "2025-03-11T02:00:00Z"),
+    ):
+        with freeze_time(when):
+            container.instances.transition_instance(uuid.UUID(instance_id), status, Actor.system())
+    return instance_id
+
+
+def usage_in_march(admin, container, tenant) -> tuple[str, str, str, str]:
+    """Two models, two keys, an instance, two days of 10-12 March 2025, and a record either
+    side of the range: at 23:59:59 the day before it, and at the midnight that ends it."""
     cheap, dear = new_model(admin), new_model(admin, "3.00", "9.00")
     router, _ = admin.new_key(tenant.id, "router")
+    instance_id = gpu_across_midnight(container, tenant)
     key = tenant.key["id"]
     ingest(
         tenant,
         [
             usage_record(key, cheap, "2025-03-09T23:59:59Z"),  # the day before: not in range
-            usage_record(key, cheap, "2025-03-10T00:00:00Z"),
+            usage_record(key, cheap, "2025-03-10T00:00:00Z", instance_id=instance_id),
             usage_record(router["id"], dear, "2025-03-10T12:00:00Z", prompt_tokens=1234),
             usage_record(key, dear, "2025-03-11T23:59:59.999Z", completion_tokens=77),
             usage_record(key, cheap, "2025-03-12T00:00:00Z"),  # the end, excluded
         ],
     )
-    return cheap, dear, router["id"]
+    return cheap, dear, router["id"], instance_id
 
 
-def test_the_billing_page_shows_the_apis_summary_for_a_range(page, live_server, admin, tenant):
-    cheap, dear, router_id = usage_in_march(admin, tenant)
+def test_the_billing_page_shows_the_apis_summary_for_a_range(
+    page, live_server, admin, container, tenant
+):
+    cheap, dear, router_id, instance_id = usage_in_march(admin, container, tenant)
     api = tenant.api.get(f"/team-billing/summary/{tenant.id}/2025-03-10/2025-03-12").json()
     # The range holds three of the five records: the boundaries are midnight UTC, end excluded.
     assert api["requests"] == 3
     assert [d["requests"] for d in api["by_day"]] == [2, 1]
+    # GPU time across midnight is split at it: 2 hours at 0.85 EUR on each day.
+    assert [d["gpu_cost"] for d in api["by_day"]] == ["1.70", "1.70"]
+    assert [(i["instance_id"], i["gpu_seconds"]) for i in api["by_instance"]] == [
+        (instance_id, "14400.00")
+    ]
 
     sign_in_with_token(page, live_server, tenant.secret)
     page.goto(live_server.url + f"/console/t/{tenant.id}/billing")
@@ -79,10 +107,14 @@ def test_the_billing_page_shows_the_apis_summary_for_a_range(page, live_server, 
         ("by-day", api["by_day"], "date"),
         ("by-model", api["by_model"], "model"),
         ("by-key", api["by_key"], "key_id"),
+        ("by-instance", api["by_instance"], "instance_id"),
     ):
         assert page.locator(f"#{table} tbody tr").count() == len(rows)
         for row in rows:
-            assert cells(page, table, row[field]) == amounts(row), (table, row)
+            shown = cells(page, table, row[field])
+            if table == "by-instance":
+                assert shown.pop(0) == row["gpu_seconds"]
+            assert shown == amounts(row), (table, row)
     assert {m["model"] for m in api["by_model"]} == {cheap, dear}
     names = {
         k: page.locator(f"#by-key tr[data-item='{k}'] th").inner_text()
@@ -95,8 +127,8 @@ def test_the_billing_page_shows_the_apis_summary_for_a_range(page, live_server, 
     shot(page, "billing-phone")
 
 
-def test_the_billing_csv_has_the_apis_rows(page, live_server, admin, tenant):
-    usage_in_march(admin, tenant)
+def test_the_billing_csv_has_the_apis_rows(page, live_server, admin, container, tenant):
+    *_, instance_id = usage_in_march(admin, container, tenant)
     api = tenant.api.get(f"/team-billing/summary/{tenant.id}/2025-03-10/2025-03-12").json()
     sign_in_with_token(page, live_server, tenant.secret)
     page.goto(live_server.url + f"/console/t/{tenant.id}/billing?start=2025-03-10&end=2025-03-12")
@@ -120,6 +152,8 @@ def test_the_billing_csv_has_the_apis_rows(page, live_server, admin, tenant):
     for section, item, row in expected:
         assert [by[(section, item)][a] for a in AMOUNTS] == amounts(row), (section, item)
     assert by[("key", tenant.key["id"])]["name"] == tenant.key["name"]
+    assert by[("instance", instance_id)]["gpu_seconds"] == "14400.00"
+    assert by[("day", "2025-03-10")]["gpu_seconds"] == ""  # only instances have GPU seconds
 
 
 def test_a_range_the_api_refuses_is_a_400_page(page, live_server, tenant):
