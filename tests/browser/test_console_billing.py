@@ -281,3 +281,35 @@ def test_the_admin_sets_a_tenants_budget_and_reads_its_bill(page, live_server, a
     api = admin.get(f"/team-billing/summary/{tenant.id}/2025-03-10/2025-03-10").json()
     assert page.locator("#total-cost").inner_text() == f"{api['total_cost']} EUR" == "0.00 EUR"
     assert page.locator("#by-day tbody").inner_text() == "An empty range."
+
+
+def test_a_budget_is_made_and_a_range_chosen_from_the_keyboard(page, live_server, tenant):
+    sign_in_with_token(page, live_server, tenant.secret)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/budgets")
+
+    def tab_to(selector: str) -> None:
+        target = page.locator(selector)
+        for _ in range(30):
+            page.keyboard.press("Tab")
+            if target.evaluate("e => e === document.activeElement"):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to("#new-budget input[name=limit_eur]")
+    page.keyboard.type("12.5")
+    tab_to("#new-budget button")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    (listed,) = tenant.api.get("/budgets").json()["data"]
+    assert listed["limit_eur"] == "12.5"
+
+    page.goto(live_server.url + f"/console/t/{tenant.id}/billing")
+    tab_to("input[name=start]")
+    page.keyboard.type("03102025")  # the date field's own order (en-US: month, day, year)
+    tab_to("input[name=end]")
+    page.keyboard.type("03122025")
+    tab_to("button:has-text('Show')")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith("?start=2025-03-10&end=2025-03-12")
+    tab_to("#download-csv")
