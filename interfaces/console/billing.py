@@ -4,7 +4,8 @@ The CSV is one long table with a ``section`` column (``total``, ``day``, ``model
 ``instance``) rather than a block per breakdown: one header, so that a spreadsheet's filter or
 ``csv.DictReader`` reads it whole. ``item`` is the row's date, model, key id or instance id
 (``start/end`` on the total row), ``name`` the key's or instance's name where known, and the
-amounts are the API's decimal strings, untouched.
+amounts are the API's decimal strings, untouched. A name that a spreadsheet would read as a
+formula (an instance's label may start with ``=``) is written with a leading ``'``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def billing_of(request: Request, tenant_id: UUID, start: str, end: str) -> dict[
     }
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(name: str) -> str:
+    """A name a spreadsheet shows as text, never runs as a formula (CSV injection)."""
+    return "'" + name if name.startswith(FORMULA_STARTS) else name
+
+
 def csv_text(bill: dict[str, Any]) -> str:
     """The summary as one CSV table (see the module's docstring)."""
     out = io.StringIO()
@@ -92,9 +101,10 @@ def csv_text(bill: dict[str, Any]) -> str:
     for m in s["by_model"]:
         writer.writerow({**m, "section": "model", "item": m["model"]})
     for k in bill["by_key"]:
-        writer.writerow({**k, "section": "key", "item": k["key_id"]})
+        writer.writerow({**k, "section": "key", "item": k["key_id"], "name": inert(k["name"])})
     for i in bill["by_instance"]:
-        writer.writerow({**i, "section": "instance", "item": i["instance_id"]})
+        row = {**i, "section": "instance", "item": i["instance_id"], "name": inert(i["name"])}
+        writer.writerow(row)
     return out.getvalue()
 
 

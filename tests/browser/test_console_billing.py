@@ -4,6 +4,7 @@ for the same question, to the cent; the CSV download carries the same rows."""
 from __future__ import annotations
 
 import csv
+import io
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from freezegun import freeze_time
 
 from domain.base import Actor
+from interfaces.console.billing import csv_text
 from interfaces.console.overview import month_of
 from tests.browser.conftest import shot, sign_in_with_token
 from tests.conftest import ADMIN_TOKEN
@@ -154,6 +156,22 @@ def test_the_billing_csv_has_the_apis_rows(page, live_server, admin, container, 
     assert by[("key", tenant.key["id"])]["name"] == tenant.key["name"]
     assert by[("instance", instance_id)]["gpu_seconds"] == "14400.00"
     assert by[("day", "2025-03-10")]["gpu_seconds"] == ""  # only instances have GPU seconds
+
+
+def test_a_name_that_looks_like_a_formula_is_written_as_text_in_the_csv():
+    row = {a: "0" for a in AMOUNTS}
+    day = datetime(2025, 3, 10, tzinfo=UTC)
+    bill = {
+        "summary": {**row, "start": day, "end": day, "by_day": [], "by_model": []},
+        "by_key": [{**row, "key_id": "k", "name": "plain name"}],
+        "by_instance": [{**row, "instance_id": "i", "name": '=HYPERLINK("x")', "gpu_seconds": "1"}],
+    }
+    rows = list(csv.DictReader(io.StringIO(csv_text(bill))))
+    assert [(r["section"], r["name"]) for r in rows] == [
+        ("total", ""),
+        ("key", "plain name"),
+        ("instance", '\'=HYPERLINK("x")'),
+    ]
 
 
 def test_a_range_the_api_refuses_is_a_400_page(page, live_server, tenant):
