@@ -110,9 +110,9 @@ async def audit_page(
             "since": local(start),
             "until": local(end),
         }
-        kept = {k: v for k, v in asked.items() if v}
-        if size != 50:
-            kept["limit"] = str(size)
+        # The pages' links carry the filters as given (the pickers show them to the second).
+        given = {**asked, "since": since, "until": until, "limit": "" if size == 50 else limit}
+        kept = {k: v for k, v in given.items() if v}
         entries = [
             {
                 **e,
@@ -125,6 +125,7 @@ async def audit_page(
         return {
             "entries": entries,
             "asked": asked,
+            "limit": kept.get("limit"),
             "actions": ACTIONS,
             "target_types": TARGET_TYPES,
             "next_url": page["next_cursor"]

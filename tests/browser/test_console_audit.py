@@ -56,7 +56,10 @@ def test_the_audit_log_filters_by_action_and_pages_by_cursor(page, live_server, 
     shot(page, "audit")
 
     # Two a page: the first page, then the next by its cursor, as the API pages them.
-    page.goto(live_server.url + f"/console/t/{tenant.id}/audit?action=key.issued&limit=2")
+    since = "2000-01-01T00:00:00.5Z"
+    page.goto(
+        live_server.url + f"/console/t/{tenant.id}/audit?action=key.issued&limit=2&since={since}"
+    )
     one, cursor = api_ids(tenant, action="key.issued", limit=2)
     assert shown_ids(page) == one
     with page.expect_navigation():
@@ -65,6 +68,7 @@ def test_the_audit_log_filters_by_action_and_pages_by_cursor(page, live_server, 
     assert shown_ids(page) == two and len(two) == 1 and last is None
     assert page.locator("#next-page").count() == 0
     assert page.locator("input[name=action]").input_value() == "key.issued"
+    assert "since=2000-01-01T00%3A00%3A00.5Z" in page.url  # the filter as given, kept
     with page.expect_navigation():
         page.click("#first-page")
     assert shown_ids(page) == one
