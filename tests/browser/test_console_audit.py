@@ -153,6 +153,8 @@ def test_the_export_downloads_the_apis_ndjson_now_and_as_of_a_past_moment(
     assert then_lines == api_export(tenant, as_of=moment.isoformat().replace("+00:00", "Z"))
     assert budget_id not in orjson.dumps(then_lines).decode()
     assert tenant.key["id"] in orjson.dumps(then_lines).decode()
+    refused = page.request.get(live_server.url + f"/console/t/{tenant.id}/export.ndjson?as_of=soon")
+    assert refused.status == 400 and "as_of" in refused.text()
 
 
 def test_the_export_needs_a_session(browser, live_server, tenant):
