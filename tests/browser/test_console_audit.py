@@ -163,12 +163,14 @@ def test_the_export_downloads_the_apis_ndjson_now_and_as_of_a_past_moment(
     assert refused.status == 400 and "as_of" in refused.text()
 
 
-def test_the_export_needs_a_session(browser, live_server, tenant):
+def test_the_downloads_need_a_session(browser, live_server, tenant):
     context = browser.new_context()
     try:
-        url = live_server.url + f"/console/t/{tenant.id}/export.ndjson"
-        answer = context.request.get(url, max_redirects=0)
-        assert answer.status == 303 and answer.headers["location"] == "/console/login"
+        for path in ("export.ndjson", "billing.csv", "audit", "budgets", "billing"):
+            url = live_server.url + f"/console/t/{tenant.id}/{path}"
+            answer = context.request.get(url, max_redirects=0)
+            assert answer.status == 303, path
+            assert answer.headers["location"] == "/console/login"
     finally:
         context.close()
 
