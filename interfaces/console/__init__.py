@@ -2,7 +2,16 @@
 read models as the /api/v1 routes. ``web`` holds what every page shares (the session, CSRF,
 rendering); each page is one module that adds its routes to ``web.router``."""
 
-from interfaces.console import keys, overview, signin, usage  # noqa: F401  (their routes)
+from interfaces.console import (  # noqa: F401  (their routes)
+    audit,
+    billing,
+    budgets,
+    export,
+    keys,
+    overview,
+    signin,
+    usage,
+)
 from interfaces.console.web import router, static
 
 __all__ = ["router", "static"]
