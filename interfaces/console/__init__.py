@@ -2,7 +2,7 @@
 read models as the /api/v1 routes. ``web`` holds what every page shares (the session, CSRF,
 rendering); each page is one module that adds its routes to ``web.router``."""
 
-from interfaces.console import keys, overview, signin  # noqa: F401  (their routes)
+from interfaces.console import byok, instances, keys, overview, signin  # noqa: F401  (their routes)
 from interfaces.console.web import router, static
 
 __all__ = ["router", "static"]
