@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from application.auth import Principal
 from application.errors import NotFoundError
-from interfaces.console.forms import validated
+from interfaces.console.forms import naming_the_field, validated
 from interfaces.console.web import _container, router, tenant_action, tenant_page
 from interfaces.http.routes.byok import public
 from interfaces.http.schemas import ByokCreate
@@ -40,7 +40,8 @@ async def byok_attach(request: Request, tenant_id: UUID) -> Response:
     def act(caller: Principal, form: dict[str, str]) -> str:
         fields = {k: form.get(k, "") for k in ("name", "upstream", "external_key")}
         body = validated(ByokCreate, {"tenant_id": tenant_id, **fields})
-        commands.attach_upstream(caller, **body.model_dump())
+        with naming_the_field():
+            commands.attach_upstream(caller, **body.model_dump())
         return f"/console/t/{tenant_id}/byok"
 
     return await tenant_action(request, tenant_id, act)

@@ -9,9 +9,13 @@ pydantic schema, so a value the API refuses is refused here too, with a message 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from domain.base import InvalidValueError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,6 +32,16 @@ def validated(schema: type[M], data: dict[str, Any]) -> M:
         first = e.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "body"
         raise ValueError(f"{field}: {first['msg']}") from None
+
+
+@contextmanager
+def naming_the_field() -> Iterator[None]:
+    """A use case's refusal of a value, named by its field as the API's 400 names it."""
+    try:
+        yield
+    except InvalidValueError as e:
+        message = str(e)
+        raise ValueError(message if e.field in message else f"{e.field}: {message}") from None
 
 
 def items(text: str) -> list[str]:

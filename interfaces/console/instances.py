@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from application.auth import Principal
 from application.errors import ApplicationError, NotFoundError
 from domain.base import DomainError
-from interfaces.console.forms import validated
+from interfaces.console.forms import naming_the_field, validated
 from interfaces.console.web import (
     SignedOut,
     _container,
@@ -92,7 +92,8 @@ async def instance_deploy(request: Request, tenant_id: UUID) -> Response:
         fields = {k: form.get(k, "") for k in ("model_id", "region", "instance_type")}
         provider = form.get("provider", "").strip() or "simulated"
         body = validated(InstanceCreate, {"tenant_id": tenant_id, "provider": provider, **fields})
-        instance_id = commands.deploy_instance(caller, **body.model_dump())
+        with naming_the_field():
+            instance_id = commands.deploy_instance(caller, **body.model_dump())
         return f"/console/t/{tenant_id}/instances/{instance_id}"
 
     return await tenant_action(request, tenant_id, act)

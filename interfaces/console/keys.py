@@ -13,7 +13,13 @@ from starlette.responses import Response
 from application.auth import Principal
 from application.errors import ApplicationError, NotFoundError
 from domain.base import DomainError
-from interfaces.console.forms import items, optional_int, optional_utc_time, validated
+from interfaces.console.forms import (
+    items,
+    naming_the_field,
+    optional_int,
+    optional_utc_time,
+    validated,
+)
 from interfaces.console.web import (
     SignedOut,
     _container,
@@ -164,7 +170,8 @@ async def key_change(request: Request, tenant_id: UUID, key_id: UUID) -> Respons
     def act(caller: Principal, form: dict[str, str]) -> str:
         row = key_of(request, caller, tenant_id, key_id)
         body = validated(KeyUpdate, restrictions_of(form))
-        commands.change_key(caller, key_id, changed(body, row))
+        with naming_the_field():
+            commands.change_key(caller, key_id, changed(body, row))
         return f"/console/t/{tenant_id}/keys/{key_id}?saved=1"
 
     return await tenant_action(request, tenant_id, act)
