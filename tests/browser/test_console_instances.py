@@ -3,7 +3,7 @@
 
 The session's server has the provisioning jobs off (other tests step instances by hand), so the
 live-status test runs a server of its own, on a database of its own, with the jobs on and a
-simulated deploy slow enough (a few seconds) to see the page before the instance runs.
+simulated deploy slow enough (five seconds) to see the page before the instance runs.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ MODEL = "llama-3.1-8b"
 PROVISIONING = {
     "provision_interval_seconds": 0.2,
     "status_sync_seconds": 0.5,
-    "simulated_deploy_seconds": 3,
+    "simulated_deploy_seconds": 5,  # time to see the page before it runs, on a busy machine
 }
 
 
@@ -224,3 +224,19 @@ def test_the_admin_on_one_tenants_page_cannot_reach_another_tenants_instance(
     right = page.goto(live_server.url + f"/console/t/{other_tenant.id}/instances/{theirs}")
     assert right.status == 200
     assert page.locator("#status").inner_text() == "pending"
+
+
+def test_an_instance_destroyed_elsewhere_shows_destroyed_without_a_reload(
+    page, live_server, tenant
+):
+    r = tenant.api.post("/instances", json={"model_id": MODEL})
+    instance_id = r.json()["id"]
+    sign_in_with_token(page, live_server, tenant.secret)
+    page.goto(live_server.url + f"/console/t/{tenant.id}/instances/{instance_id}")
+    assert page.locator("#status").inner_text() == "pending"
+    page.evaluate("window.stillThisPage = 'yes'")
+    assert tenant.api.delete(f"/instances/{instance_id}").status_code == 200  # through the API
+    expect(page.locator("#status")).to_have_text("destroyed", timeout=10_000)
+    assert page.evaluate("window.stillThisPage") == "yes"
+    expect(page.locator("#destroy")).to_be_hidden()
+    assert page.locator("#history .h-status").all_inner_texts() == ["pending", "destroyed"]

@@ -35,6 +35,9 @@
     text("logs-error", data.logs_error || "");
     var test = document.querySelector("#test button");
     if (test) test.disabled = data.status !== "running";
+    if (data.status === "destroyed") {  // destroyed elsewhere: nothing left to test or destroy
+      document.querySelectorAll("#test, #destroy").forEach(function (form) { form.hidden = true; });
+    }
   }
 
   function poll() {
