@@ -33,6 +33,10 @@ def test_an_upstream_added_in_the_page_is_the_apis_and_its_key_is_shown_nowhere(
     assert secret not in page.content()
     assert page.input_value("input[name=external_key]") == ""
     shot(page, "byok")
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.querySelector('main').scrollWidth <= window.innerWidth")
+    shot(page, "byok-phone")
+    page.set_viewport_size({"width": 1100, "height": 800})
 
     listed = tenant.api.get("/byok")
     assert listed.status_code == 200, listed.text

@@ -126,12 +126,17 @@ def test_a_deploy_in_the_page_goes_running_without_a_reload_then_tests_and_destr
     assert page.locator("#status").inner_text() == "destroyed"
     assert s.api.get(f"/instances/{instance_id}").json()["status"] == "destroyed"
     assert page.locator("#destroy").count() == 0
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.querySelector('main').scrollWidth <= window.innerWidth")
+    shot(page, "instance-phone")
+    page.set_viewport_size({"width": 1100, "height": 800})
 
     page.goto(s.url + f"/console/t/{s.tenant_id}/instances")
     row = page.locator(f"#instances tr[data-instance-id='{instance_id}']")
     assert row.locator("td.status").inner_text() == "destroyed"
     shot(page, "instances")
     page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.querySelector('main').scrollWidth <= window.innerWidth")
     shot(page, "instances-phone")
 
 

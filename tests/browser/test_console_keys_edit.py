@@ -151,3 +151,26 @@ def test_the_admin_on_one_tenants_page_cannot_edit_another_tenants_key(
     posted = page.request.post(live_server.url + path, form={"csrf": csrf, "name": "moved"})
     assert posted.status == 404
     assert other_tenant.api.get(f"/keys/{other_tenant.key['id']}").json()["name"] != "moved"
+
+
+def test_restrictions_are_edited_from_the_keyboard_at_phone_width(page, live_server, admin, tenant):
+    key, _ = admin.new_key(tenant.id, "router")
+    page.set_viewport_size({"width": 390, "height": 800})
+    sign_in_with_token(page, live_server, tenant.secret)
+    open_edit_page(page, live_server, tenant, key)
+    assert page.evaluate("document.querySelector('main').scrollWidth <= window.innerWidth")
+    shot(page, "key-edit-phone")
+    page.focus("input[name=name]")
+    fields = ["allowed_models", "sovereignty_mode", "expires_at", "ip_allowlist", "rpm_limit"]
+    page.keyboard.press("Tab")  # the allowed models
+    page.keyboard.type("model-a\nmodel-b")
+    while page.evaluate("document.activeElement.name") != "rpm_limit":
+        assert page.evaluate("document.activeElement.name") in fields  # in the page's order
+        page.keyboard.press("Tab")
+    page.keyboard.type("7")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Save"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    api = tenant.api.get(f"/keys/{key['id']}").json()
+    assert (api["allowed_models"], api["rpm_limit"]) == (["model-a", "model-b"], 7)
