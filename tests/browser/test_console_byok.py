@@ -95,3 +95,9 @@ def test_another_tenants_upstreams_are_not_found_and_forms_without_csrf_are_refu
     for token in ({}, {"csrf": "0" * 64}):
         assert page.request.post(mine, form={**add, **token}).status == 403
     assert tenant.api.get("/byok").json()["data"] == []
+    r = tenant.api.post(
+        "/byok", json={"name": "mine", "upstream": "openai", "external_key": external_key()}
+    )
+    for token in ({}, {"csrf": "0" * 64}):
+        assert page.request.post(f"{mine}/{r.json()['id']}/delete", form=token).status == 403
+    assert tenant.api.get(f"/byok/{r.json()['id']}").json()["is_active"] is True
