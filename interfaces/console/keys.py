@@ -1,7 +1,8 @@
-"""Keys: create (the secret shown once), disable, enable, delete."""
+"""Keys: create (the secret shown once), disable, enable, edit restrictions, delete."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,13 @@ from starlette.responses import Response
 from application.auth import Principal
 from application.errors import ApplicationError, NotFoundError
 from domain.base import DomainError
+from interfaces.console.forms import (
+    items,
+    naming_the_field,
+    optional_int,
+    optional_utc_time,
+    validated,
+)
 from interfaces.console.web import (
     SignedOut,
     _container,
@@ -22,9 +30,10 @@ from interfaces.console.web import (
     router,
     signed_in_form,
     tenant_action,
+    tenant_page,
     to_login,
 )
-from interfaces.http.schemas import KeyCreate
+from interfaces.http.schemas import KeyCreate, KeyUpdate
 from projections.readmodels import keys
 
 
@@ -101,3 +110,68 @@ async def key_enable(request: Request, tenant_id: UUID, key_id: UUID) -> Respons
 @router.post("/t/{tenant_id}/keys/{key_id}/delete")
 async def key_delete(request: Request, tenant_id: UUID, key_id: UUID) -> Response:
     return await key_action(request, tenant_id, key_id, "delete")
+
+
+# -- restrictions: what PATCH /api/v1/keys/{id} may change, as a form ---------------------
+
+
+def key_of(request: Request, caller: Principal, tenant_id: UUID, key_id: UUID) -> dict[str, Any]:
+    """The tenant's live key, as GET /api/v1/keys/{id} reads it; any other key is not found."""
+    with _container(request).gate.reading("keys") as curs:
+        row = keys.get_key(curs, key_id, caller.tenant_filter())
+    if row is None or row["tenant_id"] != tenant_id:
+        raise NotFoundError("key", key_id)
+    return row
+
+
+def utc_field(at: datetime | None) -> str:
+    """A time as a ``datetime-local`` field shows it (UTC, to the second)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if at else ""
+
+
+def restrictions_of(form: dict[str, str]) -> dict[str, Any]:
+    """The form's fields with the types of PATCH /keys/{id}'s JSON body. An empty list of
+    models is "every model" (null), as an empty expiry is "never" and an empty limit "none"."""
+    models = items(form.get("allowed_models", ""))
+    return {
+        "name": form.get("name", ""),
+        "allowed_models": models or None,
+        "sovereignty_mode": "sovereignty_mode" in form,
+        "expires_at": optional_utc_time(form.get("expires_at", "")),
+        "ip_allowlist": items(form.get("ip_allowlist", "")),
+        "rpm_limit": optional_int(form.get("rpm_limit", "")),
+    }
+
+
+def changed(body: KeyUpdate, row: dict[str, Any]) -> dict[str, Any]:
+    """The fields that differ from the key as the page showed it: the others are left out,
+    as a PATCH leaves them out (an unchanged past expiry is no new one)."""
+    shown = {**row, "expires_at": row["expires_at"] and row["expires_at"].replace(microsecond=0)}
+    return {field: value for field, value in body.changes().items() if value != shown[field]}
+
+
+@router.get("/t/{tenant_id}/keys/{key_id}")
+async def key_edit(request: Request, tenant_id: UUID, key_id: UUID) -> Response:
+    def read(caller: Principal, tenant: dict[str, Any]) -> dict[str, Any]:
+        key = key_of(request, caller, tenant_id, key_id)
+        return {
+            "key": key,
+            "expires": utc_field(key["expires_at"]),
+            "saved": request.query_params.get("saved") == "1",
+        }
+
+    return await tenant_page(request, tenant_id, "key.html", "keys", read)
+
+
+@router.post("/t/{tenant_id}/keys/{key_id}")
+async def key_change(request: Request, tenant_id: UUID, key_id: UUID) -> Response:
+    commands = _container(request).keys
+
+    def act(caller: Principal, form: dict[str, str]) -> str:
+        row = key_of(request, caller, tenant_id, key_id)
+        body = validated(KeyUpdate, restrictions_of(form))
+        with naming_the_field():
+            commands.change_key(caller, key_id, changed(body, row))
+        return f"/console/t/{tenant_id}/keys/{key_id}?saved=1"
+
+    return await tenant_action(request, tenant_id, act)
