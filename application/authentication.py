@@ -152,6 +152,11 @@ class Authenticator:
             key_id=key.id,
         )
 
+    def kept_version(self, key_id: UUID) -> int | None:
+        """The version of the key (or user) with this id as kept here, if one is."""
+        kept = self._keys.get(key_id) or self._users.get(key_id)
+        return None if kept is None else kept.version
+
     def kept_key(self, key_id: UUID) -> ApiKey | None:
         """The key as last loaded here (after ``authenticate`` succeeded: as it stands now)."""
         return self._keys.get(key_id)

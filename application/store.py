@@ -38,6 +38,8 @@ class EventStore(Application[UUID]):
         # The highest notification id this process has written (read-your-writes shortcuts).
         self.last_written = 0
         self._written_lock = threading.Lock()
+        # Called with the aggregates of each save, once committed (the gateway's key versions).
+        self.on_commit: list[Callable[[list[Aggregate]], None]] = []
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -98,6 +100,8 @@ class EventStore(Application[UUID]):
         if written is not None:
             with self._written_lock:
                 self.last_written = max(self.last_written, written)
+        for listener in self.on_commit:
+            listener([a for a in aggregates if a is not None])
         return written
 
     def _seal(self, secret: str | None) -> tuple[bytes, bytes] | None:

@@ -36,6 +36,9 @@ def hostplane_bin() -> str:
     return str(candidate) if candidate.exists() else "hostplane"
 
 
+SERVE_CHILDREN = {"--api-process", "--background-process"}
+
+
 class Server:
     """Starts hostplane with an embedded PostgreSQL (or a fresh database on ``database_url``).
 
@@ -132,13 +135,14 @@ class Server:
             import psutil
 
             process = psutil.Process(self.pid)
-            others = [p for p in process.children() if "--api-process" in p.cmdline()]
+            others = [p for p in process.children() if SERVE_CHILDREN & set(p.cmdline())]
             return sum(int(p.memory_info().rss) for p in [process, *others])
         except Exception:
             return None
 
     def api_processes(self) -> list[int]:
-        """The extra API processes of ``serve --workers`` (children of the first)."""
+        """The other processes of ``serve`` (children of the first): the extra API processes of
+        ``--workers`` and the one that runs the projections and the jobs."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -149,7 +153,7 @@ class Server:
             except OSError:
                 continue
             ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
-            if int(ppid) == self.pid and b"--api-process" in cmdline:
+            if int(ppid) == self.pid and SERVE_CHILDREN & set(cmdline.decode().split("\0")):
                 found.append(int(entry.name))
         return found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from interfaces.cli.progress import Progress
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STARTUP_SECONDS = 120.0  # how long serve waits for its projections process to start
 
 
 def prepare_metrics_dir(data_dir: Path) -> Path:
@@ -53,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop_on_sigterm()
     if args.api_process:
         return serve_api_process(args.channel_fd)
+    if args.background_process:
+        return serve_background_process(args.channel_fd)
     container = Container.open(settings)
     others: list[subprocess.Popen[bytes]] = []
     try:
@@ -63,11 +67,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "Run 'hostplane admin-token rotate' for a new one.\n",
                 flush=True,
             )
-        container.start_background()
         listener = socket.create_server((args.host, args.port), backlog=2048)
-        # The other API processes reach the database this process opened, and serve the
-        # connections this one accepts and hands them (interfaces.serving.server).
+        # The other processes reach the database this process opened; the API processes serve
+        # the connections this one accepts and hands them (interfaces.serving.server).
         env = {**os.environ, "HOSTPLANE_DATABASE_URL": container.database.conninfo}
+        # The projections and the jobs run in a process of their own: applying each usage
+        # event to every read model is CPU work that, in this process, held the interpreter
+        # lock while the gateway waited to answer.
+        background = start_background_process(env)
+        container.start_api_process()
         channels = []
         for _ in range(args.workers - 1):
             ours, theirs = serving.channel_pair()
@@ -80,6 +88,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serving.run(serving.FirstServer(serving.config(app), listener, channels))
     finally:
         stop_all(others)
+        if "background" in locals():  # after the API processes: their last usage is projected
+            stop_all([background])
+        container.close()
+    return 0
+
+
+def start_background_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The process that runs the projections and the jobs, once it runs them (it says so on a
+    pipe): requests must not reach the API before the read models follow the writes."""
+    ready, told = os.pipe()
+    command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--background-process"]
+    process = subprocess.Popen([*command, "--channel-fd", str(told)], env=env, pass_fds=[told])
+    os.close(told)
+    with os.fdopen(ready, "rb") as pipe:
+        answered = select.select([pipe], [], [], STARTUP_SECONDS)[0] and pipe.read(1)
+    if not answered:
+        stop_all([process])
+        raise SystemExit("the projections process did not start (see its log above)")
+    return process
+
+
+def serve_background_process(ready_fd: int) -> int:
+    """The projection workers, the scheduled jobs and the simulated provider of ``serve``,
+    away from the API processes; ends with them (SIGINT from the first, or when orphaned)."""
+    from interfaces.bootstrap import Container
+
+    parent = os.getppid()
+    container = Container.open(Settings.from_env())
+    try:
+        container.start_background()
+        with os.fdopen(ready_fd, "wb") as pipe:
+            pipe.write(b"1")
+        threading.Thread(target=stop_when_orphaned, args=(parent,), daemon=True).start()
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
         container.close()
     return 0
 
@@ -271,10 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=positive,
         default=1,
-        help="API processes (default 1); the first also runs the projections and the jobs",
+        help="API processes (default 1); the projections and the jobs run in one more process",
     )
     serve.add_argument("--api-process", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--background-process", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     proj = sub.add_parser("projections", help="read model status and rebuilds")

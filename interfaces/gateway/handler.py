@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 from psycopg_pool import AsyncConnectionPool
 
+from application.auth import Principal
 from application.authentication import Authenticator
 from application.errors import AuthenticationError
 from application.gateway import (
@@ -50,6 +51,7 @@ from interfaces.gateway.admission import CLIENT_GONE, Actual, Admission, Admitte
 from interfaces.gateway.cache import ResponseCache, cache_key, with_id
 from interfaces.gateway.directory import GatewayDirectory
 from interfaces.gateway.meter import Meter, MeteringError
+from interfaces.gateway.versions import StreamVersions
 from interfaces.http.observe import note_of
 from interfaces.metrics import (
     GATEWAY_REFUSALS,
@@ -246,8 +248,10 @@ class Gateway:
         admission: Admission | None = None,
         on_demand: OnDemand | None = None,
         cache: ResponseCache | None = None,
+        versions: StreamVersions | None = None,
     ) -> None:
         self.settings = settings
+        self.versions = versions  # keys' and users' versions from the event stream
         self.auth = auth
         self.rate_limiter = rate_limiter
         self.secrets = secrets
@@ -274,6 +278,8 @@ class Gateway:
 
     async def start(self) -> None:
         self.meter.start()
+        if self.versions is not None:
+            self.versions.start()
         await self.admission.start()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
@@ -289,6 +295,8 @@ class Gateway:
             await asyncio.sleep(0.01)
         await self.admission.stop()
         await asyncio.to_thread(self.meter.stop)
+        if self.versions is not None:
+            await asyncio.to_thread(self.versions.stop)
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -326,12 +334,8 @@ class Gateway:
         key_id = auth.key_id_of(token) if cheap else await asyncio.to_thread(auth.key_id_of, token)
         if key_id is None:
             raise forbidden("wrong_key_kind", "the admin token can't call models: use a router key")
-        # One read per request: a key changed or revoked in another process is seen at once.
         # Its request limit is its own ``rpm_limit`` (the limits gate), not the management API's.
-        version = await self.rate_limiter.version(self.pool(), key_id)
-        principal = auth.authenticate_cached(token, key_id, ip, version) if cheap else None
-        if principal is None:
-            principal = await asyncio.to_thread(auth.authenticate, token, ip, None, version)
+        principal = await self._principal(token, key_id, ip, cheap)
         if principal.kind != "router" and principal.user_id is None:  # a user may call models
             raise forbidden(
                 "wrong_key_kind", "a management key can't call models: use a router key"
@@ -347,6 +351,30 @@ class Gateway:
             allowed_models=None if key.allowed_models is None else tuple(key.allowed_models),
             sovereignty=key.sovereignty_mode,
         )
+
+    async def _principal(self, token: str, key_id: UUID, ip: str | None, cheap: bool) -> Principal:
+        """The key's (or user's) principal: as kept here while the event stream shows no later
+        version of it (``versions``: no round trip); else loaded afresh. Until the stream is
+        followed, its stored version is read for the request."""
+        auth, versions = self.auth, self.versions
+        if versions is None or not versions.following():
+            version = await self.rate_limiter.version(self.pool(), key_id)
+            principal = auth.authenticate_cached(token, key_id, ip, version) if cheap else None
+            if principal is None:
+                principal = await asyncio.to_thread(auth.authenticate, token, ip, None, version)
+            return principal
+        kept = auth.kept_version(key_id)
+        if cheap and kept is not None and versions.is_current(key_id, kept):
+            principal = auth.authenticate_cached(token, key_id, ip, kept)
+            if principal is not None:
+                return principal
+        position = versions.position  # before the load: any later change will be seen
+        try:
+            return await asyncio.to_thread(auth.authenticate, token, ip, None, None)
+        finally:  # refused or not, the key as loaded is what the next request is checked with
+            kept = auth.kept_version(key_id)
+            if kept is not None:
+                versions.loaded(key_id, kept, position)
 
     async def _instance_caller(self, token: str) -> GatewayCaller:
         digest = token_hash(token)

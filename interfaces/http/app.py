@@ -21,6 +21,7 @@ from interfaces.gateway.ledger import Allowance, Ledger
 from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
 from interfaces.gateway.meter import Meter
 from interfaces.gateway.scheduler import FairShareScheduler
+from interfaces.gateway.versions import StreamVersions
 from interfaces.http import errors, openapi
 from interfaces.http.body_limit import BodyLimit
 from interfaces.http.jsontext import storable_parameters
@@ -148,6 +149,12 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
             settings.on_demand_region,
             settings.on_demand_provider,
             settings.on_demand_instance_type,
+        ),
+        versions=StreamVersions(
+            container.database.conninfo,
+            container.runner.source.table,
+            container.runner.source.channel,
+            container.store.on_commit,
         ),
     )
 

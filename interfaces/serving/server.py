@@ -136,8 +136,8 @@ class FirstServer(_Server):
             self._hand(conn)
 
     def _hand(self, conn: socket.socket) -> None:
-        """To the process with the fewest open connections, counting this one's projection
-        worker as one more; a tie goes to this process (so two clients reach two processes)."""
+        """To the process with the fewest open connections, counting this one's accepting and
+        handing as one more: a tie goes to another process (two clients reach two processes)."""
         target: Peer | None = None
         fewest = self.open_connections() + 1
         for peer in self.peers:

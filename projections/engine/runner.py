@@ -70,6 +70,8 @@ class ProjectionRunner(Worker):
         # waiting for this process's own worker needn't ask the database again.
         self._committed: dict[str, int] = {}
         self._loop_events: dict[Any, Any] = {}  # see Worker.wait_for_async
+        self._waiters = 0  # see Worker._waiting
+        self._waiters_lock = threading.Lock()
         # Schemas this process's worker found stalled, and the event each one cannot apply.
         self._stalled: dict[str, int] = {}
         self.last_error: BaseException | None = None

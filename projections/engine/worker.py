@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -44,6 +45,8 @@ class Worker:
     _committed: dict[str, int]
     _stalled: dict[str, int]
     _loop_events: dict[asyncio.AbstractEventLoop, asyncio.Event]
+    _waiters: int  # read-your-writes waits running now
+    _waiters_lock: threading.Lock
 
     def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
         raise NotImplementedError
@@ -148,26 +151,29 @@ class Worker:
         # with a worker in this process, only after it had a first chance: when it commits,
         # every waiter wakes, and asking then would cost a query per waiter per batch.
         now = time.monotonic()
-        next_poll = now + POLL_SECONDS if self._threads else now
-        while True:
-            if done_here():
-                return True
-            now = time.monotonic()
-            if now >= next_poll or stalled_here():  # the database confirms a stall found here
-                rows = list(self._positions(names).values())
-                if self._reached(rows, target, fail_if_stalled, dismissed):
+        # Without a worker here, the follower reads positions only while a wait runs: the
+        # first look is the database's.
+        next_poll = now + POLL_SECONDS if self._working else now
+        with self._waiting():
+            while True:
+                if done_here():
                     return True
-                next_poll = now + POLL_SECONDS
-            remaining = deadline - now
-            if remaining <= 0:
-                return False
-            self._wake.set()
-            with self._advanced:
-                if done_here():  # under the lock: a commit can't slip in before the wait
-                    return True
-                if stalled_here():
-                    continue
-                self._advanced.wait(timeout=min(remaining, next_poll - now))
+                now = time.monotonic()
+                if now >= next_poll or stalled_here():  # the database confirms a stall found here
+                    rows = list(self._positions(names).values())
+                    if self._reached(rows, target, fail_if_stalled, dismissed):
+                        return True
+                    next_poll = now + POLL_SECONDS
+                remaining = deadline - now
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                with self._advanced:
+                    if done_here():  # under the lock: a commit can't slip in before the wait
+                        return True
+                    if stalled_here():
+                        continue
+                    self._advanced.wait(timeout=min(remaining, next_poll - now))
 
     async def wait_for_async(
         self,
@@ -183,27 +189,30 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         schemas = [live_schema(n) for n in names]
-        poll = not self._threads  # nothing in this process will wake the wait: ask at once
+        # Nothing in this process will wake the wait, or only a follower that reads positions
+        # while a wait runs: the first look is the database's.
+        poll = not self._working
         dismissed: set[tuple[str, int]] = set()
-        while True:
-            advanced = self._loop_event(loop)  # taken before the check: no wake-up is missed
-            if all(self._committed.get(s, -1) >= target for s in schemas):
-                return True
-            if poll or (fail_if_stalled and self._stalled_here(schemas, target, dismissed)):
-                async with apool.connection() as conn, conn.cursor() as curs:
-                    await curs.execute(self._positions_sql(names))
-                    rows = await curs.fetchall()
-                if self._reached(rows, target, fail_if_stalled, dismissed):
+        with self._waiting():
+            while True:
+                advanced = self._loop_event(loop)  # taken before the check: no wake-up is missed
+                if all(self._committed.get(s, -1) >= target for s in schemas):
                     return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self._wake.set()
-            try:
-                await asyncio.wait_for(advanced.wait(), min(remaining, POLL_SECONDS))
-                poll = False
-            except TimeoutError:
-                poll = True
+                if poll or (fail_if_stalled and self._stalled_here(schemas, target, dismissed)):
+                    async with apool.connection() as conn, conn.cursor() as curs:
+                        await curs.execute(self._positions_sql(names))
+                        rows = await curs.fetchall()
+                    if self._reached(rows, target, fail_if_stalled, dismissed):
+                        return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                try:
+                    await asyncio.wait_for(advanced.wait(), min(remaining, POLL_SECONDS))
+                    poll = False
+                except TimeoutError:
+                    poll = True
 
     def _stalled_here(
         self, schemas: Sequence[str], target: int, dismissed: set[tuple[str, int]]
@@ -235,6 +244,18 @@ class Worker:
                 if position is not None and r["stalled_at"] is None:
                     dismissed.add((r["schema"], position))
         return all(r["position"] >= target for r in rows)
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Counts a read-your-writes wait while it runs (a follower reads positions only then:
+        otherwise each batch the worker commits elsewhere cost this process a query)."""
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            yield
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
 
     def _loop_event(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         """The event the next advance sets for tasks of ``loop`` (called on that loop)."""
@@ -309,6 +330,8 @@ class Worker:
                             continue
                         if self._working and not self._stop.is_set():
                             continue  # this process's worker committed it, and woke the waits
+                        if not self._waiters:
+                            continue  # no wait runs: a wait's first look is the database's
                         for name, position in self.positions(names).items():
                             schema = live_schema(name)
                             if position > self._committed.get(schema, -1):

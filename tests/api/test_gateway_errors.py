@@ -16,6 +16,8 @@ import httpx
 import openai
 import pytest
 
+from application.auth import Principal
+from domain.base import Actor
 from tests.api.gateway_fixtures import *  # noqa: F403
 from tests.api.gateway_fixtures import HELLO, UNREACHABLE_VENDOR, Gateway, GatewayTenant
 from tests.conftest import ADMIN_TOKEN
@@ -109,6 +111,37 @@ def test_a_deleted_key_is_an_authentication_error(gateway, byok_tenant):
     key, secret = t.router_key()
     chat(gateway, secret, model)
     assert gateway.admin.delete(f"/keys/{key['id']}").status_code == 200
+    call = lambda: chat(gateway, secret, model)  # noqa: E731
+    eventually_refused(openai.AuthenticationError, call, 401, "invalid_api_key")
+
+
+def test_a_key_disabled_here_is_refused_at_its_very_next_request(gateway, byok_tenant):
+    """The gateway keeps keys without reading the store per request; a change made through
+    this process is noted as it commits, before the management API answers."""
+    t, _, model = byok_tenant
+    key, secret = t.router_key()
+    for _ in range(3):  # kept, and trusted, by now
+        assert chat(gateway, secret, model).choices
+    r = gateway.admin.put(f"/keys/{key['id']}/disabled", json={"disabled": True})
+    assert r.status_code == 200, r.text
+    with pytest.raises(openai.AuthenticationError):
+        chat(gateway, secret, model)
+
+
+def test_a_key_disabled_by_another_process_is_refused_soon(gateway, byok_tenant):
+    """Another process's change reaches this one through the event store's stream."""
+    from interfaces.bootstrap import Container
+
+    t, _, model = byok_tenant
+    key, secret = t.router_key()
+    for _ in range(3):
+        assert chat(gateway, secret, model).choices
+    other = Container.open(gateway.container.settings)  # its own event store and pools
+    try:
+        operator = Principal(kind="admin", actor=Actor(id="admin", ip=None))
+        other.keys.set_key_disabled(operator, uuid.UUID(key["id"]), True)
+    finally:
+        other.close()
     call = lambda: chat(gateway, secret, model)  # noqa: E731
     eventually_refused(openai.AuthenticationError, call, 401, "invalid_api_key")
 

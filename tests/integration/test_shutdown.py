@@ -48,8 +48,13 @@ class Serve:
             return False
         return r.status_code == 200
 
-    def api_processes(self) -> list[int]:
-        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+    def children(self) -> dict[str, list[int]]:
+        """serve's other processes by their role: ``--api-process``, ``--background-process``."""
+        found: dict[str, list[int]] = {}
+        for child in psutil.Process(self.proc.pid).children():
+            role = next((a for a in child.cmdline() if a.endswith("-process")), "?")
+            found.setdefault(role, []).append(child.pid)
+        return found
 
     def postmaster(self) -> int:
         """The embedded PostgreSQL's pid (the first line of its postmaster.pid)."""
@@ -87,8 +92,13 @@ def data_dir() -> Iterator[Path]:
 def test_sigterm_stops_serve_its_api_processes_and_its_embedded_postgresql(data_dir):
     serve = Serve(data_dir, workers=2)
     postmaster = serve.postmaster()
-    others = serve.api_processes()
-    assert len(others) == 1
+    children = serve.children()
+    # One more API process, and the one running the projections and the jobs.
+    assert {role: len(pids) for role, pids in children.items()} == {
+        "--api-process": 1,
+        "--background-process": 1,
+    }
+    others = [pid for pids in children.values() for pid in pids]
 
     serve.proc.send_signal(signal.SIGTERM)
 
@@ -109,8 +119,10 @@ def test_sigint_stops_serve_and_its_embedded_postgresql(data_dir):
 
 def test_a_serve_started_after_a_kill_9_still_stops_postgresql_on_sigterm(data_dir):
     killed = Serve(data_dir)
+    orphans = [pid for pids in killed.children().values() for pid in pids]
     killed.proc.kill()  # leaves its pid in the server's list of the processes using it
     killed.proc.wait()
+    assert all(gone(pid) for pid in orphans)  # its projections process noticed, and stopped
 
     serve = Serve(data_dir)
     postmaster = serve.postmaster()
