@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from fastapi import Request, Response
-from pydantic import BaseModel
 
 from application.auth import Principal
 from application.idempotency import Created
 from application.store import EventStore
 from interfaces.db.stores import IdempotencyConflictError, IdempotencyStore
+
+if TYPE_CHECKING:  # not imported at run time: serve's projections process runs no web app
+    from fastapi import Request, Response
+    from pydantic import BaseModel
 
 
 def idempotency_key(request: Request) -> str | None:
