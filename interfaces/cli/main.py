@@ -40,7 +40,7 @@ def prepare_metrics_dir(data_dir: Path) -> Path:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    if not args.api_process:  # the first process; the others inherit its directory
+    if not (args.api_process or args.background_process):  # the first: the others inherit it
         prepare_metrics_dir(settings.data_dir)
 
     from interfaces.bootstrap import Container
