@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from interfaces.cli.progress import Progress
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger("hostplane.serve")
+STOPPING = threading.Event()  # serve is stopping: its projections process may exit
 STARTUP_SECONDS = 120.0  # how long serve waits for its projections process to start
 
 
@@ -75,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # event to every read model is CPU work that, in this process, held the interpreter
         # lock while the gateway waited to answer.
         background = start_background_process(env)
+        threading.Thread(target=stop_if_gone, args=(background,), daemon=True).start()
         container.start_api_process()
         channels = []
         for _ in range(args.workers - 1):
@@ -89,6 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         stop_all(others)
         if "background" in locals():  # after the API processes: their last usage is projected
+            STOPPING.set()
             stop_all([background])
         container.close()
     return 0
@@ -107,6 +111,15 @@ def start_background_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
         stop_all([process])
         raise SystemExit("the projections process did not start (see its log above)")
     return process
+
+
+def stop_if_gone(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``serve`` (as SIGTERM does: drained) if its projections process dies: without it
+    no read model follows the writes, and a supervisor should start serve again."""
+    code = process.wait()
+    if not STOPPING.is_set():
+        log.error("the projections process exited (code %s): stopping serve", code)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve_background_process(ready_fd: int) -> int:

@@ -130,3 +130,17 @@ def test_a_serve_started_after_a_kill_9_still_stops_postgresql_on_sigterm(data_d
 
     assert serve.proc.wait(timeout=60) == 0
     assert gone(postmaster)
+
+
+def test_serve_stops_when_its_projections_process_dies(data_dir):
+    """Without its projections process no read model follows the writes: serve stops (drained,
+    as on SIGTERM) for its supervisor to start it again, rather than serve stale reads."""
+    serve = Serve(data_dir, workers=2)
+    postmaster = serve.postmaster()
+    children = serve.children()
+    (background,) = children["--background-process"]
+    os.kill(background, signal.SIGKILL)
+
+    assert serve.proc.wait(timeout=60) == 0
+    assert all(gone(pid) for pid in children["--api-process"])
+    assert gone(postmaster)
