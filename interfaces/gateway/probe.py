@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import orjson
 
 from application.ports import ChatCheck
-from interfaces.gateway.handler import Upstream, forward_once
 
 PING = "health check: reply with anything"
 
@@ -22,16 +20,24 @@ class GatewayProber:
     """
 
     def __init__(self, connect_timeout: float = 5.0, total_timeout: float = 10.0) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+        self.connect_timeout = connect_timeout
+        self.total_timeout = total_timeout
 
     def chat(self, endpoint_url: str, api_key: str, model: str) -> ChatCheck:
         return asyncio.run(self._chat(endpoint_url, api_key, model))
 
     async def _chat(self, endpoint_url: str, api_key: str, model: str) -> ChatCheck:
+        # Imported at the first check: serve's projections process, which runs the probes of
+        # the provisioning jobs, loads the gateway and aiohttp only once there is an instance.
+        import aiohttp
+
+        from interfaces.gateway.handler import Upstream, forward_once
+
+        timeout = aiohttp.ClientTimeout(total=self.total_timeout, sock_connect=self.connect_timeout)
         url = endpoint_url.rstrip("/") + "/chat/completions"
         body = {"model": model, "messages": [{"role": "user", "content": PING}], "max_tokens": 16}
         started = time.perf_counter()
-        async with aiohttp.ClientSession(timeout=self.timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             try:
                 status, raw = await forward_once(session, url, api_key, orjson.dumps(body))
             except Upstream as e:

@@ -14,12 +14,13 @@ from starlette.responses import JSONResponse
 from application.gateway import GatewayCaller, GatewaySecrets, OnDemand
 from interfaces import console
 from interfaces.bootstrap import Container
-from interfaces.gateway import Gateway, GatewayRoutes
 from interfaces.gateway.admission import Admission
 from interfaces.gateway.budgets import budget_gate
+from interfaces.gateway.handler import Gateway
 from interfaces.gateway.ledger import Allowance, Ledger
 from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
 from interfaces.gateway.meter import Meter
+from interfaces.gateway.routes import GatewayRoutes
 from interfaces.gateway.scheduler import FairShareScheduler
 from interfaces.gateway.versions import StreamVersions
 from interfaces.http import errors, openapi
