@@ -488,7 +488,9 @@ def hostplane(
             reported = {k: after[k] - before[k] for k in keys}
             return billing_check(server, tenant, reported, name)
 
-        note = "API processes + embedded PostgreSQL" if not database_url else "API processes"
+        note = (
+            "serve's processes + embedded PostgreSQL" if not database_url else "serve's processes"
+        )
         target = Target(
             name,
             root + "/v1",
@@ -699,7 +701,12 @@ def figures_of(targets: list[Target]) -> list[Figure]:
                 higher_is_better=False,
                 baseline=lite_mb if t is not lite else None,
                 baseline_label="LiteLLM" if lite_mb and t is not lite else "",
-                notes="VmHWM" + (" of the API processes, summed" if "hostplane" in t.name else ""),
+                notes="VmHWM"
+                + (
+                    " of serve's processes (API, projections), summed"
+                    if "hostplane" in t.name
+                    else ""
+                ),
             )
         )
         figures += t.checks

@@ -124,7 +124,7 @@ class Server:
     # -- measuring ------------------------------------------------------------------------
 
     def read_peak_rss(self) -> int | None:
-        """Peak resident set size so far of the server's API processes, summed (Linux VmHWM;
+        """Peak resident set size so far of the server's processes, summed (Linux VmHWM;
         else psutil's current RSS)."""
         try:
             pids = [self.pid, *self.api_processes()]
