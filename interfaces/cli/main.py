@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     container = Container.open(settings)
     others: list[subprocess.Popen[bytes]] = []
+    background: subprocess.Popen[bytes] | None = None
     try:
         if container.first_admin_token:
             print(
@@ -93,8 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serving.run(serving.FirstServer(serving.config(app), listener, channels))
     finally:
         stop_all(others)
-        if "background" in locals():  # after the API processes: their last usage is projected
-            STOPPING.set()
+        STOPPING.set()
+        if background is not None:  # after the API processes: their last usage is projected
             stop_all([background])
         container.close()
     return 0
