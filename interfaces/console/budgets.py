@@ -3,33 +3,21 @@ change and delete them with the same schemas and use cases as the /api/v1 budget
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from application.auth import Principal
 from application.errors import NotFoundError
-from domain.base import InvalidValueError
+from interfaces.console.forms import validated
 from interfaces.console.web import _container, router, tenant_action, tenant_page
 from interfaces.http.routes.budgets import read_budget
 from interfaces.http.schemas import BudgetCreate, BudgetUpdate
 from projections.readmodels import budgets, keys
 
 PERIODS = ("daily", "weekly", "monthly", "total")
-M = TypeVar("M", bound=BaseModel)
-
-
-def validated(schema: type[M], fields: dict[str, Any]) -> M:
-    """The API's body schema over a form's fields; its first complaint as a 400, in words."""
-    try:
-        return schema(**fields)
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or schema.__name__
-        raise InvalidValueError(field, f"{field}: {first['msg']}") from None
 
 
 def thresholds_of(text: str) -> list[str]:
