@@ -99,6 +99,11 @@ def test_sigterm_stops_serve_its_api_processes_and_its_embedded_postgresql(data_
         "--background-process": 1,
     }
     others = [pid for pids in children.values() for pid in pids]
+    # The projections and jobs yield the CPU to the requests; the API processes do not.
+    (background,) = children["--background-process"]
+    assert psutil.Process(background).nice() == psutil.Process(serve.proc.pid).nice() + 10
+    (api,) = children["--api-process"]
+    assert psutil.Process(api).nice() == psutil.Process(serve.proc.pid).nice()
 
     serve.proc.send_signal(signal.SIGTERM)
 
