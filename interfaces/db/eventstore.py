@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +14,7 @@ import orjson
 from eventsourcing.persistence import DatabaseError, InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType, retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from application.errors import PricesChangedError
 from application.idempotency import ClaimLostError, ClaimWrite
@@ -27,6 +27,10 @@ CLAIM_LOST = "HPI01"
 # Raised by the insert function when an aggregate a write was decided on (a usage batch: the
 # models it was rated with) has a newer stored version than the one the write expected.
 VERSION_MOVED = "HPV01"
+# Every write NOTIFYs the store's channel with "<its last notification id> <write_tag>": a
+# listener that cares about some aggregates only reads the log when a write holds theirs.
+MAX_TAG = 4000  # characters; a payload may hold 8,000 bytes
+ANY_AGGREGATE = "*"
 
 
 class HostplaneFactory(PostgresFactory):
@@ -93,16 +97,21 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         # in binary: in text, psycopg quotes each event's state into the array literal with a
         # regex, ~2.5 ms per 1,000 usage records.
         function = Identifier(datastore.schema, f"{events_table_name}_insert")
-        # The function of earlier versions (without ``expected``), which the new one replaces.
-        self.sql_create_statements.append(
-            SQL("DROP FUNCTION IF EXISTS {}({}.{}[], jsonb, jsonb)").format(
-                function, Identifier(datastore.schema), Identifier(self.stored_event_type_name)
+        # The functions of earlier versions (without ``expected``, without ``tag``), which the
+        # new one replaces.
+        for earlier in ("jsonb, jsonb", "jsonb, jsonb, jsonb"):
+            self.sql_create_statements.append(
+                SQL("DROP FUNCTION IF EXISTS {}({}.{}[], {})").format(
+                    function,
+                    Identifier(datastore.schema),
+                    Identifier(self.stored_event_type_name),
+                    SQL(earlier),
+                )
             )
-        )
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {function}("
-                "events {schema}.{event_type}[], ids jsonb, claim jsonb, expected jsonb)"
+                "events {schema}.{event_type}[], ids jsonb, claim jsonb, expected jsonb, tag text)"
                 " RETURNS SETOF bigint LANGUAGE plpgsql AS $$"
                 " BEGIN"
                 "  IF ids IS NOT NULL THEN"
@@ -130,11 +139,12 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 "    WHERE t.originator_id = x.key::uuid) IS DISTINCT FROM x.value::integer) THEN"
                 "   RAISE EXCEPTION 'an aggregate changed' USING ERRCODE = '{moved}';"
                 "  END IF;"
-                "  NOTIFY {channel};"
                 "  RETURN QUERY INSERT INTO {schema}.{table}"
                 "   (originator_id, originator_version, topic, state)"
                 "   SELECT e.originator_id, e.originator_version, e.topic, e.state"
                 "   FROM unnest(events) e RETURNING notification_id;"
+                "  PERFORM pg_notify({channel}, currval(pg_get_serial_sequence("
+                "   {qualified}, 'notification_id'))::text || ' ' || tag);"
                 " END $$"
             ).format(
                 function=function,
@@ -147,16 +157,22 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 lost=SQL(CLAIM_LOST),
                 moved=SQL(VERSION_MOVED),
                 lock_timeout=SQL(str(int(datastore.lock_timeout))),
-                channel=Identifier(self.channel_name),
+                channel=Literal(self.channel_name),
+                qualified=Literal(f'"{datastore.schema or "public"}"."{events_table_name}"'),
             )
         )
-        self.insert_statement = SQL(
-            "SELECT n AS notification_id FROM {}(%b::{}.{}[], %s::jsonb, %s::jsonb, %s::jsonb) n"
-        ).format(
-            function,
-            Identifier(datastore.schema),
-            Identifier(self.stored_event_type_name),
-        )
+        self.insert_statement = (
+            SQL(
+                "SELECT n AS notification_id"
+                " FROM {}(%b::{}.{}[], %s::jsonb, %s::jsonb, %s::jsonb, %s::text) n"
+            )
+            .format(
+                function,
+                Identifier(datastore.schema),
+                Identifier(self.stored_event_type_name),
+            )
+            .as_bytes(None)
+        )  # rendered once: a composed statement is rendered at every execute
         # One index probe per id (LATERAL ... LIMIT 1): the planner can't estimate rows from
         # jsonb functions and would otherwise hash-join against a scan of the whole table.
         self.seen_ids_statement = SQL(
@@ -205,6 +221,7 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             as_json(ids) if ids else None,
             claim_json(claim) if claim else None,
             orjson.dumps({str(k): v for k, v in expected.items()}).decode() if expected else None,
+            write_tag(e.topic for e in stored_events),
         )
         started = time.perf_counter()
         try:
@@ -240,6 +257,29 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             for r in curs.fetchall():
                 found.setdefault(r["tenant_id"], set()).add(r["request_id"])
         return found
+
+
+def write_tag(topics: Iterable[str]) -> str:
+    """The aggregates a write holds events of, as its notification says them: ``module:Class``
+    (an event's topic up to its class), comma-separated; ``*`` (any) when that is too long for
+    a notification's payload."""
+    tag = ",".join(sorted({aggregate_of(topic) for topic in topics}))
+    return tag if len(tag) <= MAX_TAG else ANY_AGGREGATE
+
+
+def aggregate_of(topic: str) -> str:
+    """``domain.apikey:ApiKey.Created`` → ``domain.apikey:ApiKey``."""
+    module, _, name = topic.partition(":")
+    return f"{module}:{name.split('.', 1)[0]}"
+
+
+def parse_notification(payload: str) -> tuple[int, frozenset[str]] | None:
+    """A write's notification: its last notification id and the aggregates it holds events of
+    (``ANY_AGGREGATE`` among them: any). ``None`` for a payload of another form."""
+    head, _, tag = payload.partition(" ")
+    if not head.isdigit():
+        return None
+    return int(head), frozenset(tag.split(","))
 
 
 def as_json(ids: Mapping[UUID, Sequence[str]]) -> str:

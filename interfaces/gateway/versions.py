@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -32,11 +32,15 @@ from psycopg.rows import dict_row
 
 from domain.apikey import ApiKey
 from domain.user import User
+from interfaces.db.eventstore import ANY_AGGREGATE, parse_notification
 
 log = logging.getLogger("hostplane.gateway")
 
 # The aggregates whose versions are followed: what authentication depends on.
-TOPICS = ("domain.apikey:ApiKey.%", "domain.user:User.%")
+FOLLOWED = (ApiKey, User)
+TOPICS = tuple(f"{c.__module__}:{c.__qualname__}.%" for c in FOLLOWED)
+# A write's notification naming one of these (or any: ``*``) is read.
+WATCHED = frozenset({f"{c.__module__}:{c.__qualname__}" for c in FOLLOWED} | {ANY_AGGREGATE})
 POLL_SECONDS = 1.0  # read the stream this often even with no notification
 GATHER_SECONDS = 0.002  # after a notification, wait this long for more (one read for many)
 PAGE = 10_000  # events read at most per query (a backlog is read page by page)
@@ -104,6 +108,24 @@ class StreamVersions:
 
     # -- following the stream -------------------------------------------------------------
 
+    @staticmethod
+    def skippable(payloads: Iterable[str]) -> int | None:
+        """The last notification id of these writes if none of them holds an event of a key
+        or a user (``None``: read them).
+
+        Each write's notification says its last id and its aggregates
+        (``interfaces.db.eventstore.write_tag``). Writes are notified in the order of their
+        ids (one lock orders every write and its commit) and every write committed since the
+        LISTEN is notified, so what lies between the position and that id needs no read.
+        """
+        head = 0
+        for payload in payloads:
+            parsed = parse_notification(payload)
+            if parsed is None or not parsed[1].isdisjoint(WATCHED):
+                return None
+            head = max(head, parsed[0])
+        return head
+
     _start = 1 << 62  # no load counts before the stream is followed
 
     def start(self) -> None:
@@ -149,9 +171,15 @@ class StreamVersions:
             " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         )
         while not self._stop.is_set():
-            if any(True for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1)):
+            notified = list(conn.notifies(timeout=POLL_SECONDS, stop_after=1))
+            if notified:
+                notified += conn.notifies(timeout=0, stop_after=1000)
+                head = self.skippable(n.payload for n in notified)
+                if head is not None:  # none of these writes holds a key or a user: no read
+                    self.position = max(self.position, head)
+                    continue
                 time.sleep(GATHER_SECONDS)
-                for _ in conn.notifies(timeout=0, stop_after=1000):  # drain what came meanwhile
+                for _ in conn.notifies(timeout=0, stop_after=1000):  # the read covers these
                     pass
             while True:
                 rows = conn.execute(select, (list(TOPICS), self.position, PAGE)).fetchall()

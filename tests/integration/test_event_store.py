@@ -343,3 +343,44 @@ def test_a_batch_rated_with_prices_changed_meanwhile_is_rated_again(container, m
     store = container.store
     (stored,) = store.recorder.select_events(result.batch_ids[0])
     assert store.mapper.to_domain_event(stored).rates == [[slug, "5.00", "6.00"]]
+
+
+def test_each_write_notifies_its_last_notification_id_and_its_aggregates(
+    container, database_conninfo
+):
+    """A listener that cares about some aggregates (the gateway's key versions) reads the log
+    only after a write holding theirs: the notification says which, and up to which id."""
+    import psycopg
+
+    from interfaces.db.eventstore import parse_notification
+
+    actor = Actor(id="admin", ip=None)
+    with psycopg.connect(database_conninfo, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{container.store.recorder.channel_name}"')
+        tenant = new_tenant(container)
+        key, _ = ApiKey.issue(tenant.id, "notified", "router", datetime.now(UTC), actor)
+        budget = Budget.set(
+            tenant_id=tenant.id,
+            key_id=None,
+            limit_eur=Decimal("5"),
+            period="monthly",
+            thresholds=[Decimal("1.0")],
+            actor=actor,
+        )
+        container.store.commit(key, budget)
+        heard = [parse_notification(n.payload) for n in listener.notifies(timeout=5, stop_after=2)]
+
+    with container.pool.connection() as conn:
+        rows = conn.execute(
+            f"SELECT originator_id, notification_id FROM {events_table(container)}"
+            " WHERE originator_id = ANY(%s)",
+            ([tenant.id, key.id, budget.id],),
+        ).fetchall()
+    at = {r["originator_id"]: r["notification_id"] for r in rows}
+    assert heard == [
+        (at[tenant.id], frozenset({"domain.tenant:Tenant"})),
+        (
+            max(at[key.id], at[budget.id]),
+            frozenset({"domain.apikey:ApiKey", "domain.budget:Budget"}),
+        ),
+    ]
