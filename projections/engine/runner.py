@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -71,6 +72,8 @@ class ProjectionRunner(Worker):
         self._committed: dict[str, int] = {}
         self._loop_events: dict[Any, Any] = {}  # see Worker.wait_for_async
         self._waiters = 0  # see Worker._waiting
+        self._batch_began = 0.0  # see Worker._pace
+        self._behind = False
         self._waiters_lock = threading.Lock()
         # Schemas this process's worker found stalled, and the event each one cannot apply.
         self._stalled: dict[str, int] = {}
@@ -138,6 +141,7 @@ class ProjectionRunner(Worker):
             batch = read_batch(curs, self.source, lowest, max_id, topics, limit)
         self.sizer.saw(batch)
         reached = batch.reached
+        self._behind = reached < max_id
         if prefetcher and reached < max_id:
             prefetcher.start(reached, max_id, topics, self.sizer.limit(self.batch_size))
         applied: dict[str, int] = {}
@@ -153,16 +157,20 @@ class ProjectionRunner(Worker):
             stalls.clear(curs, past)
         return {s: (applied[s], position) for s, position in updates}
 
-    def catch_up_many(self, targets: Sequence[Target]) -> dict[str, int]:
+    def catch_up_many(
+        self, targets: Sequence[Target], pace: Callable[[], None] | None = None
+    ) -> dict[str, int]:
         """Apply batches to every target until all have reached the end of the log.
 
         Returns the events applied per schema. If a target fails, its batch rolls back with
         the others' and ``ProjectionFailedError`` names it; what was committed before stays.
+        ``pace`` is called before each batch after the first (the live worker's ``_pace``).
         """
         totals = {schema: 0 for _, schema in targets}
         prefetcher = Prefetcher(self.pool, self.source)  # starts a thread only for a backlog
         try:
             while True:
+                self._batch_began = time.monotonic()
                 with (
                     gc_paused(),
                     self.pool.connection() as conn,
@@ -180,6 +188,8 @@ class ProjectionRunner(Worker):
                     if self._stalled.get(schema, position + 1) <= position:
                         del self._stalled[schema]
                 self._advance()
+                if pace is not None:
+                    pace()
         finally:
             prefetcher.close()
 
