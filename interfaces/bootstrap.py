@@ -30,11 +30,12 @@ from application.tenants import Tenants
 from application.usage import Usage
 from application.users import Users
 from application.webhooks import Webhooks
+from domain.usage import UsageBatch
 from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.db import stores
 from interfaces.db.database import Database, open_database
 from interfaces.db.directory import ReadModelDirectory, ReadModelSpend
-from interfaces.db.eventstore import HostplaneRecorder
+from interfaces.db.eventstore import HostplaneRecorder, parse_notification
 from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.db.readgate import ReadGate
 from interfaces.gateway import ledger
@@ -56,6 +57,17 @@ from projections.readmodels.registry import all_projections
 
 # Read models hold timestamptz: read them back in UTC whatever the server's zone.
 CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "options": "-c TimeZone=UTC"}
+
+
+# Writes that come in streams and that nobody reads right after: their catch-up is paced.
+STREAMED = frozenset({f"{UsageBatch.__module__}:{UsageBatch.__qualname__}"})
+
+
+def applied_at_once(payload: str) -> bool:
+    """Whether the projections apply a write at once, by its notification (``Worker._pace``):
+    all but the gateway's and ``POST /usage/events``' usage batches."""
+    parsed = parse_notification(payload)
+    return parsed is None or not parsed[1] <= STREAMED
 
 
 def pool_settings(settings: Settings) -> dict[str, Any]:
@@ -188,6 +200,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         table=f'"{recorder.datastore.schema}"."{recorder.events_table_name}"',
         channel=recorder.channel_name,
         mapper=store.mapper,
+        at_once=applied_at_once,
     )
     runner = ProjectionRunner(pool, source, all_projections(), database.conninfo)
     runner.create_all()

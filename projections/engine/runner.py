@@ -74,6 +74,7 @@ class ProjectionRunner(Worker):
         self._waiters = 0  # see Worker._waiting
         self._batch_began = 0.0  # see Worker._pace
         self._behind = False
+        self._hurry = threading.Event()
         self._waiters_lock = threading.Lock()
         # Schemas this process's worker found stalled, and the event each one cannot apply.
         self._stalled: dict[str, int] = {}
@@ -171,6 +172,7 @@ class ProjectionRunner(Worker):
         try:
             while True:
                 self._batch_began = time.monotonic()
+                self._hurry.clear()  # this batch reads what came so far
                 with (
                     gc_paused(),
                     self.pool.connection() as conn,

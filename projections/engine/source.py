@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,10 @@ class EventSource:
     table: str  # schema-qualified, already quoted
     channel: str  # the channel the event store NOTIFYs on each write
     mapper: Mapper[Any]
+    # Whether a write (by its notification's payload) is applied at once even under a stream
+    # of writes (``Worker._pace``): a write someone reads right after (a key, a tenant), unlike
+    # the gateway's usage batches. By default every write is.
+    at_once: Callable[[str], bool] = lambda _payload: True
 
     def max_id_sql(self) -> str:
         return f"SELECT max(notification_id) AS m FROM {self.table}"

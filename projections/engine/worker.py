@@ -53,6 +53,7 @@ class Worker:
     _waiters: int  # read-your-writes waits running now
     _batch_began: float  # when the last batch began (``time.monotonic()``)
     _behind: bool  # the last batch stopped short of the log's head (a backlog)
+    _hurry: threading.Event  # a write to apply at once came (or the worker stops): no pause
     _waiters_lock: threading.Lock
 
     def catch_up_many(
@@ -305,6 +306,7 @@ class Worker:
     def stand_by(self) -> None:
         """Stop this process's worker (another node's runs now); a follower goes on."""
         self._stop.set()
+        self._hurry.set()
         self._wake.set()
         for thread in self._working:
             thread.join(timeout=5)
@@ -313,6 +315,7 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._hurry.set()
         self._unfollow.set()
         self._wake.set()
         for thread in self._threads:
@@ -358,7 +361,9 @@ class Worker:
                 with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
                     conn.execute(f'LISTEN "{channel}"')
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                        for notice in conn.notifies(timeout=0.5, stop_after=1):
+                            if self.source.at_once(notice.payload):
+                                self._hurry.set()
                             self._wake.set()
             except Exception as e:  # the database went away: retry, the poll still runs
                 log.warning("projection listener reconnecting: %s", type(e).__name__)
@@ -383,12 +388,13 @@ class Worker:
 
     def _pace(self) -> None:
         """Under a stream of writes, one batch per ``CATCH_UP_EVERY`` takes all that came
-        meanwhile. A write after a quiet moment is applied at once, and so is a backlog (a
-        batch that did not reach the log's head) and whatever a read-your-writes wait of this
-        process waits for."""
+        meanwhile. Applied at once: a write after a quiet moment, a backlog (a batch that did
+        not reach the log's head), a write someone reads right after (``EventSource.at_once``:
+        a key, say, not a usage batch) and whatever a read-your-writes wait of this process
+        waits for."""
         pause = self._batch_began + CATCH_UP_EVERY - time.monotonic()
         if pause > 0 and not self._behind and not self._waiters:
-            self._stop.wait(pause)
+            self._hurry.wait(pause)
 
     def _catch_up_healthy(self, skip: set[str]) -> set[str]:
         """Catch up every projection not in ``skip`` together; returns those that failed.

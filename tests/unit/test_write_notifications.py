@@ -40,3 +40,14 @@ def test_a_write_of_a_key_a_user_or_of_anything_is_read():
     for tag in ("domain.apikey:ApiKey", "domain.user:User", "*"):
         assert StreamVersions.skippable(["7 domain.usage:UsageBatch", f"8 {tag}"]) is None
     assert StreamVersions.skippable(["7 domain.usage:UsageBatch", ""]) is None
+
+
+def test_the_projections_pace_usage_writes_only():
+    """Under a stream of writes the projections apply one batch per 10 ms; a write that
+    someone reads right after (a key, a tenant) is applied at once."""
+    from interfaces.bootstrap import applied_at_once
+
+    assert applied_at_once("7 domain.usage:UsageBatch") is False
+    assert applied_at_once("8 domain.apikey:ApiKey") is True
+    assert applied_at_once("9 domain.apikey:ApiKey,domain.usage:UsageBatch") is True
+    assert applied_at_once("") is True  # a write notified without a payload: at once
