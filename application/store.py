@@ -7,7 +7,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Recording,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError, Transcoder
 
@@ -103,6 +108,29 @@ class EventStore(Application[UUID]):
         for listener in self.on_commit:
             listener([a for a in aggregates if a is not None])
         return written
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """The library's ``save``, collecting the pending events by duck typing: the library
+        asks two runtime-checkable Protocols of each object (``isinstance`` of such a Protocol
+        inspects its members: ~50 µs a save on Python 3.11, a fifth of a lone usage write's
+        Python time). An object with ``collect_events`` is an aggregate, anything else an
+        event, as the library decides."""
+        processing = ProcessingEvent[UUID]()
+        for obj in objs:
+            if obj is None:
+                continue
+            collect = getattr(obj, "collect_events", None)
+            if collect is None:
+                processing.events.append(obj)
+                continue
+            processing.events.extend(collect())
+            processing.aggregates[obj.id] = obj
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, as its save calls it
+        return recordings
 
     def _seal(self, secret: str | None) -> tuple[bytes, bytes] | None:
         if secret is None:
