@@ -258,9 +258,11 @@ class Worker:
     @contextlib.contextmanager
     def _waiting(self) -> Iterator[None]:
         """Counts a read-your-writes wait while it runs (a follower reads positions only then:
-        otherwise each batch the worker commits elsewhere cost this process a query)."""
+        otherwise each batch the worker commits elsewhere cost this process a query). A
+        worker of this process pausing between batches (``_pace``) goes on at once."""
         with self._waiters_lock:
             self._waiters += 1
+        self._hurry.set()
         try:
             yield
         finally:
