@@ -35,7 +35,7 @@ from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.db import stores
 from interfaces.db.database import Database, open_database
 from interfaces.db.directory import ReadModelDirectory, ReadModelSpend
-from interfaces.db.eventstore import HostplaneRecorder, parse_notification
+from interfaces.db.eventstore import HostplaneRecorder, aggregate_name, parse_notification
 from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.db.readgate import ReadGate
 from interfaces.gateway import ledger
@@ -60,14 +60,14 @@ CONNECTION_KWARGS = {"autocommit": True, "row_factory": dict_row, "options": "-c
 
 
 # Writes that come in streams and that nobody reads right after: their catch-up is paced.
-STREAMED = frozenset({f"{UsageBatch.__module__}:{UsageBatch.__qualname__}"})
+STREAMED = frozenset({aggregate_name(UsageBatch)})
 
 
 def applied_at_once(payload: str) -> bool:
     """Whether the projections apply a write at once, by its notification (``Worker._pace``):
     all but the gateway's and ``POST /usage/events``' usage batches."""
-    parsed = parse_notification(payload)
-    return parsed is None or not parsed[1] <= STREAMED
+    notice = parse_notification(payload)
+    return notice is None or not notice.holds_only(STREAMED)
 
 
 def pool_settings(settings: Settings) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -273,13 +273,34 @@ def aggregate_of(topic: str) -> str:
     return f"{module}:{name.split('.', 1)[0]}"
 
 
-def parse_notification(payload: str) -> tuple[int, frozenset[str]] | None:
+def aggregate_name(cls: type) -> str:
+    """An aggregate class as a write's notification names it (``domain.apikey:ApiKey``)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class WriteNotice(NamedTuple):
     """A write's notification: its last notification id and the aggregates it holds events of
-    (``ANY_AGGREGATE`` among them: any). ``None`` for a payload of another form."""
+    (``ANY_AGGREGATE`` among them: any)."""
+
+    last_id: int
+    aggregates: frozenset[str]
+
+    def may_hold(self, names: frozenset[str]) -> bool:
+        """Whether the write may hold an event of one of these aggregates."""
+        return ANY_AGGREGATE in self.aggregates or not self.aggregates.isdisjoint(names)
+
+    def holds_only(self, names: frozenset[str]) -> bool:
+        """Whether every event of the write is of one of these aggregates."""
+        return ANY_AGGREGATE not in self.aggregates and self.aggregates <= names
+
+
+def parse_notification(payload: str) -> WriteNotice | None:
+    """A write's notification, or ``None`` for a payload of another form (then anything may
+    have been written)."""
     head, _, tag = payload.partition(" ")
     if not head.isdigit():
         return None
-    return int(head), frozenset(tag.split(","))
+    return WriteNotice(int(head), frozenset(tag.split(",")))
 
 
 def as_json(ids: Mapping[UUID, Sequence[str]]) -> str:

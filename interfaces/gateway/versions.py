@@ -32,15 +32,13 @@ from psycopg.rows import dict_row
 
 from domain.apikey import ApiKey
 from domain.user import User
-from interfaces.db.eventstore import ANY_AGGREGATE, parse_notification
+from interfaces.db.eventstore import aggregate_name, parse_notification
 
 log = logging.getLogger("hostplane.gateway")
 
 # The aggregates whose versions are followed: what authentication depends on.
-FOLLOWED = (ApiKey, User)
-TOPICS = tuple(f"{c.__module__}:{c.__qualname__}.%" for c in FOLLOWED)
-# A write's notification naming one of these (or any: ``*``) is read.
-WATCHED = frozenset({f"{c.__module__}:{c.__qualname__}" for c in FOLLOWED} | {ANY_AGGREGATE})
+FOLLOWED = frozenset(aggregate_name(c) for c in (ApiKey, User))
+TOPICS = tuple(f"{name}.%" for name in sorted(FOLLOWED))
 POLL_SECONDS = 1.0  # read the stream this often even with no notification
 GATHER_SECONDS = 0.002  # after a notification, wait this long for more (one read for many)
 PAGE = 10_000  # events read at most per query (a backlog is read page by page)
@@ -120,10 +118,10 @@ class StreamVersions:
         """
         head = 0
         for payload in payloads:
-            parsed = parse_notification(payload)
-            if parsed is None or not parsed[1].isdisjoint(WATCHED):
+            notice = parse_notification(payload)
+            if notice is None or notice.may_hold(FOLLOWED):
                 return None
-            head = max(head, parsed[0])
+            head = max(head, notice.last_id)
         return head
 
     _start = 1 << 62  # no load counts before the stream is followed
