@@ -150,6 +150,16 @@ class FakeUpstream:
         with self.lock:
             return next(r for r in self.received if r.response_id == response_id)
 
+    def finished(self, response_id: str, timeout: float = 15) -> Received:
+        """The request that answered ``response_id`` once its handler is done writing: a client
+        can read the last bytes before the handler's ``write`` returns and marks it."""
+        deadline = time.monotonic() + timeout
+        while (got := self.by_id(response_id)).finished_at is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the answer {response_id} did not finish")
+            time.sleep(0.005)
+        return got
+
     def wait_finished(self, model: str, n: int, timeout: float = 15) -> list[Received]:
         """The requests for ``model`` once ``n`` of them have finished answering."""
         deadline = time.monotonic() + timeout

@@ -176,7 +176,8 @@ def test_a_slow_stream_reaches_the_client_chunk_by_chunk(gateway, setup):
     assert got.finished_at is None or got.finished_at > first_at
     chunks += list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "word0 word1 word2 word3 word4" and got.completed
+    assert text == "word0 word1 word2 word3 word4"
+    assert gateway.fake.finished(got.response_id).completed
 
 
 def test_a_deleted_byok_upstream_is_no_longer_used(gateway):

@@ -52,7 +52,7 @@ def test_a_stream_ends_with_a_usage_chunk_with_no_choices_when_asked(fake):
     assert text == "word0 word1 word2 word3 word4"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
     assert all(c.usage is None for c in chunks[:-1])
-    assert fake.by_id(chunks[0].id).completed
+    assert fake.finished(chunks[0].id).completed
 
 
 def test_a_stream_without_include_usage_has_no_usage_chunk(fake):
