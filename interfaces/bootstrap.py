@@ -138,6 +138,13 @@ class Container:
         """The background work of an extra API process of ``hostplane serve --workers``."""
         self.background.start_api_process()
 
+    @property
+    def recorder(self) -> HostplaneRecorder:
+        """The event store's recorder (``bootstrap`` checked its class)."""
+        recorder = self.store.recorder
+        assert isinstance(recorder, HostplaneRecorder)
+        return recorder
+
     def async_pool(self) -> AsyncConnectionPool[Any]:
         """A connection pool for one server's event loop; open it on that loop."""
         return AsyncCheckedPool(
@@ -184,6 +191,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
     recorder = store.recorder
     if not isinstance(recorder, HostplaneRecorder):  # it registers usage request ids
         raise TypeError(f"the event store's recorder is a {type(recorder).__name__}")
+    recorder.streamed = STREAMED  # usage writes are not notified on its changes channel
     pool: ConnectionPool[Any] = CheckedPool(
         database.conninfo,
         min_size=1,

@@ -28,7 +28,11 @@ CLAIM_LOST = "HPI01"
 # models it was rated with) has a newer stored version than the one the write expected.
 VERSION_MOVED = "HPV01"
 # Every write NOTIFYs the store's channel with "<its last notification id> <write_tag>": a
-# listener that cares about some aggregates only reads the log when a write holds theirs.
+# listener that cares about some aggregates only reads the log when a write holds theirs. A write
+# that holds anything but the recorder's ``streamed`` aggregates (usage batches: hundreds a
+# second under traffic) is notified on its ``changes_channel`` too: a listener that never cares
+# about those is not woken by each of them.
+CHANGES = "_changes"  # the changes channel's name: the store's channel's and this
 MAX_TAG = 4000  # characters; a payload may hold 8,000 bytes
 ANY_AGGREGATE = "*"
 
@@ -78,6 +82,10 @@ class HostplaneRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
+        self.changes_channel = self.channel_name + CHANGES
+        # Aggregates (``aggregate_name``) whose writes come in streams: a write holding only
+        # these is not notified on ``changes_channel`` (bootstrap says which they are).
+        self.streamed: frozenset[str] = frozenset()
         self.request_ids_table = SQL("{}.{}").format(
             Identifier(datastore.schema), Identifier(f"{events_table_name}_usage_ids")
         )
@@ -97,9 +105,9 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         # in binary: in text, psycopg quotes each event's state into the array literal with a
         # regex, ~2.5 ms per 1,000 usage records.
         function = Identifier(datastore.schema, f"{events_table_name}_insert")
-        # The functions of earlier versions (without ``expected``, without ``tag``), which the
-        # new one replaces.
-        for earlier in ("jsonb, jsonb", "jsonb, jsonb, jsonb"):
+        # The functions of earlier versions (without ``expected``, ``tag`` or ``changes``),
+        # which the new one replaces.
+        for earlier in ("jsonb, jsonb", "jsonb, jsonb, jsonb", "jsonb, jsonb, jsonb, text"):
             self.sql_create_statements.append(
                 SQL("DROP FUNCTION IF EXISTS {}({}.{}[], {})").format(
                     function,
@@ -111,8 +119,10 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {function}("
-                "events {schema}.{event_type}[], ids jsonb, claim jsonb, expected jsonb, tag text)"
+                "events {schema}.{event_type}[], ids jsonb, claim jsonb, expected jsonb, tag text,"
+                " changes boolean)"
                 " RETURNS SETOF bigint LANGUAGE plpgsql AS $$"
+                " DECLARE note text;"
                 " BEGIN"
                 "  IF ids IS NOT NULL THEN"
                 "   INSERT INTO {ids_table} (tenant_id, request_id)"
@@ -143,8 +153,12 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 "   (originator_id, originator_version, topic, state)"
                 "   SELECT e.originator_id, e.originator_version, e.topic, e.state"
                 "   FROM unnest(events) e RETURNING notification_id;"
-                "  PERFORM pg_notify({channel}, currval(pg_get_serial_sequence("
-                "   {qualified}, 'notification_id'))::text || ' ' || tag);"
+                "  note := currval(pg_get_serial_sequence({qualified}, 'notification_id'))::text"
+                "   || ' ' || tag;"
+                "  PERFORM pg_notify({channel}, note);"
+                "  IF changes THEN"
+                "   PERFORM pg_notify({changes_channel}, note);"
+                "  END IF;"
                 " END $$"
             ).format(
                 function=function,
@@ -158,13 +172,14 @@ class HostplaneRecorder(PostgresApplicationRecorder):
                 moved=SQL(VERSION_MOVED),
                 lock_timeout=SQL(str(int(datastore.lock_timeout))),
                 channel=Literal(self.channel_name),
+                changes_channel=Literal(self.changes_channel),
                 qualified=Literal(f'"{datastore.schema or "public"}"."{events_table_name}"'),
             )
         )
         self.insert_statement = (
             SQL(
                 "SELECT n AS notification_id"
-                " FROM {}(%b::{}.{}[], %s::jsonb, %s::jsonb, %s::jsonb, %s::text) n"
+                " FROM {}(%b::{}.{}[], %s::jsonb, %s::jsonb, %s::jsonb, %s::text, %s::boolean) n"
             )
             .format(
                 function,
@@ -216,12 +231,14 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
+        aggregates = {aggregate_of(e.topic) for e in stored_events}
         params = (
             events,
             as_json(ids) if ids else None,
             claim_json(claim) if claim else None,
             orjson.dumps({str(k): v for k, v in expected.items()}).decode() if expected else None,
-            write_tag(e.topic for e in stored_events),
+            write_tag(aggregates),
+            not aggregates <= self.streamed,
         )
         started = time.perf_counter()
         try:
@@ -259,11 +276,11 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         return found
 
 
-def write_tag(topics: Iterable[str]) -> str:
-    """The aggregates a write holds events of, as its notification says them: ``module:Class``
-    (an event's topic up to its class), comma-separated; ``*`` (any) when that is too long for
-    a notification's payload."""
-    tag = ",".join(sorted({aggregate_of(topic) for topic in topics}))
+def write_tag(aggregates: Iterable[str]) -> str:
+    """The aggregates a write holds events of (``aggregate_of`` its events' topics), as its
+    notification says them: comma-separated; ``*`` (any) when that is too long for a
+    notification's payload."""
+    tag = ",".join(sorted(set(aggregates)))
     return tag if len(tag) <= MAX_TAG else ANY_AGGREGATE
 
 

@@ -4,9 +4,10 @@ the gateway authenticates a request without a database round trip.
 Before, each gateway request read its key's version (``max(originator_version)``) from the
 event store: one round trip per request, the largest single cost of the gateway's own request
 path in a profile (~16% of its event loop's samples at 32 clients). Now this process follows
-the store's writes: the store NOTIFYs its channel on every write; one thread here then reads the
-new events' ids and versions (never their state) and keeps the latest version of each key and
-user. A key or user loaded while the stream was followed is reused as long as no later version
+the store's writes: the store NOTIFYs its changes channel on every write but the usage batches
+(``HostplaneRecorder.changes_channel``: those come hundreds a second and hold no key); one
+thread here then reads the new key and user events' ids and versions (never their state) and
+keeps the latest version of each key and user. A key or user loaded while the stream was followed is reused as long as no later version
 was seen.
 
 How soon a change is seen: a change made through this process (the management API of the same
@@ -114,7 +115,8 @@ class StreamVersions:
         Each write's notification says its last id and its aggregates
         (``interfaces.db.eventstore.write_tag``). Writes are notified in the order of their
         ids (one lock orders every write and its commit) and every write committed since the
-        LISTEN is notified, so what lies between the position and that id needs no read.
+        LISTEN that holds anything but usage batches is notified on the changes channel, so
+        what lies between the position and that id needs no read.
         """
         head = 0
         for payload in payloads:
@@ -153,20 +155,27 @@ class StreamVersions:
                 log.warning("key versions: reconnecting to the stream: %s", type(e).__name__)
                 self._stop.wait(1.0)
 
+    def _latest(self, conn: psycopg.Connection[Any]) -> int:
+        """The last notification id written."""
+        row = conn.execute(f"SELECT coalesce(max(notification_id), 0) AS m FROM {self.table}")
+        return row.fetchone()["m"]  # type: ignore[index]
+
     def _follow(self, conn: psycopg.Connection[Any]) -> None:
         if not self._following.is_set():
             # Versions before this point are not known here: only what is loaded from now on
             # is trusted (a reconnect starts afresh: changes may have been missed meanwhile).
-            row = conn.execute(f"SELECT coalesce(max(notification_id), 0) AS m FROM {self.table}")
-            self.position = row.fetchone()["m"]  # type: ignore[index]
+            self.position = self._latest(conn)
             with self._lock:
                 self._trusted.clear()
             self._start = self.position
             self._following.set()
+        # Up to the head read first: one lock orders every write and its commit, so every
+        # write up to the head is committed and read (usage writes, not notified here, lie
+        # in between: the database filters them out).
         select = (
-            "SELECT notification_id, originator_id, originator_version,"
-            f" topic LIKE ANY(%s) AS watched FROM {self.table}"
-            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            f"SELECT notification_id, originator_id, originator_version FROM {self.table}"
+            " WHERE notification_id > %s AND notification_id <= %s AND topic LIKE ANY(%s)"
+            " ORDER BY notification_id LIMIT %s"
         )
         while not self._stop.is_set():
             notified = list(conn.notifies(timeout=POLL_SECONDS, stop_after=1))
@@ -179,18 +188,19 @@ class StreamVersions:
                 time.sleep(GATHER_SECONDS)
                 for _ in conn.notifies(timeout=0, stop_after=1000):  # the read covers these
                     pass
+            until = self._latest(conn)
             while True:
-                rows = conn.execute(select, (list(TOPICS), self.position, PAGE)).fetchall()
+                rows = conn.execute(select, (self.position, until, list(TOPICS), PAGE)).fetchall()
                 if rows:
                     with self._lock:
                         if len(self._versions) >= MAX_KEPT:  # forget all; reload what is used
                             self._versions.clear()
                             self._trusted.clear()
                         for r in rows:
-                            if r["watched"]:
-                                key, version = r["originator_id"], r["originator_version"]
-                                if version > self._versions.get(key, 0):
-                                    self._versions[key] = version
-                    self.position = rows[-1]["notification_id"]
+                            key, version = r["originator_id"], r["originator_version"]
+                            if version > self._versions.get(key, 0):
+                                self._versions[key] = version
                 if len(rows) < PAGE:
+                    self.position = max(self.position, until)
                     break
+                self.position = rows[-1]["notification_id"]

@@ -173,7 +173,7 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         versions=StreamVersions(
             container.database.conninfo,
             container.runner.source.table,
-            container.runner.source.channel,
+            container.recorder.changes_channel,
             container.store.on_commit,
         ),
     )

@@ -384,3 +384,40 @@ def test_each_write_notifies_its_last_notification_id_and_its_aggregates(
             frozenset({"domain.apikey:ApiKey", "domain.budget:Budget"}),
         ),
     ]
+
+
+def test_usage_writes_are_not_notified_on_the_changes_channel(
+    container, database_conninfo, metered
+):
+    """The gateway's key versions listen on the changes channel: hundreds of usage writes a
+    second must not wake them, and every other write must."""
+    import psycopg
+
+    from interfaces.db.eventstore import parse_notification
+
+    usage, operator, key_id, slug = metered
+    recorder = container.store.recorder
+    with (
+        psycopg.connect(database_conninfo, autocommit=True) as everything,
+        psycopg.connect(database_conninfo, autocommit=True) as changes,
+    ):
+        everything.execute(f'LISTEN "{recorder.channel_name}"')
+        changes.execute(f'LISTEN "{recorder.changes_channel}"')
+        metered_at = usage.ingest_usage(operator, [one_record(key_id, slug, uuid4().hex)]).position
+        tenant = new_tenant(container)
+        all_heard = [
+            parse_notification(n.payload) for n in everything.notifies(timeout=5, stop_after=2)
+        ]
+        changes_heard = [
+            parse_notification(n.payload) for n in changes.notifies(timeout=1, stop_after=2)
+        ]
+
+    with container.pool.connection() as conn:
+        row = conn.execute(
+            f"SELECT notification_id FROM {events_table(container)} WHERE originator_id = %s",
+            (tenant.id,),
+        ).fetchone()
+    usage_write = (metered_at, frozenset({"domain.usage:UsageBatch"}))
+    tenant_write = (row["notification_id"], frozenset({"domain.tenant:Tenant"}))
+    assert all_heard == [usage_write, tenant_write]
+    assert changes_heard == [tenant_write]

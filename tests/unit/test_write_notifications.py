@@ -3,7 +3,7 @@ write that holds no key or user event needs no read of the log."""
 
 from __future__ import annotations
 
-from interfaces.db.eventstore import MAX_TAG, parse_notification, write_tag
+from interfaces.db.eventstore import MAX_TAG, aggregate_of, parse_notification, write_tag
 from interfaces.gateway.versions import StreamVersions
 
 
@@ -14,13 +14,13 @@ def test_a_write_is_tagged_with_the_aggregates_it_holds_events_of():
         "domain.usage:UsageBatch.Recorded",
     ]
 
-    assert write_tag(topics) == "domain.apikey:ApiKey,domain.usage:UsageBatch"
+    assert write_tag(map(aggregate_of, topics)) == "domain.apikey:ApiKey,domain.usage:UsageBatch"
 
 
 def test_a_tag_too_long_for_a_notification_says_any():
     topics = [f"domain.m{i}:Aggregate{i}.Happened" for i in range(MAX_TAG // 20)]
 
-    assert write_tag(topics) == "*"
+    assert write_tag(map(aggregate_of, topics)) == "*"
 
 
 def test_a_notification_reads_back_as_its_last_id_and_aggregates():
