@@ -43,7 +43,7 @@ def test_a_write_of_a_key_a_user_or_of_anything_is_read():
 
 
 def test_the_projections_pace_usage_writes_only():
-    """Under a stream of writes the projections apply one batch per 10 ms; a write that
+    """Under a stream of writes the projections apply one batch per 50 ms; a write that
     someone reads right after (a key, a tenant) is applied at once."""
     from interfaces.bootstrap import applied_at_once
 
