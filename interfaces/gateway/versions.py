@@ -7,8 +7,8 @@ path in a profile (~16% of its event loop's samples at 32 clients). Now this pro
 the store's writes: the store NOTIFYs its changes channel on every write but the usage batches
 (``HostplaneRecorder.changes_channel``: those come hundreds a second and hold no key); one
 thread here then reads the new key and user events' ids and versions (never their state) and
-keeps the latest version of each key and user. A key or user loaded while the stream was followed is reused as long as no later version
-was seen.
+keeps the latest version of each key and user. A key or user loaded while the stream was
+followed is reused as long as no later version was seen.
 
 How soon a change is seen: a change made through this process (the management API of the same
 ``hostplane serve`` process, the console) is noted when its write commits, before the command
