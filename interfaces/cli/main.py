@@ -139,6 +139,7 @@ def serve_background_process(ready_fd: int) -> int:
     away from the API processes; ends with them (SIGINT from the first, or when orphaned)."""
     from interfaces.bootstrap import Container
 
+    heed_sigint()
     parent = os.getppid()
     os.nice(BACKGROUND_NICE)
     container = Container.open(Settings.from_env())
@@ -162,6 +163,7 @@ def serve_api_process(channel_fd: int) -> int:
     from interfaces.http.app import create_app
     from interfaces.serving import server as serving
 
+    heed_sigint()
     parent = os.getppid()
     channel = socket.socket(fileno=channel_fd)
     container = Container.open(Settings.from_env())
@@ -204,6 +206,16 @@ def stop_on_sigterm() -> None:
     and the embedded PostgreSQL kept running.
     """
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def heed_sigint() -> None:
+    """Let SIGINT stop this process of ``serve`` (the first process stops the others with it,
+    and so does ``stop_when_orphaned``), even if ``serve`` was started with SIGINT ignored:
+    a shell starts a background job (``hostplane serve &`` in a script, under ``nohup``) that
+    way, Python then leaves it ignored, and so did every process ``serve`` started. Such an
+    orphaned projections process kept running (and holding its database connections and the
+    leader's lock) after its ``serve`` was killed."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def stop_when_orphaned(parent: int) -> None:

@@ -24,7 +24,7 @@ from tests.conftest import ADMIN_TOKEN, MASTER_KEY, free_port
 class Serve:
     """``hostplane serve`` as a subprocess on the embedded PostgreSQL of ``data_dir``."""
 
-    def __init__(self, data_dir: Path, workers: int = 1) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1, sigint_ignored: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTPLANE_")}
         env.update(
             HOSTPLANE_DATA_DIR=str(data_dir),
@@ -34,7 +34,11 @@ class Serve:
         self.data_dir = data_dir
         self.port = free_port()
         command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--workers", str(workers)]
-        self.proc = subprocess.Popen([*command, "--port", str(self.port)], env=env)
+        # A shell starts a background job (``hostplane serve &``, ``nohup``) with SIGINT ignored.
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+        self.proc = subprocess.Popen(
+            [*command, "--port", str(self.port)], env=env, preexec_fn=ignore
+        )
         deadline = time.monotonic() + 120
         while not self.healthy():
             assert self.proc.poll() is None, "hostplane serve exited"
@@ -135,6 +139,28 @@ def test_a_serve_started_after_a_kill_9_still_stops_postgresql_on_sigterm(data_d
 
     assert serve.proc.wait(timeout=60) == 0
     assert gone(postmaster)
+
+
+def test_serve_started_with_sigint_ignored_still_stops_its_processes_on_sigterm(data_dir):
+    serve = Serve(data_dir, workers=2, sigint_ignored=True)
+    postmaster = serve.postmaster()
+    others = [pid for pids in serve.children().values() for pid in pids]
+
+    serve.proc.send_signal(signal.SIGTERM)
+
+    # Not after stop_all's 30-s wait and kill: its SIGINT stopped the others at once.
+    assert serve.proc.wait(timeout=25) == 0
+    assert all(gone(pid) for pid in others)
+    assert gone(postmaster)
+
+
+def test_the_processes_of_a_killed_serve_started_with_sigint_ignored_stop_too(data_dir):
+    killed = Serve(data_dir, workers=2, sigint_ignored=True)
+    orphans = [pid for pids in killed.children().values() for pid in pids]
+    killed.proc.kill()
+    killed.proc.wait()
+
+    assert all(gone(pid) for pid in orphans)  # they noticed they were orphaned, and stopped
 
 
 def test_serve_stops_when_its_projections_process_dies(data_dir):
