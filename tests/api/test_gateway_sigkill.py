@@ -252,7 +252,12 @@ def test_sigterm_lets_running_streams_finish_and_bills_them(
         threads = [threading.Thread(target=one) for _ in range(5)]
         for th in threads:
             th.start()
-        time.sleep(0.5)  # every stream has begun
+        # Every stream has begun (reached the upstream) before the signal, however slow the
+        # machine: a fixed pause let a loaded CI machine send SIGTERM before the last connected.
+        deadline = time.monotonic() + 15
+        while len(fake.requests_for(model)) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(fake.requests_for(model)) == len(threads)
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         for th in threads:
