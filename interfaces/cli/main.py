@@ -219,7 +219,7 @@ def heed_sigint() -> None:
 
 
 def stop_when_orphaned(parent: int) -> None:
-    """Stop this API process if the first one died without stopping it (killed, say)."""
+    """Stop this process of serve if the first one died without stopping it (killed, say)."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGINT)

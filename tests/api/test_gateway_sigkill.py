@@ -253,7 +253,7 @@ def test_sigterm_lets_running_streams_finish_and_bills_them(
         for th in threads:
             th.start()
         # Every stream has begun (reached the upstream) before the signal, however slow the
-        # machine: a fixed pause let a loaded CI machine send SIGTERM before the last connected.
+        # machine: after a fixed pause, the last one may not have connected yet on a loaded one.
         deadline = time.monotonic() + 15
         while len(fake.requests_for(model)) < len(threads) and time.monotonic() < deadline:
             time.sleep(0.02)
