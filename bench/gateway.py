@@ -6,6 +6,10 @@ sequence, and 32 clients paced at 500 req/s — goes to:
 - **direct**: the fake OpenAI upstream itself (``bench.gateway_upstream``, its own process);
 - **minimal proxy**: a forwarding proxy with no logic (``bench.gateway_proxy``): the floor a
   Python gateway can reach on this machine;
+- **minimal proxy + durable write**: the same proxy committing one row per answer to an embedded
+  PostgreSQL (hostplane's, with its settings, on the same disk) before the answer's end leaves:
+  the floor of a gateway with durable metering here, whose paced p99 shows what the disk's
+  stalls alone cost (the flush figures beside it measure them without any database);
 - **LiteLLM**: the LiteLLM proxy, one worker, no database, master key only, offline cost map;
 - **hostplane ×1 / ×2**: ``hostplane serve --workers 1`` and ``--workers 2`` with durable
   metering: a tenant, a BYOK upstream of vendor openai whose base URL
@@ -52,10 +56,11 @@ import httpx
 import orjson
 
 from bench import gateway_limits, gateway_load, gateway_scheduler
-from bench.fsync import fdatasync_ms
+from bench.fsync import STALL_MS, fdatasyncs
 from bench.gateway_load import Result
 from bench.report import Figure, fmt
 from bench.server import Server, free_port, vm_hwm
+from interfaces.db.database import start_embedded
 
 MODEL = "bench-chat"
 UPSTREAM_KEY = "sk-bench-upstream-" + os.urandom(6).hex()
@@ -69,6 +74,8 @@ ADDED_P50_MS, ADDED_P99_MS = 2.0, 5.0  # added latency at one client
 PACED_ADDED_P99_MS = 10.0  # added p99 paced at 500 req/s
 MEMORY_SHARE_OF_LITELLM = 0.5
 CAPPED_IN_FLIGHT = CLIENTS // 2  # hostplane's run with capacity on: half the clients wait
+MINIMAL_PROXY = "minimal proxy"
+DURABLE_FLOOR = "minimal proxy + durable write"
 
 
 def say(message: str) -> None:
@@ -222,9 +229,40 @@ def direct(upstream: Upstream) -> Iterator[Target]:
 
 
 @contextmanager
-def minimal_proxy(upstream: Upstream, workdir: Path) -> Iterator[Target]:
+def minimal_proxy(upstream: Upstream, workdir: Path, durable: bool = False) -> Iterator[Target]:
+    """The minimal proxy; ``durable``: committing a row per answer to an embedded PostgreSQL
+    (hostplane's own, in the bench's working directory, with hostplane's settings)."""
     port = free_port()
-    log = workdir / "proxy.log"
+    log = workdir / ("proxy-durable.log" if durable else "proxy.log")
+    database = start_embedded(workdir / "floor") if durable else None
+    try:
+        args = ["--database", database.conninfo] if database else []
+        with proxy_process(upstream, port, log, args) as proc:
+            url = f"http://127.0.0.1:{port}"
+            ready = lambda: httpx.get(url, timeout=1) is not None  # noqa: E731
+            wait_ready(proc, ready, "the minimal proxy", log)
+
+            def pids() -> list[int]:
+                return descendants(proc.pid)
+
+            def with_database() -> list[int]:
+                postmaster = workdir / "floor" / "pg" / "postmaster.pid"
+                return pids() + descendants(int(postmaster.read_text().split()[0]))
+
+            if database is None:
+                yield Target(MINIMAL_PROXY, url + "/v1", "none", pids, pids)
+            else:
+                note = "the proxy + embedded PostgreSQL"
+                yield Target(DURABLE_FLOOR, url + "/v1", "none", with_database, pids, cpu_note=note)
+    finally:
+        if database is not None:
+            database.close()
+
+
+@contextmanager
+def proxy_process(
+    upstream: Upstream, port: int, log: Path, args: list[str]
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = spawn(
         [
             sys.executable,
@@ -236,15 +274,13 @@ def minimal_proxy(upstream: Upstream, workdir: Path) -> Iterator[Target]:
             upstream.url,
             "--bearer",
             UPSTREAM_KEY,
+            *args,
         ],  # fmt: skip
         log,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(proc, lambda: httpx.get(url, timeout=1) is not None, "the minimal proxy", log)
-        pids = lambda: descendants(proc.pid)  # noqa: E731
-        yield Target("minimal proxy", url + "/v1", "none", pids, pids)
+        yield proc
     finally:
         stop(proc)
 
@@ -516,8 +552,9 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
     targets: list[Target] = []
     try:
         targets.append(run_target("direct", lambda: direct(upstream), seconds))
+        targets.append(run_target(MINIMAL_PROXY, lambda: minimal_proxy(upstream, workdir), seconds))
         targets.append(
-            run_target("minimal proxy", lambda: minimal_proxy(upstream, workdir), seconds)
+            run_target(DURABLE_FLOOR, lambda: minimal_proxy(upstream, workdir, True), seconds)
         )
         targets.append(run_target("LiteLLM", lambda: litellm(upstream, workdir), seconds))
         for workers in (1, 2):
@@ -531,7 +568,7 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
     finally:
         upstream.stop()
     figures = (
-        [flush_floor(workdir)]
+        flush_floor(workdir)
         + figures_of(targets)
         + limits_figures(targets, accuracy)
         + gateway_scheduler.scheduler_figures()
@@ -541,18 +578,30 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
     return figures
 
 
-def flush_floor(directory: Path) -> Figure:
-    """How long this disk takes to flush a small write: what a durably metered answer must wait
-    at least once at one client (bench/fsync.py), beside the added latencies it bounds."""
-    p50, p99 = fdatasync_ms(directory)
-    return Figure(
-        "gateway",
-        "disk flush (8 kB write + fdatasync), the floor of durable metering at one client",
-        round(p50, 3),
-        "ms",
-        higher_is_better=False,
-        notes=f"p99 {p99:.2f} ms; measured in the bench's working directory, on the database's disk",
-    )
+def flush_floor(directory: Path) -> list[Figure]:
+    """How long this disk takes to flush a small write, and how long its stalls last: what a
+    durably metered answer must wait at least once at one client, and at worst (bench/fsync.py),
+    beside the added latencies they bound."""
+    flushes = fdatasyncs(directory)
+    where = "measured in the bench's working directory, on the database's disk"
+    return [
+        Figure(
+            "gateway",
+            "disk flush (8 kB write + fdatasync), the floor of durable metering at one client",
+            round(flushes.p50_ms, 3),
+            "ms",
+            higher_is_better=False,
+            notes=f"{flushes.summary()}; {where}",
+        ),
+        Figure(
+            "gateway",
+            f"disk flush: longest in {flushes.seconds:g} s (a commit waits this long in a stall)",
+            round(flushes.max_ms, 1),
+            "ms",
+            higher_is_better=False,
+            notes=f"{flushes.stalls} flushes of {STALL_MS:g} ms or more; {flushes.summary()}",
+        ),
+    ]
 
 
 def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:
@@ -596,7 +645,8 @@ def figures_of(targets: list[Target]) -> list[Figure]:
     by_name = {t.name: t for t in targets if not t.missing}
     base = by_name.get("direct")
     lite = by_name.get("LiteLLM")
-    proxy = by_name.get("minimal proxy")
+    proxy = by_name.get(MINIMAL_PROXY)
+    floor = by_name.get(DURABLE_FLOOR)
     figures: list[Figure] = []
     for t in targets:
         if t.missing:
@@ -634,6 +684,11 @@ def figures_of(targets: list[Target]) -> list[Figure]:
                 )
                 continue
             d_one, d_paced = base.results[streamed, "one"], base.results[streamed, "paced"]
+            floor_paced = (
+                floor.results[streamed, "paced"].p99_ms - d_paced.p99_ms
+                if floor and "hostplane" in t.name
+                else None
+            )
             figures += [
                 Figure(
                     "gateway",
@@ -659,6 +714,9 @@ def figures_of(targets: list[Target]) -> list[Figure]:
                     "ms",
                     target=PACED_ADDED_P99_MS if judged else None,
                     higher_is_better=False,
+                    # What durable metering alone costs at this load, on this disk.
+                    baseline=floor_paced,
+                    baseline_label=DURABLE_FLOOR if floor_paced is not None else "",
                     notes=f"{paced.summary()}; direct: {d_paced.summary()}",
                 ),
             ]

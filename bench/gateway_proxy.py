@@ -5,6 +5,12 @@ uvicorn (uvloop, httptools, one process) that forwards ``POST /v1/...`` to the u
 shared aiohttp ``ClientSession`` and passes the answer back, SSE chunk by chunk. No
 authentication, routing, metering or error mapping: what is left is the cost of the HTTP
 server, the HTTP client and the event loop.
+
+With ``--database CONNINFO`` it also writes one row per answer to PostgreSQL and commits it
+before the answer's last byte leaves (a non-streamed answer is sent after the commit; a stream's
+end after it): the floor of a gateway with durable metering on this machine's disk. The row is
+the bare minimum (an id, the tenant, the answer's size), one autocommitted ``INSERT`` each on a
+pool of connections: no group commit beyond the one PostgreSQL does on its own.
 """
 
 from __future__ import annotations
@@ -14,15 +20,29 @@ from typing import Any
 
 import aiohttp
 import uvicorn
+from psycopg_pool import AsyncConnectionPool
 
 Scope = dict[str, Any]
+FLOOR_TABLE = "bench_floor_usage"
+CREATE = f"""CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} (
+    id bigserial PRIMARY KEY, tenant text NOT NULL, size integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT now())"""
+INSERT = f"INSERT INTO {FLOOR_TABLE} (tenant, size) VALUES (%s, %s)"
 
 
 class Proxy:
-    def __init__(self, upstream: str, bearer: str) -> None:
+    def __init__(self, upstream: str, bearer: str, database: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.bearer = "Bearer " + bearer
         self.session: aiohttp.ClientSession | None = None
+        self.database = database
+        self.pool: AsyncConnectionPool[Any] | None = None
+
+    async def record(self, size: int) -> None:
+        """One row, committed (durable) when this returns; nothing without ``--database``."""
+        if self.pool is not None:
+            async with self.pool.connection() as conn:
+                await conn.execute(INSERT, ("bench", size))
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -30,9 +50,18 @@ class Proxy:
                 if message["type"] == "lifespan.startup":
                     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
                     self.session = aiohttp.ClientSession(connector=connector)
+                    if self.database:
+                        self.pool = AsyncConnectionPool(
+                            self.database, min_size=8, max_size=32, kwargs={"autocommit": True}
+                        )
+                        await self.pool.open(wait=True)
+                        async with self.pool.connection() as conn:
+                            await conn.execute(CREATE)
                     await send({"type": "lifespan.startup.complete"})
             if self.session is not None:
                 await self.session.close()
+            if self.pool is not None:
+                await self.pool.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
         assert self.session is not None
@@ -54,11 +83,15 @@ class Proxy:
                         "headers": [(b"content-type", content_type)],
                     }
                 )
+                size = 0
                 async for part in answer.content.iter_any():
+                    size += len(part)
                     await send({"type": "http.response.body", "body": part, "more_body": True})
+                await self.record(size)
                 await send({"type": "http.response.body", "body": b""})
                 return
             data = await answer.read()
+            await self.record(len(data))
             await send(
                 {
                     "type": "http.response.start",
@@ -77,9 +110,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="OpenAI-compatible base URL")
     parser.add_argument("--bearer", default="sk-bench", help="the upstream's key")
+    parser.add_argument("--database", help="PostgreSQL conninfo: commit a row per answer")
     args = parser.parse_args()
     uvicorn.run(
-        Proxy(args.upstream, args.bearer),
+        Proxy(args.upstream, args.bearer, args.database),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
