@@ -10,14 +10,16 @@ that one fake can stand behind every vendor's base URL and tell which one was ca
 It records what it received (path, vendor, bearer, body) and the usage it reported for each
 answer, and can be told how to answer a model (``script``), or one request by header
 (``X-Fake-Status``, ``X-Fake-Stall``, ``X-Fake-Chunk-Delay``, ``X-Fake-Words``,
-``X-Fake-No-Usage``), or by a model name containing ``fail-<status>``, ``stall-<seconds>`` or
+``X-Fake-No-Usage``, ``X-Fake-Split``), or by a model name containing ``fail-<status>``, ``stall-<seconds>`` or
 ``no-usage``:
 
 - ``status``: fail with this status and an OpenAI error body (``error_code``, ``error_type``);
 - ``stall``: sleep this many seconds before answering (before any byte of the answer);
 - ``chunk_delay``: sleep this long between streamed chunks;
 - ``words``: how many content chunks (= completion tokens) to produce;
-- ``usage=False``: report no usage (no ``usage`` field; no usage chunk in a stream).
+- ``usage=False``: report no usage (no ``usage`` field; no usage chunk in a stream);
+- ``split``: write a stream in pieces of this many bytes, cut anywhere (mid-event, mid-line),
+  each piece after ``chunk_delay``, as a network can deliver it.
 
 Usage is deterministic: prompt tokens = the number of whitespace-separated words in the
 messages' contents plus 3 per message; completion tokens = ``words``.
@@ -55,6 +57,7 @@ class Behaviour:
     chunk_delay: float = 0.0
     words: int = 5
     usage: bool = True
+    split: int = 0
 
 
 @dataclass
@@ -229,6 +232,8 @@ class FakeUpstream:
             b = replace(b, words=int(h["X-Fake-Words"]))
         if "X-Fake-No-Usage" in h:
             b = replace(b, usage=False)
+        if "X-Fake-Split" in h:
+            b = replace(b, split=int(h["X-Fake-Split"]))
         return b
 
     async def receive(self, request: web.Request) -> tuple[Received, Any]:
@@ -380,14 +385,25 @@ class FakeUpstream:
             chunks.append({**chunk({}, None), "choices": [], "usage": usage})
             got.reported_usage = True
         try:
-            for i, c in enumerate(chunks):
-                if i and b.chunk_delay:
-                    await asyncio.sleep(b.chunk_delay)
-                await response.write(b"data: " + json.dumps(c).encode() + b"\n\n")
-                got.chunks_written += 1
-                if got.first_byte_at is None:
-                    got.first_byte_at = time.monotonic()
-            await response.write(b"data: [DONE]\n\n")
+            if b.split:
+                whole = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+                whole += b"data: [DONE]\n\n"
+                for start in range(0, len(whole), b.split):
+                    if start and b.chunk_delay:
+                        await asyncio.sleep(b.chunk_delay)
+                    await response.write(whole[start : start + b.split])
+                    if got.first_byte_at is None:
+                        got.first_byte_at = time.monotonic()
+                got.chunks_written = len(chunks)
+            else:
+                for i, c in enumerate(chunks):
+                    if i and b.chunk_delay:
+                        await asyncio.sleep(b.chunk_delay)
+                    await response.write(b"data: " + json.dumps(c).encode() + b"\n\n")
+                    got.chunks_written += 1
+                    if got.first_byte_at is None:
+                        got.first_byte_at = time.monotonic()
+                await response.write(b"data: [DONE]\n\n")
             got.completed = True
         except (ConnectionResetError, asyncio.CancelledError):
             got.finished_at = time.monotonic()

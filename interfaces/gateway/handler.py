@@ -1010,49 +1010,34 @@ class Gateway:
                 "headers": [*SSE_HEADERS, *answer_headers(exchange)],
             }
         )
-        usage: dict[str, Any] | None = None
-        completion_characters = 0
+        state = _Relayed(request_id, wants_usage)
         status = "success"
-        done = False
         try:
-            async for line in response.content:
-                if not line.startswith(b"data:"):
+            # What the upstream sent in one read goes on in one piece (events it sent
+            # together, as a fast upstream does), each event as soon as it has arrived.
+            pending = bytearray()  # a line not ended yet
+            async for data in response.content.iter_any():
+                pending += data
+                end = pending.rfind(b"\n")
+                if end < 0:
+                    if len(pending) > MAX_SSE_LINE:
+                        status = "error"  # not an SSE stream: its line never ends
+                        break
                     continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    done = True
-                    break
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
-                if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]
-                    if not wants_usage:
-                        if not chunk.get("choices"):
-                            continue  # the usage chunk the client did not ask for
-                        chunk["usage"] = None
-                choices = chunk.get("choices")
-                if isinstance(choices, list):
-                    for choice in choices:
-                        if isinstance(choice, dict):
-                            completion_characters += _characters(choice.get("delta"))
-                if "id" in chunk:
-                    chunk["id"] = request_id
-                if exchange.first_token_at is None:
+                out = state.relay(bytes(pending[:end]).split(b"\n"))
+                del pending[: end + 1]
+                if out and exchange.first_token_at is None:
                     exchange.first_token_at = time.perf_counter()
-                if not gone.is_set():
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
-                            "more_body": True,
-                        }
-                    )
+                if out and not gone.is_set():
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if state.done:
+                    break
+            else:  # the upstream closed: a last line without its newline counts too
+                if pending and (out := state.relay([bytes(pending)])) and not gone.is_set():
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
         except (TimeoutError, aiohttp.ClientError):
             status = "error"
+        usage, done, completion_characters = state.usage, state.done, state.characters
         if not done and status == "success":
             status = "error"  # the upstream ended without [DONE]
         if gone.is_set():
@@ -1108,3 +1093,53 @@ class Gateway:
             )
             tail = b"data: " + error_body(refusal) + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+MAX_SSE_LINE = 1 << 20  # an upstream's line longer than this (no newline) breaks its stream
+
+
+class _Relayed:
+    """A stream's events as relayed: the usage the upstream reported, the characters counted
+    (for an estimate when it reports none) and whether ``data: [DONE]`` came."""
+
+    __slots__ = ("request_id", "wants_usage", "usage", "characters", "done")
+
+    def __init__(self, request_id: str, wants_usage: bool) -> None:
+        self.request_id = request_id
+        self.wants_usage = wants_usage
+        self.usage: dict[str, Any] | None = None
+        self.characters = 0
+        self.done = False
+
+    def relay(self, lines: list[bytes]) -> bytes:
+        """The events to pass on for these lines, up to ``[DONE]`` (held back: it follows the
+        usage record's commit); other lines and what cannot be parsed are dropped."""
+        out: list[bytes] = []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self.done = True
+                break
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = chunk["usage"]
+                if not self.wants_usage:
+                    if not chunk.get("choices"):
+                        continue  # the usage chunk the client did not ask for
+                    chunk["usage"] = None
+            choices = chunk.get("choices")
+            if isinstance(choices, list):
+                for choice in choices:
+                    if isinstance(choice, dict):
+                        self.characters += _characters(choice.get("delta"))
+            if "id" in chunk:
+                chunk["id"] = self.request_id
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        return b"".join(out)

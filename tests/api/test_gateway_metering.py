@@ -172,6 +172,36 @@ def test_a_stream_without_usage_from_the_upstream_is_billed_with_estimated_token
     assert bill["prompt_tokens"] > 0 and bill["completion_tokens"] > 0
 
 
+def test_a_stream_whose_events_arrive_cut_anywhere_is_relayed_whole_and_billed_exactly(
+    gateway: Gateway,
+):
+    t = gateway.new_tenant()
+    t.byok("openai")
+    model = gateway.model("openai")
+    # 7-byte pieces: every event, and "data: [DONE]", arrives split across several reads.
+    gateway.fake.script(model, words=6, split=7, chunk_delay=0.001)
+    _, secret = t.router_key()
+    chunks = list(
+        gateway.client(secret).chat.completions.create(
+            model=model, messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    [got] = gateway.fake.wait_finished(model, 1)
+    words = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert words == " ".join(f"word{i}" for i in range(6))
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == got.usage["completion_tokens"] == 6
+    assert {c.id for c in chunks} == {chunks[0].id}  # the gateway's id on every event
+    bill = t.wait_billed(1)
+    assert (bill["requests"], bill["prompt_tokens"], bill["completion_tokens"]) == (
+        1,
+        got.usage["prompt_tokens"],
+        got.usage["completion_tokens"],
+    )
+    [record] = t.records()[chunks[0].id]
+    assert not detail(record)["estimated"]
+
+
 def detail(record: dict[str, Any]) -> dict[str, Any]:
     """A stored record's ``StoredDetail`` (domain/usage.py), its defaults filled in."""
     names = ("status", "vendor", "ttft_ms", "streamed", "estimated", "cache_hit")
