@@ -77,6 +77,7 @@ SSE_HEADERS = [
 INSTANCE_KEY_PREFIX_LEN = 16  # as Instances.deploy_instance stores it
 MAX_KEPT_INSTANCE_KEYS = 10_000
 RETRIES = 1  # another target, only while nothing reached the client
+MAX_SSE_LINE = 1 << 20  # an upstream's line longer than this (no newline) breaks its stream
 
 
 class Upstream(Exception):  # noqa: N818 - a failed call, retried or answered
@@ -1093,9 +1094,6 @@ class Gateway:
             )
             tail = b"data: " + error_body(refusal) + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-MAX_SSE_LINE = 1 << 20  # an upstream's line longer than this (no newline) breaks its stream
 
 
 class _Relayed:
