@@ -105,6 +105,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def embedded_postgres(data_dir: Path) -> list[int]:
+    """The processes of the embedded PostgreSQL in ``data_dir/pg`` (none if it is not running)."""
+    postmaster = data_dir / "pg" / "postmaster.pid"
+    return descendants(int(postmaster.read_text().split()[0])) if postmaster.exists() else []
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time so far of these processes (gone ones count nothing)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -246,8 +252,7 @@ def minimal_proxy(upstream: Upstream, workdir: Path, durable: bool = False) -> I
                 return descendants(proc.pid)
 
             def with_database() -> list[int]:
-                postmaster = workdir / "floor" / "pg" / "postmaster.pid"
-                return pids() + descendants(int(postmaster.read_text().split()[0]))
+                return pids() + embedded_postgres(workdir / "floor")
 
             if database is None:
                 yield Target(MINIMAL_PROXY, url + "/v1", "none", pids, pids)
@@ -513,10 +518,7 @@ def hostplane(
 
         def all_pids() -> list[int]:
             pids = [p for pid in python_pids() for p in descendants(pid)]
-            postmaster = server.data_dir / "pg" / "postmaster.pid"
-            if postmaster.exists():
-                pids += descendants(int(postmaster.read_text().split()[0]))
-            return sorted(set(pids))
+            return sorted(set(pids + embedded_postgres(server.data_dir)))
 
         def check() -> Figure:
             after = upstream.stats()

@@ -1013,6 +1013,14 @@ class Gateway:
         )
         state = _Relayed(request_id, wants_usage)
         status = "success"
+
+        async def pass_on(lines: list[bytes]) -> None:
+            if out := state.relay(lines):
+                if exchange.first_token_at is None:
+                    exchange.first_token_at = time.perf_counter()
+                if not gone.is_set():
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+
         try:
             # What the upstream sent in one read goes on in one piece (events it sent
             # together, as a fast upstream does), each event as soon as it has arrived.
@@ -1025,17 +1033,13 @@ class Gateway:
                         status = "error"  # not an SSE stream: its line never ends
                         break
                     continue
-                out = state.relay(bytes(pending[:end]).split(b"\n"))
+                await pass_on(bytes(pending[:end]).split(b"\n"))
                 del pending[: end + 1]
-                if out and exchange.first_token_at is None:
-                    exchange.first_token_at = time.perf_counter()
-                if out and not gone.is_set():
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
                 if state.done:
                     break
             else:  # the upstream closed: a last line without its newline counts too
-                if pending and (out := state.relay([bytes(pending)])) and not gone.is_set():
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if pending:
+                    await pass_on([bytes(pending)])
         except (TimeoutError, aiohttp.ClientError):
             status = "error"
         usage, done, completion_characters = state.usage, state.done, state.characters
