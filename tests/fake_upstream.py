@@ -21,6 +21,10 @@ answer, and can be told how to answer a model (``script``), or one request by he
 - ``split``: write a stream in pieces of this many bytes, cut anywhere (mid-event, mid-line),
   each piece after ``chunk_delay``, as a network can deliver it.
 
+Every answer sets a cookie (``AWSALB``, a new value each time), as the load balancer in front
+of a real API does (api.openai.com's sets ``__cf_bm``), so that a test can see whether a client
+sends it back (``Received.headers`` holds the request's ``Cookie``, if any).
+
 Usage is deterministic: prompt tokens = the number of whitespace-separated words in the
 messages' contents plus 3 per message; completion tokens = ``words``.
 """
@@ -97,6 +101,15 @@ def prompt_tokens_of(body: dict[str, Any]) -> int:
     if isinstance(inputs, list):
         return sum(len(x.split()) or 1 if isinstance(x, str) else 1 for x in inputs)
     return 1
+
+
+COOKIE = "AWSALB"  # an AWS load balancer's sticky-session cookie
+
+
+async def set_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """A cookie on every answer, as its headers go out (streamed answers too). A header, not
+    ``set_cookie``: this hook runs after aiohttp turned the response's cookies into headers."""
+    response.headers.add("Set-Cookie", f"{COOKIE}={uuid.uuid4().hex}; Max-Age=604800; Path=/")
 
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
@@ -184,6 +197,7 @@ class FakeUpstream:
             self.loop = loop
             asyncio.set_event_loop(loop)
             app = web.Application()
+            app.on_response_prepare.append(set_cookie)
             for prefix in ["", *(f"/{v}" for v in VENDORS)]:
                 app.router.add_post(prefix + "/v1/chat/completions", self.chat)
                 app.router.add_post(prefix + "/v1/embeddings", self.embeddings)

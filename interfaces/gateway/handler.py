@@ -287,6 +287,9 @@ class Gateway:
             timeout=self.timeout,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # Every tenant's requests share this session: a cookie an upstream set in answer to
+            # one (a load balancer's, a bot filter's) must go with no later one, of any tenant.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def stop(self, drain_seconds: float = 10.0) -> None:

@@ -9,6 +9,7 @@ on ``Hostplane-Event-Id``).
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ class Attempt:
     error: str | None = None
 
 
+def no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps none. One client sends a run's deliveries, every tenant's, and
+    a receiver's host may serve several tenants: a cookie it set in answer to one delivery
+    must go with no later one."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class WebhookDispatcher:
     """Sends due deliveries and records each attempt."""
 
@@ -84,7 +92,9 @@ class WebhookDispatcher:
             if conn.execute(ANY_DUE, (datetime.now(UTC),)).fetchone() is None:
                 return 0  # the common case, every second: no client, no threads
         with (
-            httpx.Client(timeout=self.settings.webhook_timeout_seconds) as client,
+            httpx.Client(
+                timeout=self.settings.webhook_timeout_seconds, cookies=no_cookies()
+            ) as client,
             ThreadPoolExecutor(concurrency, thread_name_prefix="webhooks") as threads,
         ):
             share = max(1, limit // concurrency)

@@ -20,11 +20,13 @@ from tests.helpers import assert_error, error_of
 
 
 class Receiver:
-    """A webhook endpoint on loopback that records every request and answers ``status``."""
+    """A webhook endpoint on loopback that records every request and answers ``status``;
+    with ``cookie``, each answer sets a cookie, as a load balancer in front of one does."""
 
-    def __init__(self, port: int | None = None, status: int = 200) -> None:
+    def __init__(self, port: int | None = None, status: int = 200, cookie: bool = False) -> None:
         self.port = port or free_port()
         self.status = status
+        self.cookie = cookie
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.server: ThreadingHTTPServer | None = None
 
@@ -40,6 +42,8 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append((dict(self.headers), body))
                 self.send_response(receiver.status)
+                if receiver.cookie:
+                    self.send_header("Set-Cookie", f"AWSALB={uuid.uuid4().hex}; Path=/")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -255,6 +259,28 @@ def test_a_revoked_key_is_delivered_signed_with_the_webhook_secret(
     assert delivery["event_id"] == event["id"]
     assert delivery["event_type"] == "key.revoked"
     assert delivery["delivered_at"] is not None
+
+
+def test_a_cookie_a_receiver_set_goes_with_no_later_delivery_of_any_tenant(
+    admin, tenant, other_tenant, container
+):
+    """One client sends a run's deliveries, every tenant's: a receiver's host may serve several
+    tenants (a chat tool's, an automation service's), and must not get one tenant's cookie
+    with another's events."""
+    receiver = Receiver(cookie=True).start()
+    try:
+        for t in (tenant, other_tenant):
+            subscribe(t.api, receiver.url, ["key.revoked"])
+        for _ in range(3):
+            for t in (tenant, other_tenant):
+                revoke_new_key(admin, t)
+        eventually(container, lambda: len(receiver.requests) == 6)
+
+        tenants = [orjson.loads(body)["tenant_id"] for _, body in receiver.requests]
+        assert sorted(tenants) == sorted([tenant.id, other_tenant.id] * 3)
+        assert [headers.get("Cookie") for headers, _ in receiver.requests] == [None] * 6
+    finally:
+        receiver.stop()
 
 
 def test_only_the_subscribed_event_types_are_delivered(admin, tenant, receiver, container):
