@@ -10,6 +10,10 @@ from domain.instance import UPSTREAMS
 from interfaces.logformat import check_log_format
 
 SIGNUP = ("open", "closed")
+# The largest non-streamed answer the gateway holds whole (decompressed; it is parsed, and
+# released once metered); a larger one is a 502. An embeddings answer of 2,048 inputs × 3,072
+# floats as JSON is ~130 MB.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 
 
 def check_signup(value: str) -> str:
@@ -59,6 +63,7 @@ class Settings:
     gateway_connect_timeout: float = 5.0
     gateway_first_byte_timeout: float = 60.0
     gateway_total_timeout: float = 600.0
+    gateway_max_answer_bytes: int = MAX_ANSWER_BYTES
     # Upstream requests each serving process admits at once, until PUT /capacity sets it.
     max_in_flight: int = 256
     # The window of the gateway's request and token limits (a key's rpm_limit, a tenant's
@@ -125,6 +130,9 @@ class Settings:
             gateway_connect_timeout=float(env.get("HOSTPLANE_GATEWAY_CONNECT_TIMEOUT", "5")),
             gateway_first_byte_timeout=float(env.get("HOSTPLANE_GATEWAY_FIRST_BYTE_TIMEOUT", "60")),
             gateway_total_timeout=float(env.get("HOSTPLANE_GATEWAY_TOTAL_TIMEOUT", "600")),
+            gateway_max_answer_bytes=int(
+                env.get("HOSTPLANE_GATEWAY_MAX_ANSWER_BYTES", str(MAX_ANSWER_BYTES))
+            ),
             max_in_flight=int(env.get("HOSTPLANE_MAX_IN_FLIGHT", "256")),
             limit_window_seconds=max(1, int(env.get("HOSTPLANE_LIMIT_WINDOW_SECONDS", "60"))),
             on_demand_region=env.get("HOSTPLANE_ON_DEMAND_REGION", "EU"),

@@ -19,7 +19,9 @@ answer, and can be told how to answer a model (``script``), or one request by he
 - ``words``: how many content chunks (= completion tokens) to produce;
 - ``usage=False``: report no usage (no ``usage`` field; no usage chunk in a stream);
 - ``split``: write a stream in pieces of this many bytes, cut anywhere (mid-event, mid-line),
-  each piece after ``chunk_delay``, as a network can deliver it.
+  each piece after ``chunk_delay``, as a network can deliver it;
+- ``gzip``: send a non-streamed answer gzip-compressed (``Content-Encoding: gzip``), as a real
+  API does for a client that accepts it.
 
 Every answer sets a cookie (``AWSALB``, a new value each time), as the load balancer in front
 of a real API does (api.openai.com's sets ``__cf_bm``), so that a test can see whether a client
@@ -62,6 +64,7 @@ class Behaviour:
     words: int = 5
     usage: bool = True
     split: int = 0
+    gzip: bool = False
 
 
 @dataclass
@@ -370,7 +373,10 @@ class FakeUpstream:
                 got.reported_usage = True
             got.first_byte_at = got.finished_at = time.monotonic()
             got.completed = True
-            return web.json_response(answer)
+            response = web.json_response(answer)
+            if b.gzip:
+                response.enable_compression(web.ContentCoding.gzip)
+            return response
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

@@ -60,7 +60,7 @@ from interfaces.metrics import (
     TOKENS_OUT,
     UPSTREAM_LATENCY,
 )
-from interfaces.settings import Settings
+from interfaces.settings import MAX_ANSWER_BYTES, Settings
 
 log = logging.getLogger("hostplane.gateway")
 
@@ -141,11 +141,16 @@ async def send_refusal(send: Send, refusal: GatewayRefusal, request_id: str | No
 
 
 async def forward_once(
-    session: aiohttp.ClientSession, url: str, key: str, payload: bytes
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    payload: bytes,
+    max_bytes: int = MAX_ANSWER_BYTES,
 ) -> tuple[int, bytes]:
     """POST a JSON body with ``key`` as bearer; (status, body) of an answer below 500.
 
-    Upstream 5xx and connection errors raise ``upstream_error``, timeouts ``upstream_timeout``.
+    Upstream 5xx, connection errors and an answer over ``max_bytes`` (decompressed) raise
+    ``upstream_error``, timeouts ``upstream_timeout``.
     """
     try:
         async with session.post(
@@ -153,7 +158,7 @@ async def forward_once(
             data=payload,
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         ) as response:
-            raw = await response.read()
+            raw = await read_bounded(response, max_bytes)
             status = response.status
     except TimeoutError:
         raise upstream_timeout() from None
@@ -162,6 +167,23 @@ async def forward_once(
     if status >= 500:
         raise upstream_error(f"the upstream answered HTTP {status}")
     return status, raw
+
+
+async def read_bounded(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """An answer's whole body, read into memory only up to ``max_bytes``: past that (said by
+    its Content-Length, or found reading it) it is ``upstream_error``, read no further."""
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise too_large(max_bytes)
+    body = bytearray()
+    while chunk := await response.content.read(max_bytes + 1 - len(body)):
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large(max_bytes)
+    return bytes(body)
+
+
+def too_large(max_bytes: int) -> Upstream:
+    return upstream_error(f"the upstream's answer is larger than {max_bytes} bytes")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -271,6 +293,7 @@ class Gateway:
         self.in_flight: dict[UUID, int] = {}
         self.active = 0
         self._instance_keys: dict[bytes, tuple[UUID, UUID]] = {}
+        self.max_answer_bytes = settings.gateway_max_answer_bytes
         self.timeout = aiohttp.ClientTimeout(
             total=settings.gateway_total_timeout,
             sock_connect=settings.gateway_connect_timeout,
@@ -851,7 +874,7 @@ class Gateway:
         self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
         started = time.perf_counter()
         try:
-            return await forward_once(self.session, url, key, payload)
+            return await forward_once(self.session, url, key, payload, self.max_answer_bytes)
         finally:
             UPSTREAM_LATENCY[kind].observe(time.perf_counter() - started)
             self._done(target)
