@@ -293,7 +293,6 @@ class Gateway:
         self.in_flight: dict[UUID, int] = {}
         self.active = 0
         self._instance_keys: dict[bytes, tuple[UUID, UUID]] = {}
-        self.max_answer_bytes = settings.gateway_max_answer_bytes
         self.timeout = aiohttp.ClientTimeout(
             total=settings.gateway_total_timeout,
             sock_connect=settings.gateway_connect_timeout,
@@ -874,7 +873,8 @@ class Gateway:
         self.in_flight[target.instance_id] = self.in_flight.get(target.instance_id, 0) + 1
         started = time.perf_counter()
         try:
-            return await forward_once(self.session, url, key, payload, self.max_answer_bytes)
+            bound = self.settings.gateway_max_answer_bytes
+            return await forward_once(self.session, url, key, payload, bound)
         finally:
             UPSTREAM_LATENCY[kind].observe(time.perf_counter() - started)
             self._done(target)
