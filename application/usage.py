@@ -61,6 +61,8 @@ class Usage:
         self._key_owners: dict[UUID, tuple[UUID, bool]] = {}
         # Models (their price history) as last loaded, used while their stored version holds.
         self._models: dict[UUID, Model] = {}
+        # Each slug's model id (a name-based UUID: a SHA-1 each time, ~15 µs).
+        self._model_ids: dict[str, UUID] = {}
 
     def ingest_usage(
         self,
@@ -222,7 +224,7 @@ class Usage:
         when every model is kept already, they are used as kept, without that round trip (the
         write checks their versions).
         """
-        ids = {slug: Model.create_id(slug) for slug in slugs}
+        ids = {slug: self._model_id(slug) for slug in slugs}
         if trust_kept:
             kept = {slug: self._models.get(i) for slug, i in ids.items()}
             if all(m is not None for m in kept.values()):
@@ -239,6 +241,14 @@ class Usage:
                     self._models[model_id] = model
             found[slug] = model
         return found
+
+    def _model_id(self, slug: str) -> UUID:
+        model_id = self._model_ids.get(slug)
+        if model_id is None:
+            if len(self._model_ids) >= 10_000:
+                self._model_ids.clear()  # crude bound: a caller may name any number of slugs
+            model_id = self._model_ids[slug] = Model.create_id(slug)
+        return model_id
 
     def tenant_of_key(self, key_id: UUID, instance_keys: bool = False) -> UUID | None:
         """The tenant of an API key (``None``: no such key). A key never changes tenant, so

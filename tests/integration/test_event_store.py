@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
@@ -274,6 +279,97 @@ def test_a_write_that_conflicts_stores_none_of_its_events_or_request_ids(contain
     assert recorder.seen({tenant: ["r1", "r2"]}) == {tenant: {"r1"}}
     # The connection went back to the pool clean: the next write succeeds.
     assert len(recorder.insert_events([event(3)], usage_request_ids={tenant: ["r2"]})) == 1
+
+
+@contextmanager
+def one_connection_store(container: Any) -> Iterator[Any]:
+    """An event store of its own on the test database whose pool holds one connection: every
+    write goes through it."""
+    from application.store import EventStore
+
+    env = container.database.eventsourcing_env(pool_size=1)
+    env["POSTGRES_MAX_OVERFLOW"] = "0"
+    store = EventStore(env=env)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_a_write_succeeds_after_the_server_forgot_its_connections_prepared_statement(container):
+    """The write is a statement prepared once per connection; a connection whose prepared
+    statements the server dropped (``DEALLOCATE ALL``, as a pooler's reset does) prepares it
+    again instead of failing the write."""
+    with one_connection_store(container) as store:
+        recorder = store.recorder
+        aggregate = uuid4()
+        recorder.insert_events([StoredEvent(aggregate, 1, "test.Event", b'{"n": 1}')])
+        with recorder.datastore.get_connection() as conn:
+            conn.execute("DEALLOCATE ALL")
+
+        written = recorder.insert_events(
+            [
+                StoredEvent(aggregate, 2, "test.Event", b'{"n": 2}'),
+                StoredEvent(aggregate, 3, "test.Event", b'{"n": 3}'),
+            ]
+        )
+
+        assert len(written) == 2 and written[0] < written[1]
+        stored = recorder.select_events(aggregate)
+        assert [(e.originator_version, e.state) for e in stored] == [
+            (1, b'{"n": 1}'),
+            (2, b'{"n": 2}'),
+            (3, b'{"n": 3}'),
+        ]
+
+
+def test_a_write_whose_connection_is_lost_while_it_waits_is_done_again_on_a_new_one(container):
+    """The server ends the write's connection while the write waits for the table lock (an
+    operator's ``pg_terminate_backend``, a failover): the write is sent again on a new
+    connection and stored once; the caller sees no error."""
+    with one_connection_store(container) as store:
+        recorder = store.recorder
+        aggregate, tenant = uuid4(), uuid4()
+        recorder.insert_events([StoredEvent(aggregate, 1, "test.Event", b"{}")])
+        with recorder.datastore.get_connection() as conn:
+            writer = conn.info.backend_pid
+        outcome: dict[str, Any] = {}
+
+        def write() -> None:
+            try:
+                outcome["ids"] = recorder.insert_events(
+                    [StoredEvent(aggregate, 2, "test.Event", b"{}")],
+                    usage_request_ids={tenant: ["lost-once"]},
+                )
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                outcome["error"] = exc
+
+        with psycopg.connect(container.database.conninfo, autocommit=True) as admin_conn:
+            locker = psycopg.connect(container.database.conninfo)
+            try:
+                locker.execute(f"LOCK TABLE {events_table(container)} IN EXCLUSIVE MODE")
+                thread = threading.Thread(target=write)
+                thread.start()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # until the write waits for the lock
+                    row = admin_conn.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (writer,)
+                    ).fetchone()
+                    if row and row[0] == "Lock":
+                        break
+                    time.sleep(0.01)
+                else:
+                    pytest.fail("the write never waited for the lock")
+                admin_conn.execute("SELECT pg_terminate_backend(%s)", (writer,))
+            finally:
+                locker.rollback()
+                locker.close()
+            thread.join(30)
+
+        assert "error" not in outcome, outcome.get("error")
+        assert len(outcome["ids"]) == 1
+        assert [e.originator_version for e in recorder.select_events(aggregate)] == [1, 2]
+        assert recorder.seen({tenant: ["lost-once"]}) == {tenant: {"lost-once"}}
 
 
 # -- the one-round-trip usage write ----------------------------------------------------------
