@@ -23,7 +23,8 @@ sequence, and 32 clients paced at 500 req/s — goes to:
   capacity costs (``capacity_overhead``), and ``bench.gateway_scheduler`` measures the
   scheduler's own cost per request in process.
 
-Each target's latencies are shown as added over direct at the same load. CPU is the process
+Each target's latencies are shown as added over direct at the same load (direct runs each load
+three times and keeps the run with the lowest p99: ``BASELINE_RUNS``). CPU is the process
 CPU time of the target's processes (from ``/proc``; for hostplane, the API processes plus the
 embedded PostgreSQL's) divided by the requests; memory is their peak resident set (VmHWM;
 PostgreSQL's not counted). After hostplane's runs its billing summary for the tenant is
@@ -211,20 +212,34 @@ class Upstream:
         stop(self.proc)
 
 
-def measure(target: Target, seconds: float) -> None:
-    """The six loads, each for ``seconds``, with the CPU its processes spent on it."""
+# Direct is the baseline every "added" latency subtracts. A stall of this machine inside its
+# few seconds (seen: a paced p99 of 36 ms, and of 203 ms, where it is otherwise ~1 ms) made
+# another target's added p99 negative, and could as well hide a real one. So direct runs each
+# load this many times and keeps the run with the lowest p99: the added figures can only grow
+# by it, never be flattered.
+BASELINE_RUNS = 3
+
+
+def measure(target: Target, seconds: float, runs: int = 1) -> None:
+    """The six loads, each for ``seconds``, with the CPU its processes spent on it; each
+    ``runs`` times, keeping the run with the lowest p99."""
     for streamed in (False, True):
         body = gateway_load.chat_body(MODEL, streamed)
         for load in LOADS:
             clients = 1 if load == "one" else CLIENTS
             rate = PACED_RATE if load == "paced" else None
-            pids = target.cpu_pids()
-            before = cpu_seconds(pids)
-            result = gateway_load.run(target.base_url, target.token, body, clients, seconds, rate)
-            result.cpu_seconds = cpu_seconds(pids) - before
-            target.results[streamed, load] = result
             kind = "stream" if streamed else "chat"
-            say(f"  {target.name} {kind} {load}: {result.summary()}")
+            for _ in range(runs):
+                pids = target.cpu_pids()
+                before = cpu_seconds(pids)
+                result = gateway_load.run(
+                    target.base_url, target.token, body, clients, seconds, rate
+                )
+                result.cpu_seconds = cpu_seconds(pids) - before
+                say(f"  {target.name} {kind} {load}: {result.summary()}")
+                kept = target.results.get((streamed, load))
+                if kept is None or result.p99_ms < kept.p99_ms:
+                    target.results[streamed, load] = result
     target.memory_bytes = peak_rss(target.memory_pids())
 
 
@@ -553,7 +568,7 @@ def gateway_figures(seconds: float, database_url: str | None = None) -> list[Fig
     upstream = Upstream(workdir)
     targets: list[Target] = []
     try:
-        targets.append(run_target("direct", lambda: direct(upstream), seconds))
+        targets.append(run_target("direct", lambda: direct(upstream), seconds, BASELINE_RUNS))
         targets.append(run_target(MINIMAL_PROXY, lambda: minimal_proxy(upstream, workdir), seconds))
         targets.append(
             run_target(DURABLE_FLOOR, lambda: minimal_proxy(upstream, workdir, True), seconds)
@@ -606,12 +621,12 @@ def flush_floor(directory: Path) -> list[Figure]:
     ]
 
 
-def run_target(name: str, make: Callable[[], Any], seconds: float) -> Target:
+def run_target(name: str, make: Callable[[], Any], seconds: float, runs: int = 1) -> Target:
     try:
         with make() as target:
             if not target.missing:
                 say(f"gateway: {target.name}")
-                measure(target, seconds)
+                measure(target, seconds, runs)
             return target
     except Exception as e:
         say(f"{name} failed: {e!r}")
