@@ -14,7 +14,7 @@ from eventsourcing.application import (
     Recording,
 )
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import RecordConflictError, Transcoder
+from eventsourcing.persistence import RecordConflictError, StoredEvent, Transcoder
 
 from application.auth import Principal
 from application.errors import ConcurrentModificationError, NotFoundError
@@ -102,12 +102,21 @@ class EventStore(Application[UUID]):
                 "the resource was changed by another request; retry"
             ) from None
         written = max((r.notification.id for r in recordings), default=None)
+        self.committed([a for a in aggregates if a is not None], written)
+        return written
+
+    def stage(self, *aggregates: Aggregate) -> list[StoredEvent]:
+        """The pending events of ``aggregates`` as they are stored, for a caller that writes
+        them itself (``HostplaneRecorder.insert_params``), then calls ``committed``."""
+        return [self.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
+
+    def committed(self, aggregates: list[Aggregate], written: int | None) -> None:
+        """``aggregates`` were written, the last of their events at notification ``written``."""
         if written is not None:
             with self._written_lock:
                 self.last_written = max(self.last_written, written)
         for listener in self.on_commit:
-            listener([a for a in aggregates if a is not None])
-        return written
+            listener(aggregates)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """The library's ``save``, collecting the pending events by duck typing: the library

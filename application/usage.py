@@ -38,6 +38,17 @@ class IngestResult:
     position: int | None = None  # the notification id of the last event written (None: none)
 
 
+@dataclass(frozen=True)
+class StagedUsage:
+    """Usage batches rated and ready to be written: the events of ``batches``, with
+    ``request_ids`` registered and the models' stored versions checked to be ``rated_with``
+    in the same write (the event store's ``commit`` keyword arguments)."""
+
+    batches: list[UsageBatch]
+    request_ids: dict[UUID, list[str]]
+    rated_with: dict[UUID, int]
+
+
 class Usage:
     """``request_ids`` tells recorded request ids, ``versions`` whether a kept model is
     current; ``budget_watch`` hears of every tenant whose usage was recorded."""
@@ -180,6 +191,30 @@ class Usage:
             if look_up_ids
             else {}
         )
+        batches, fresh = self._rate(actor, grouped, models, seen)
+        position = None
+        if batches:
+            rated_with = {m.id: m.version for m in models.values() if m is not None}
+            position = self.store.commit(
+                *batches, usage_request_ids=fresh, expected_versions=rated_with
+            )
+        accepted = sum(len(ids) for ids in fresh.values())
+        return IngestResult(
+            accepted=accepted,
+            duplicates=len(records) - accepted,
+            batch_ids=[b.id for b in batches],
+            tenant_ids=set(fresh),
+            position=position,
+        )
+
+    @staticmethod
+    def _rate(
+        actor: Actor,
+        grouped: dict[UUID, list[UsageInput]],
+        models: dict[str, Model | None],
+        seen: dict[UUID, set[str]],
+    ) -> tuple[list[UsageBatch], dict[UUID, list[str]]]:
+        """A batch per tenant of its records not ``seen`` yet, rated; and their request ids."""
         fresh: dict[UUID, list[str]] = {}
         batches = []
         for tenant, group in grouped.items():
@@ -201,20 +236,47 @@ class Usage:
             if rated:
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
-        position = None
-        if batches:
-            rated_with = {m.id: m.version for m in models.values() if m is not None}
-            position = self.store.commit(
-                *batches, usage_request_ids=fresh, expected_versions=rated_with
-            )
-        accepted = sum(len(ids) for ids in fresh.values())
-        return IngestResult(
-            accepted=accepted,
-            duplicates=len(records) - accepted,
-            batch_ids=[b.id for b in batches],
-            tenant_ids=set(fresh),
-            position=position,
+        return batches, fresh
+
+    # -- the gateway's write from the event loop ------------------------------------------
+
+    def stage_kept(self, principal: Principal, records: list[UsageInput]) -> StagedUsage | None:
+        """The usage batches ``ingest_usage(principal, records, fresh_ids=True,
+        instance_keys=True)`` would write, rated with what this object keeps in memory, without
+        any I/O: for a caller on an event loop that writes them itself (the gateway's meter).
+
+        ``None`` when something must be read first (a key, an instance or a model not kept
+        yet); an invalid batch raises as ``ingest_usage`` would. Writing the stage may still
+        fail (a request id recorded meanwhile, a price changed): then ``ingest_usage`` does it
+        all again, de-duplicating.
+        """
+        principal.check_management()
+        if not 1 <= len(records) <= MAX_BATCH:
+            raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
+        kept = self._key_owners
+        owners = self._owner_cache
+        for r in records:
+            if r.key_id not in kept or (r.instance_id is not None and r.instance_id not in owners):
+                return None
+        models = {
+            slug: self._models.get(self._model_id(slug)) for slug in {r.model for r in records}
+        }
+        if not all(m is not None for m in models.values()):
+            return None
+        tenants, models = self._check_batch(
+            principal, records, self.clock.now(), instance_keys=True, trust_kept=True
         )
+        grouped: dict[UUID, list[UsageInput]] = {}
+        for tenant, r in zip(tenants, records, strict=True):
+            grouped.setdefault(tenant, []).append(r)
+        batches, fresh = self._rate(principal.actor, grouped, models, {})
+        rated_with = {m.id: m.version for m in models.values() if m is not None}
+        return StagedUsage(batches, fresh, rated_with)
+
+    def staged_written(self, staged: StagedUsage) -> None:
+        """A stage is committed: its tenants' budgets are evaluated soon (as after
+        ``ingest_usage``)."""
+        self.budget_watch.watch(set(staged.request_ids))
 
     def _current_models(self, slugs: set[str], trust_kept: bool = False) -> dict[str, Model | None]:
         """The models of these slugs as stored now (``None``: no such model).

@@ -253,22 +253,7 @@ class HostplaneRecorder(PostgresApplicationRecorder):
         """
         if not stored_events:
             return None
-        ids: Mapping[UUID, Sequence[str]] = kwargs.get("usage_request_ids") or {}
-        claim: ClaimWrite | None = kwargs.get("idempotency_claim")
-        expected: Mapping[UUID, int] = kwargs.get("expected_versions") or {}
-        ids_of = (lambda i: i.bytes) if self.id_oid == UUID_OID else (lambda i: str(i).encode())
-        aggregates = {aggregate_of(e.topic) for e in stored_events}
-        params = (
-            binary_array(self.id_oid, [ids_of(e.originator_id) for e in stored_events]),
-            binary_array(BIGINT_OID, [BIGINT.pack(e.originator_version) for e in stored_events]),
-            binary_array(TEXT_OID, [e.topic.encode() for e in stored_events]),
-            binary_array(BYTEA_OID, [e.state for e in stored_events]),
-            as_json(ids).encode() if ids else None,
-            claim_json(claim).encode() if claim else None,
-            orjson.dumps({str(k): v for k, v in expected.items()}) if expected else None,
-            write_tag(aggregates).encode(),
-            b"f" if aggregates <= self.streamed else b"t",
-        )
+        params = self.insert_params(stored_events, **kwargs)
         started = time.perf_counter()
         try:
             with self.datastore.get_connection() as conn:
@@ -285,6 +270,29 @@ class HostplaneRecorder(PostgresApplicationRecorder):
             if sqlstate == VERSION_MOVED:
                 raise PricesChangedError("a model's prices changed while rating") from None
             raise
+
+    def insert_params(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> tuple[bytes | None, ...]:
+        """The insert statement's parameters (in ``INSERT_FORMATS``) for these events and the
+        keyword arguments of ``insert_events``: for ``insert_events``, and for a caller that
+        runs the statement itself (``LoopWriter``, the gateway's meter)."""
+        ids: Mapping[UUID, Sequence[str]] = kwargs.get("usage_request_ids") or {}
+        claim: ClaimWrite | None = kwargs.get("idempotency_claim")
+        expected: Mapping[UUID, int] = kwargs.get("expected_versions") or {}
+        ids_of = (lambda i: i.bytes) if self.id_oid == UUID_OID else (lambda i: str(i).encode())
+        aggregates = {aggregate_of(e.topic) for e in stored_events}
+        return (
+            binary_array(self.id_oid, [ids_of(e.originator_id) for e in stored_events]),
+            binary_array(BIGINT_OID, [BIGINT.pack(e.originator_version) for e in stored_events]),
+            binary_array(TEXT_OID, [e.topic.encode() for e in stored_events]),
+            binary_array(BYTEA_OID, [e.state for e in stored_events]),
+            as_json(ids).encode() if ids else None,
+            claim_json(claim).encode() if claim else None,
+            orjson.dumps({str(k): v for k, v in expected.items()}) if expected else None,
+            write_tag(aggregates).encode(),
+            b"f" if aggregates <= self.streamed else b"t",
+        )
 
     def _insert(self, conn: psycopg.Connection[Any], params: Sequence[bytes | None]) -> list[int]:
         """Run the insert statement on ``conn`` (preparing it there first if need be); its

@@ -320,6 +320,7 @@ class Gateway:
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self.admission.stop()
+        await self.meter.drain()
         await asyncio.to_thread(self.meter.stop)
         if self.versions is not None:
             await asyncio.to_thread(self.versions.stop)

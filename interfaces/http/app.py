@@ -13,13 +13,15 @@ from starlette.responses import JSONResponse
 
 from application.gateway import GatewayCaller, GatewaySecrets, OnDemand
 from interfaces import console
-from interfaces.bootstrap import Container
+from interfaces.bootstrap import Container, pool_settings
+from interfaces.db.eventstore import INSERT_FORMATS, INSERT_NAME
+from interfaces.db.loopwriter import LoopWriter
 from interfaces.gateway.admission import Admission
 from interfaces.gateway.budgets import budget_gate
 from interfaces.gateway.handler import Gateway
 from interfaces.gateway.ledger import Allowance, Ledger
 from interfaces.gateway.limits import RateLimits, TenantQuotas, lease_size
-from interfaces.gateway.meter import Meter
+from interfaces.gateway.meter import METER_APPLICATION_NAME, Meter
 from interfaces.gateway.routes import GatewayRoutes
 from interfaces.gateway.scheduler import FairShareScheduler
 from interfaces.gateway.versions import StreamVersions
@@ -157,7 +159,20 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         auth=container.auth,
         rate_limiter=container.rate_limiter,
         secrets=GatewaySecrets(container.store, container.secret_box),
-        meter=Meter(container.usage),
+        meter=Meter(
+            container.usage,
+            recorder=container.recorder,
+            writer=LoopWriter(
+                container.database.conninfo,
+                INSERT_NAME,
+                container.recorder.insert_statement,
+                INSERT_FORMATS,
+                connect_kwargs={
+                    **pool_settings(settings)["kwargs"],
+                    "application_name": METER_APPLICATION_NAME,
+                },
+            ),
+        ),
         pool=pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,
         admission=Admission(
