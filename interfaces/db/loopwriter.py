@@ -52,7 +52,8 @@ class LoopWriter:
     async def run(self, params: Sequence[bytes | None]) -> list[int]:
         """Run the statement; the first column of its rows, as integers."""
         try:
-            return await asyncio.wait_for(self._run(params), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await self._run(params)
         except BaseException:
             await self.close()  # its state is unknown: the next write opens another
             raise

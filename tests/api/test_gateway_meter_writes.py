@@ -6,14 +6,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import openai
 import psycopg
 
 from interfaces.gateway.meter import METER_APPLICATION_NAME
 from tests.api.gateway_fixtures import *  # noqa: F403
-from tests.api.gateway_fixtures import HELLO, Gateway, token_cost
+from tests.api.gateway_fixtures import HELLO, Gateway, GatewayTenant, token_cost
 
 IN, OUT = "1.10", "4.40"
 NEW_IN, NEW_OUT = "3.30", "8.80"
+
+
+def tenant_client(gateway: Gateway) -> tuple[GatewayTenant, openai.OpenAI, str]:
+    """A tenant with a BYOK upstream, a router key's client, and a model the fake answers."""
+    t = gateway.new_tenant()
+    t.byok("openai")
+    model = gateway.model("openai", input_price=IN, output_price=OUT)
+    gateway.fake.script(model, words=5)
+    _, secret = t.router_key()
+    return t, gateway.client(secret), model
 
 
 def end_meter_connections(gateway: Gateway) -> int:
@@ -28,12 +39,7 @@ def end_meter_connections(gateway: Gateway) -> int:
 
 
 def test_requests_after_the_meters_connection_was_lost_are_each_billed_once(gateway: Gateway):
-    t = gateway.new_tenant()
-    t.byok("openai")
-    model = gateway.model("openai", input_price=IN, output_price=OUT)
-    gateway.fake.script(model, words=5)
-    _, secret = t.router_key()
-    client = gateway.client(secret)
+    t, client, model = tenant_client(gateway)
     ids = [client.chat.completions.create(model=model, messages=HELLO).id for _ in range(3)]
     assert end_meter_connections(gateway) >= 1  # the loop wrote the later ones
 
@@ -55,12 +61,7 @@ def test_requests_after_the_meters_connection_was_lost_are_each_billed_once(gate
 
 
 def test_a_price_changed_between_two_requests_bills_the_second_at_the_new_price(gateway: Gateway):
-    t = gateway.new_tenant()
-    t.byok("openai")
-    model = gateway.model("openai", input_price=IN, output_price=OUT)
-    gateway.fake.script(model, words=5)
-    _, secret = t.router_key()
-    client = gateway.client(secret)
+    t, client, model = tenant_client(gateway)
     for _ in range(2):  # the model is in memory now, at its first prices
         client.chat.completions.create(model=model, messages=HELLO)
     body = gateway.admin.get(f"/models/{model}").json()
