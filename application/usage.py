@@ -38,6 +38,21 @@ class IngestResult:
     position: int | None = None  # the notification id of the last event written (None: none)
 
 
+class NotKeptError(Exception):
+    """What a check asked not to load (``load=False``) is not kept in memory."""
+
+
+def _grouped(tenants: list[UUID], records: list[UsageInput]) -> dict[UUID, list[UsageInput]]:
+    """Records by tenant (request ids are unique per tenant: grouped once, then strings)."""
+    grouped: dict[UUID, list[UsageInput]] = {}
+    for tenant, r in zip(tenants, records, strict=True):
+        group = grouped.get(tenant)
+        if group is None:
+            group = grouped[tenant] = []
+        group.append(r)
+    return grouped
+
+
 @dataclass(frozen=True)
 class StagedUsage:
     """Usage batches rated and ready to be written: the events of ``batches``, with
@@ -130,14 +145,20 @@ class Usage:
         now: datetime,
         instance_keys: bool,
         trust_kept: bool = False,
+        load: bool = True,
     ) -> tuple[list[UUID], dict[str, Model | None]]:
-        """Every record's tenant, and the models; raises with every problem at once."""
+        """Every record's tenant, and the models; raises with every problem at once.
+
+        ``load=False``: only what is kept in memory is used; ``NotKept`` if something would
+        have to be read."""
         problems: list[RecordProblem] = []
         key_tenant: dict[UUID, UUID | None] = {}
         instance_tenant: dict[UUID, UUID | None] = {}
         tenants: list[UUID] = []
         # A model id that is no storable text names no model (and can't make an id).
-        models = self._current_models({r.model for r in records if storable(r.model)}, trust_kept)
+        models = self._current_models(
+            {r.model for r in records if storable(r.model)}, trust_kept, load
+        )
         own = None if principal.is_admin else principal.tenant_id
         for i, r in enumerate(records):
             problems += check_record(i, r, now)
@@ -148,7 +169,7 @@ class Usage:
                     )
                 )
             if r.key_id not in key_tenant:
-                key_tenant[r.key_id] = self.tenant_of_key(r.key_id, instance_keys)
+                key_tenant[r.key_id] = self.tenant_of_key(r.key_id, instance_keys, load)
             tenant = key_tenant[r.key_id]
             if tenant is None or (own is not None and tenant != own):
                 problems.append(RecordProblem(i, r.request_id, "key_id", "unknown key"))
@@ -158,7 +179,7 @@ class Usage:
                 )
             if r.instance_id is not None:
                 if r.instance_id not in instance_tenant:
-                    instance_tenant[r.instance_id] = self.tenant_of_instance(r.instance_id)
+                    instance_tenant[r.instance_id] = self.tenant_of_instance(r.instance_id, load)
                 if (
                     instance_tenant[r.instance_id] is None
                     or instance_tenant[r.instance_id] != tenant
@@ -179,42 +200,38 @@ class Usage:
         models: dict[str, Model | None],
         look_up_ids: bool = True,
     ) -> IngestResult:
-        # Request ids are unique per tenant: group once, then work with strings.
-        grouped: dict[UUID, list[UsageInput]] = {}
-        for tenant, r in zip(tenants, records, strict=True):
-            group = grouped.get(tenant)
-            if group is None:
-                group = grouped[tenant] = []
-            group.append(r)
+        grouped = _grouped(tenants, records)
         seen = (
             self.request_ids.seen({t: [r.request_id for r in rs] for t, rs in grouped.items()})
             if look_up_ids
             else {}
         )
-        batches, fresh = self._rate(actor, grouped, models, seen)
+        staged = self._stage(actor, grouped, models, seen)
         position = None
-        if batches:
-            rated_with = {m.id: m.version for m in models.values() if m is not None}
+        if staged.batches:
             position = self.store.commit(
-                *batches, usage_request_ids=fresh, expected_versions=rated_with
+                *staged.batches,
+                usage_request_ids=staged.request_ids,
+                expected_versions=staged.rated_with,
             )
-        accepted = sum(len(ids) for ids in fresh.values())
+        accepted = sum(len(ids) for ids in staged.request_ids.values())
         return IngestResult(
             accepted=accepted,
             duplicates=len(records) - accepted,
-            batch_ids=[b.id for b in batches],
-            tenant_ids=set(fresh),
+            batch_ids=[b.id for b in staged.batches],
+            tenant_ids=set(staged.request_ids),
             position=position,
         )
 
     @staticmethod
-    def _rate(
+    def _stage(
         actor: Actor,
         grouped: dict[UUID, list[UsageInput]],
         models: dict[str, Model | None],
         seen: dict[UUID, set[str]],
-    ) -> tuple[list[UsageBatch], dict[UUID, list[str]]]:
-        """A batch per tenant of its records not ``seen`` yet, rated; and their request ids."""
+    ) -> StagedUsage:
+        """A batch per tenant of its records not ``seen`` yet, rated, with their request ids
+        and the versions of the models they were rated with."""
         fresh: dict[UUID, list[str]] = {}
         batches = []
         for tenant, group in grouped.items():
@@ -236,7 +253,8 @@ class Usage:
             if rated:
                 fresh[tenant] = ids
                 batches.append(UsageBatch.record(tenant, rated, actor))
-        return batches, fresh
+        rated_with = {m.id: m.version for m in models.values() if m is not None}
+        return StagedUsage(batches, fresh, rated_with)
 
     # -- the gateway's write from the event loop ------------------------------------------
 
@@ -253,32 +271,22 @@ class Usage:
         principal.check_management()
         if not 1 <= len(records) <= MAX_BATCH:
             raise InvalidValueError("records", f"a batch holds 1 to {MAX_BATCH} records")
-        kept = self._key_owners
-        owners = self._owner_cache
-        for r in records:
-            if r.key_id not in kept or (r.instance_id is not None and r.instance_id not in owners):
-                return None
-        models = {
-            slug: self._models.get(self._model_id(slug)) for slug in {r.model for r in records}
-        }
-        if not all(m is not None for m in models.values()):
+        try:
+            tenants, models = self._check_batch(
+                principal, records, self.clock.now(), True, trust_kept=True, load=False
+            )
+        except NotKeptError:
             return None
-        tenants, models = self._check_batch(
-            principal, records, self.clock.now(), instance_keys=True, trust_kept=True
-        )
-        grouped: dict[UUID, list[UsageInput]] = {}
-        for tenant, r in zip(tenants, records, strict=True):
-            grouped.setdefault(tenant, []).append(r)
-        batches, fresh = self._rate(principal.actor, grouped, models, {})
-        rated_with = {m.id: m.version for m in models.values() if m is not None}
-        return StagedUsage(batches, fresh, rated_with)
+        return self._stage(principal.actor, _grouped(tenants, records), models, {})
 
     def staged_written(self, staged: StagedUsage) -> None:
         """A stage is committed: its tenants' budgets are evaluated soon (as after
         ``ingest_usage``)."""
         self.budget_watch.watch(set(staged.request_ids))
 
-    def _current_models(self, slugs: set[str], trust_kept: bool = False) -> dict[str, Model | None]:
+    def _current_models(
+        self, slugs: set[str], trust_kept: bool = False, load: bool = True
+    ) -> dict[str, Model | None]:
         """The models of these slugs as stored now (``None``: no such model).
 
         A batch names a few models; one round trip reads their stored versions, and only a
@@ -291,6 +299,8 @@ class Usage:
             kept = {slug: self._models.get(i) for slug, i in ids.items()}
             if all(m is not None for m in kept.values()):
                 return kept
+        if not load:
+            raise NotKeptError("a model")
         versions = self.versions.stored_versions(list(ids.values()))
         found: dict[str, Model | None] = {}
         for slug, model_id in ids.items():
@@ -312,7 +322,9 @@ class Usage:
             model_id = self._model_ids[slug] = Model.create_id(slug)
         return model_id
 
-    def tenant_of_key(self, key_id: UUID, instance_keys: bool = False) -> UUID | None:
+    def tenant_of_key(
+        self, key_id: UUID, instance_keys: bool = False, load: bool = True
+    ) -> UUID | None:
         """The tenant of an API key (``None``: no such key). A key never changes tenant, so
         the answer is kept.
 
@@ -324,6 +336,8 @@ class Usage:
         if known is not None:
             tenant, not_a_key = known
             return tenant if instance_keys or not not_a_key else None
+        if not load:
+            raise NotKeptError("a key")
         key = self.store.find(ApiKey, key_id)
         if key is not None:
             return self._remember_key(key_id, key.tenant_id, False)
@@ -337,9 +351,11 @@ class Usage:
         self._remember_key(key_id, owner, True)
         return owner if instance_keys else None
 
-    def tenant_of_instance(self, instance_id: UUID) -> UUID | None:
+    def tenant_of_instance(self, instance_id: UUID, load: bool = True) -> UUID | None:
         tenant = self._owner_cache.get(instance_id)
         if tenant is None:
+            if not load:
+                raise NotKeptError("an instance")
             instance = self.store.find(Instance, instance_id)
             if instance is None:
                 return None

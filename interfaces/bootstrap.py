@@ -35,7 +35,14 @@ from interfaces.crypto import AesGcmSecretBox, checked_master_key
 from interfaces.db import stores
 from interfaces.db.database import Database, open_database
 from interfaces.db.directory import ReadModelDirectory, ReadModelSpend
-from interfaces.db.eventstore import HostplaneRecorder, aggregate_name, parse_notification
+from interfaces.db.eventstore import (
+    INSERT_FORMATS,
+    INSERT_NAME,
+    HostplaneRecorder,
+    aggregate_name,
+    parse_notification,
+)
+from interfaces.db.loopwriter import LoopWriter
 from interfaces.db.pools import AsyncCheckedPool, CheckedPool, connection_settings, with_options
 from interfaces.db.readgate import ReadGate
 from interfaces.gateway import ledger
@@ -153,6 +160,20 @@ class Container:
             max_size=self.settings.pool_size,
             open=False,
             **pool_settings(self.settings),
+        )
+
+    def usage_writer(self, application_name: str) -> LoopWriter:
+        """A connection of its own, for one server's event loop, that runs the event store's
+        insert (the gateway meter's usage writes), with the API's connection settings."""
+        return LoopWriter(
+            self.database.conninfo,
+            INSERT_NAME,
+            self.recorder.insert_statement,
+            INSERT_FORMATS,
+            connect_kwargs={
+                **pool_settings(self.settings)["kwargs"],
+                "application_name": application_name,
+            },
         )
 
     def close(self) -> None:

@@ -144,7 +144,9 @@ class Meter:
             params = self.recorder.insert_params(
                 stored, usage_request_ids=staged.request_ids, expected_versions=staged.rated_with
             )
+            writing = time.perf_counter()
             written = await self.writer.run(params)
+            EVENT_WRITE_SECONDS.observe(time.perf_counter() - writing)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the thread writes them again, de-duplicating
@@ -153,9 +155,7 @@ class Meter:
         position = max(written, default=None)
         store.committed(list(staged.batches), position)
         self.usage.staged_written(staged)
-        elapsed = time.perf_counter() - started
-        EVENT_WRITE_SECONDS.observe(elapsed)
-        USAGE_BATCH_SECONDS.observe(elapsed)
+        USAGE_BATCH_SECONDS.observe(time.perf_counter() - started)
         USAGE_BATCH_RECORDS.observe(len(items))
         for _, done in items:
             _resolve(done, None, position)

@@ -13,9 +13,7 @@ from starlette.responses import JSONResponse
 
 from application.gateway import GatewayCaller, GatewaySecrets, OnDemand
 from interfaces import console
-from interfaces.bootstrap import Container, pool_settings
-from interfaces.db.eventstore import INSERT_FORMATS, INSERT_NAME
-from interfaces.db.loopwriter import LoopWriter
+from interfaces.bootstrap import Container
 from interfaces.gateway.admission import Admission
 from interfaces.gateway.budgets import budget_gate
 from interfaces.gateway.handler import Gateway
@@ -162,16 +160,7 @@ def create_gateway(container: Container, app: FastAPI) -> Gateway:
         meter=Meter(
             container.usage,
             recorder=container.recorder,
-            writer=LoopWriter(
-                container.database.conninfo,
-                INSERT_NAME,
-                container.recorder.insert_statement,
-                INSERT_FORMATS,
-                connect_kwargs={
-                    **pool_settings(settings)["kwargs"],
-                    "application_name": METER_APPLICATION_NAME,
-                },
-            ),
+            writer=container.usage_writer(METER_APPLICATION_NAME),
         ),
         pool=pool,
         expected_deploy_seconds=settings.simulated_deploy_seconds,

@@ -11,19 +11,14 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from interfaces.db.eventstore import INSERT_FORMATS, INSERT_NAME
 from interfaces.db.loopwriter import LoopWriter
 
 
 def writer(container: Any, timeout: float = 60.0) -> LoopWriter:
-    recorder = container.recorder
-    return LoopWriter(
-        container.database.conninfo,
-        INSERT_NAME,
-        recorder.insert_statement,
-        INSERT_FORMATS,
-        timeout=timeout,
-    )
+    """The gateway meter's kind of writer, with ``timeout``."""
+    w = container.usage_writer("hostplane loop writer test")
+    w.timeout = timeout
+    return w
 
 
 def events_table(container: Any) -> str:
