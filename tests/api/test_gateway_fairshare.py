@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from tests.api.gateway_fixtures import *  # noqa: F403
 from tests.api.gateway_fixtures import HELLO, Gateway, GatewayTenant
@@ -158,25 +159,38 @@ async def hold_capacity(c: Client, model: str, n: int = CAP) -> list[asyncio.Tas
 
 def test_past_the_queue_length_429_queue_full_and_past_the_wait_503_queue_timeout(gateway):
     c = Client(gateway)
-    # The places stay held well past the queue's wait, however long queueing the 24 takes on
-    # a loaded machine: no queued request can be admitted before it times out.
-    model = slow_model(gateway, WAIT + 12)
+    # The places stay held well past the queue's wait (and below the first-byte timeout, 20 s),
+    # however long queueing the 24 takes on a loaded machine: no queued request can be admitted
+    # before it times out.
+    model = slow_model(gateway, WAIT + 15)
 
     async def scenario() -> None:
         held = await hold_capacity(c, model)
-        await asyncio.to_thread(wait_until, lambda: stats(gateway)["in_flight"] == CAP)
+        # The places are taken once the upstream holds the four: on a loaded machine their
+        # authentication can take seconds, and the 24 must not overtake them.
+        reached = await asyncio.to_thread(
+            wait_until, lambda: len(gateway.fake.requests_for(model)) == CAP, 60.0
+        )
+        assert reached, "the upstream did not receive the requests holding the places"
         queued = await hold_capacity(c, model, QUEUE)
-        await asyncio.to_thread(wait_until, lambda: stats(gateway)["queued"] == QUEUE)
+        full_queue = await asyncio.to_thread(
+            wait_until, lambda: stats(gateway)["queued"] == QUEUE, 60.0
+        )
+        assert full_queue, stats(gateway)
         with pytest.raises(openai.RateLimitError) as full:
             await c.chat(c.aclient(), model)
         assert full.value.code == "queue_full"
         assert full.value.body["type"] == "rate_limit_error"
         assert int(full.value.response.headers["retry-after"]) >= 1
-        for outcome in await asyncio.gather(*queued, return_exceptions=True):
+        timed_out = await asyncio.gather(*queued, return_exceptions=True)
+        answered = await asyncio.gather(*held, return_exceptions=True)
+        # The places' holders are answered in the end (a failed one would have freed a place).
+        assert all(isinstance(a, ChatCompletion) for a in answered), answered
+        for outcome in timed_out:
             assert isinstance(outcome, openai.InternalServerError), outcome
             assert outcome.status_code == 503 and outcome.code == "queue_timeout"
             assert int(outcome.response.headers["retry-after"]) >= 1
-        await asyncio.gather(*held)  # the places' holders are answered in the end
+        assert len(gateway.fake.requests_for(model)) == CAP  # no queued one reached it
 
     asyncio.run(scenario())
     assert wait_until(lambda: stats(gateway)["in_flight"] == 0 and stats(gateway)["queued"] == 0)
@@ -188,7 +202,7 @@ def test_raising_the_capacity_starts_queued_requests_at_once_without_a_restart(g
 
     async def scenario() -> None:
         held = await hold_capacity(c, model, CAP + 4)
-        await asyncio.to_thread(wait_until, lambda: stats(gateway)["queued"] == 4)
+        assert await asyncio.to_thread(wait_until, lambda: stats(gateway)["queued"] == 4)
         assert len(gateway.fake.requests_for(model)) == CAP  # the others wait
         await asyncio.to_thread(set_capacity, gateway, CAP + 4)
         try:
@@ -220,7 +234,7 @@ def test_stats_and_fairshare_live_show_what_runs_and_waits_during_a_load(gateway
 
     async def scenario() -> None:
         held = await hold_capacity(busy, model)
-        await asyncio.to_thread(wait_until, lambda: stats(gateway)["in_flight"] == CAP)
+        assert await asyncio.to_thread(wait_until, lambda: stats(gateway)["in_flight"] == CAP)
         waiting = await hold_capacity(grouped, model, 2)
         now = await asyncio.to_thread(
             wait_until, lambda: (s := stats(gateway))["queued"] == 2 and s
@@ -259,7 +273,7 @@ def test_a_client_that_leaves_while_queued_frees_its_place_in_the_queue(gateway)
 
     async def scenario() -> None:
         held = await hold_capacity(c, model)
-        await asyncio.to_thread(wait_until, lambda: stats(gateway)["in_flight"] == CAP)
+        assert await asyncio.to_thread(wait_until, lambda: stats(gateway)["in_flight"] == CAP)
         impatient = c.aclient().with_options(timeout=httpx.Timeout(0.5))
         with pytest.raises(openai.APITimeoutError):
             await c.chat(impatient, model)
