@@ -15,12 +15,27 @@ import select
 from time import monotonic
 from typing import Any
 
+import eventsourcing.persistence
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 
 class DatabaseUnavailableError(Exception):
     """No connection to the database within the bound (it is down, restarting or saturated)."""
+
+
+# The database could not serve: down, restarting, saturated, or too slow (a statement timeout,
+# psycopg.errors.QueryCanceled, is an OperationalError); the eventsourcing library wraps
+# psycopg's errors in its own. The API and the gateway answer these 503 ``database_unavailable``
+# with Retry-After and a fixed message (a driver's own names hosts, sockets and SQL), never 500.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailableError,
+    psycopg.OperationalError,  # PoolTimeout, AdminShutdown, a connection lost mid-query
+    psycopg.InterfaceError,  # a connection already closed
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+)
+DATABASE_RETRY_AFTER = 2  # seconds
 
 
 def connection_settings(connect_timeout: float, statement_timeout: float) -> dict[str, Any]:

@@ -40,12 +40,14 @@ from application.gateway import (
     may_use,
     route,
     token_hash,
+    unavailable,
 )
 from application.project_configs import apply_project_config
 from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
 from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
+from interfaces.db.pools import DATABASE_ERRORS, DATABASE_RETRY_AFTER
 from interfaces.db.stores import RateLimiter
 from interfaces.gateway.admission import CLIENT_GONE, Actual, Admission, Admitted, Admitting
 from interfaces.gateway.cache import ResponseCache, cache_key, with_id
@@ -93,6 +95,15 @@ def upstream_error(message: str = "the upstream failed to answer") -> Upstream:
 def upstream_timeout() -> Upstream:
     return Upstream(
         GatewayRefusal(504, "upstream_timeout", "the upstream did not answer in time", "timeout")
+    )
+
+
+def database_unavailable() -> GatewayRefusal:
+    """The management API's answer to the same outage (interfaces/http/errors.py)."""
+    return unavailable(
+        "database_unavailable",
+        "the database is unavailable or too busy; retry shortly",
+        retry_after=DATABASE_RETRY_AFTER,
     )
 
 
@@ -445,6 +456,10 @@ class Gateway:
                 await self._models(scope, send)
             else:
                 await self._inference(scope, receive, send, path.removeprefix("/v1/"))
+        except DATABASE_ERRORS as exc:  # down or restarting: as the management API answers
+            log.warning("database unavailable on %s: %s", scope["path"], type(exc).__name__)
+            with contextlib.suppress(Exception):  # unless the response had already started
+                await send_refusal(send, database_unavailable())
         except Exception as exc:  # noqa: BLE001 - an answer, never a dropped connection
             log.exception("gateway request failed: %s", type(exc).__name__)
             refusal = GatewayRefusal(500, "internal_error", "internal error", "api_error")

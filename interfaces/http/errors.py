@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import eventsourcing.persistence
 import orjson
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,7 +24,7 @@ from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
-from interfaces.db.pools import DatabaseUnavailableError
+from interfaces.db.pools import DATABASE_ERRORS, DATABASE_RETRY_AFTER
 from interfaces.db.stores import IdempotencyConflictError
 from projections.engine.stalls import ReadModelStalledError
 
@@ -50,19 +48,6 @@ ERROR_TABLE: list[tuple[type[Exception], int, str, str]] = [
     (ReadModelStalledError, 503, "service_unavailable", "read_model_stalled"),
     (DomainError, 400, "invalid_request_error", "invalid_request"),
 ]
-
-# The database could not serve: down, restarting, saturated, or too slow (a statement timeout,
-# psycopg.errors.QueryCanceled, is an OperationalError). Answered 503 with Retry-After and a
-# fixed message: a driver's own names hosts, sockets and SQL. The eventsourcing library wraps
-# psycopg's errors in its own.
-DATABASE_ERRORS: list[type[Exception]] = [
-    DatabaseUnavailableError,
-    psycopg.OperationalError,  # PoolTimeout, AdminShutdown, a connection lost mid-query
-    psycopg.InterfaceError,  # a connection already closed
-    eventsourcing.persistence.OperationalError,
-    eventsourcing.persistence.InterfaceError,
-]
-DATABASE_RETRY_AFTER = "2"  # seconds
 
 HTTP_CODES = {
     400: ("invalid_request_error", "bad_request"),
@@ -202,7 +187,7 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
         "the database is unavailable or too busy; retry shortly",
         "service_unavailable",
         "database_unavailable",
-        headers={"Retry-After": DATABASE_RETRY_AFTER},
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
     )
 
 
