@@ -160,12 +160,14 @@ def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, 
     schema = live_schema(name)
     # The session's server runs its scheduled jobs (status sync, budget checks), which may
     # write an event while the rebuild runs: they are paused (one already running may still
-    # write, and then both copies are taken again).
+    # write, and then both copies are taken again). The head is read before the live copy is
+    # waited for: an event written between the wait and the read would be in the rebuilt copy
+    # only, with the head unchanged at the end.
     container.background.scheduler.pause()
     try:
-        for _attempt in range(3):
-            caught_up(container)
+        for _attempt in range(10):
             head = container.runner.max_notification_id()
+            assert container.runner.wait_for(PROJECTIONS, head, 10.0), container.runner.status()
             before = snapshot(container, schema)
             if name in FILLED:
                 assert sum(len(rows) for t, rows in before.items() if t != "tracking") > 0
@@ -174,6 +176,8 @@ def test_a_rebuild_from_position_zero_yields_identical_rows(container, history, 
             after = snapshot(container, schema)
             if container.runner.max_notification_id() == head:
                 break
+        else:
+            pytest.fail("events were written during every one of 10 rebuilds")
     finally:
         container.background.scheduler.resume()
 
