@@ -53,7 +53,7 @@ def outage(fake: FakeUpstream) -> Iterator[tuple[Gateway, Database]]:
     data_dir = Path(tempfile.mkdtemp(prefix="hostplane-gateway-outage-"))
     database = start_embedded(data_dir)
     container = Container.open(
-        # The upstream may take 1.5 s (the tests' default first-byte timeout is 1 s).
+        # The upstream may take 3 s (the tests' default first-byte timeout is 1 s).
         gateway_settings(None, data_dir, fake, gateway_first_byte_timeout=10.0),
         database=database,
     )
@@ -119,7 +119,7 @@ def test_during_an_outage_no_answer_goes_out_unbilled_and_after_it_every_request
     before = [ask(client, model, stream) for stream in (False, True, False, True)]
     assert all(a.refused is None for a in before), before
     slow = gateway.model("openai")
-    gateway.fake.script(slow, stall=1.5)
+    gateway.fake.script(slow, stall=3.0)
     warm = ask(client, slow, False)  # the slow model is known too
     assert warm.refused is None, warm
 
