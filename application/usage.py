@@ -149,7 +149,7 @@ class Usage:
     ) -> tuple[list[UUID], dict[str, Model | None]]:
         """Every record's tenant, and the models; raises with every problem at once.
 
-        ``load=False``: only what is kept in memory is used; ``NotKept`` if something would
+        ``load=False``: only what is kept in memory is used; ``NotKeptError`` if something would
         have to be read."""
         problems: list[RecordProblem] = []
         key_tenant: dict[UUID, UUID | None] = {}

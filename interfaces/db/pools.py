@@ -36,6 +36,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     eventsourcing.persistence.InterfaceError,
 )
 DATABASE_RETRY_AFTER = 2  # seconds
+DATABASE_UNAVAILABLE_MESSAGE = "the database is unavailable or too busy; retry shortly"
 
 
 def connection_settings(connect_timeout: float, statement_timeout: float) -> dict[str, Any]:

@@ -47,7 +47,11 @@ from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.instance import INSTANCE_KEY_PREFIX, UPSTREAMS
 from domain.usage import UsageInput
 from domain.values import MAX_LATENCY_MS, MAX_TOKENS
-from interfaces.db.pools import DATABASE_ERRORS, DATABASE_RETRY_AFTER
+from interfaces.db.pools import (
+    DATABASE_ERRORS,
+    DATABASE_RETRY_AFTER,
+    DATABASE_UNAVAILABLE_MESSAGE,
+)
 from interfaces.db.stores import RateLimiter
 from interfaces.gateway.admission import CLIENT_GONE, Actual, Admission, Admitted, Admitting
 from interfaces.gateway.cache import ResponseCache, cache_key, with_id
@@ -102,7 +106,7 @@ def database_unavailable() -> GatewayRefusal:
     """The management API's answer to the same outage (interfaces/http/errors.py)."""
     return unavailable(
         "database_unavailable",
-        "the database is unavailable or too busy; retry shortly",
+        DATABASE_UNAVAILABLE_MESSAGE,
         retry_after=DATABASE_RETRY_AFTER,
     )
 

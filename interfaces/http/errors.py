@@ -24,7 +24,11 @@ from domain.apikey import KeyIpNotAllowedError, KeyUnusableError
 from domain.base import ConflictError, DomainError, InvalidValueError
 from domain.instance import NotDeployedError
 from domain.usage import UsageBatchInvalidError
-from interfaces.db.pools import DATABASE_ERRORS, DATABASE_RETRY_AFTER
+from interfaces.db.pools import (
+    DATABASE_ERRORS,
+    DATABASE_RETRY_AFTER,
+    DATABASE_UNAVAILABLE_MESSAGE,
+)
 from interfaces.db.stores import IdempotencyConflictError
 from projections.engine.stalls import ReadModelStalledError
 
@@ -184,7 +188,7 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     )
     return error_response(
         503,
-        "the database is unavailable or too busy; retry shortly",
+        DATABASE_UNAVAILABLE_MESSAGE,
         "service_unavailable",
         "database_unavailable",
         headers={"Retry-After": str(DATABASE_RETRY_AFTER)},

@@ -42,6 +42,7 @@ __all__ = [
     "named_record",
     "new_model",
     "records_of",
+    "wait_until",
 ]
 
 # Short, so that a stalled upstream answers 504 within the test's patience.
@@ -67,6 +68,16 @@ RECORD_FIELDS = (
     "occurred_at_us",
     "instance_id",
 )
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> Any:
+    """``check()``'s first true answer within ``timeout`` seconds, else its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.02)
 
 
 def external_key() -> str:

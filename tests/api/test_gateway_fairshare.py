@@ -9,7 +9,6 @@ is the order the scheduler admitted them.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from tests.api.gateway_fixtures import *  # noqa: F403
-from tests.api.gateway_fixtures import HELLO, Gateway, GatewayTenant
+from tests.api.gateway_fixtures import HELLO, Gateway, GatewayTenant, wait_until
 
 CAP = 4
 QUEUE = 24
@@ -62,15 +61,6 @@ def slow_model(gateway: Gateway, seconds: float) -> str:
     model = gateway.model("openai")
     gateway.fake.script(model, stall=seconds)
     return model
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
 
 
 def stats(gateway: Gateway) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +22,9 @@ import pytest
 from interfaces.bootstrap import Container
 from interfaces.db.database import Database, start_embedded
 from tests.api.gateway_fixtures import *  # noqa: F403
-from tests.api.gateway_fixtures import HELLO, Gateway, gateway_settings
+from tests.api.gateway_fixtures import HELLO, Gateway, gateway_settings, wait_until
 from tests.conftest import ADMIN_TOKEN, Api, LiveServer
 from tests.fake_upstream import FakeUpstream
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @dataclass
