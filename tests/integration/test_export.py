@@ -166,15 +166,23 @@ def test_reconcile_finds_no_difference_after_a_rebuild(
 
 
 @pytest.mark.parametrize(
-    ("table", "column", "field"),
-    [("rm_usage.daily", "cost", "token_cost"), ("rm_costs.gpu_hourly", "cost", "gpu_cost")],
+    ("table", "key", "column", "field"),
+    [
+        ("rm_usage.daily", "tenant_id, at, key_id, model, instance_id", "cost", "token_cost"),
+        ("rm_costs.gpu_hourly", "tenant_id, at, instance_id", "cost", "gpu_cost"),
+    ],
 )
 def test_reconcile_reports_a_tampered_read_model_row_and_fails(
-    database_conninfo, tmp_path, container, billed, table, column, field
+    database_conninfo, tmp_path, container, billed, table, key, column, field
 ):
+    # The row is picked by its whole primary key, in order: the change and its undoing must
+    # hit the same row. (Picked by ``ctid ... LIMIT 1``, a sequential scan found another row
+    # of the day after the first update had moved this one: the undoing left one GPU hour
+    # 0.50 up and the other 0.50 down, and the read model no longer equalled its rebuild.)
     tamper = (
-        f"UPDATE {table} SET {column} = {column} + %s WHERE ctid = (SELECT ctid FROM {table}"
-        " WHERE tenant_id = %s AND at >= '2025-10-31' AND at < '2025-11-01' LIMIT 1)"
+        f"UPDATE {table} SET {column} = {column} + %s WHERE ({key}) = (SELECT {key} FROM {table}"
+        " WHERE tenant_id = %s AND at >= '2025-10-31' AND at < '2025-11-01'"
+        f" ORDER BY {key} LIMIT 1)"
     )
     with container.pool.connection() as conn:
         assert conn.execute(tamper, (Decimal("0.5"), billed.id)).rowcount == 1
@@ -182,7 +190,8 @@ def test_reconcile_reports_a_tampered_read_model_row_and_fails(
         result = reconcile(database_conninfo, tmp_path, billed.id)
     finally:
         with container.pool.connection() as conn:
-            conn.execute(tamper.replace("+ %s", "- %s"), (Decimal("0.5"), billed.id))
+            undo = conn.execute(tamper.replace("+ %s", "- %s"), (Decimal("0.5"), billed.id))
+            assert undo.rowcount == 1
 
     assert result.returncode == 1
     assert f"tenant {billed.id} 2025-10-31 {field}:" in result.stdout
