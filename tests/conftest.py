@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 import tempfile
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,32 @@ class LiveServer:
         self.server.should_exit = True
         if self.thread:
             self.thread.join(timeout=10)
+
+
+@contextmanager
+def served_on_own_database(
+    prefix: str, settings_for: Callable[[Path], Any]
+) -> Iterator[tuple[LiveServer, Any, Any]]:
+    """A served hostplane on an embedded PostgreSQL of its own, which a test may stop and
+    start (the session's database, which the other tests share, stays up): yields the server,
+    its container and the ``Database``. ``settings_for`` makes the settings of a data dir."""
+    from interfaces.bootstrap import Container
+    from interfaces.db.database import start_embedded
+
+    # Not under pytest's tmp_path: see tests/integration/test_restart.py (embedded_settings).
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    database = start_embedded(data_dir)
+    container = Container.open(settings_for(data_dir), database=database)
+    server = None
+    try:
+        container.start_background()
+        server = LiveServer(container).start()
+        yield server, container, database
+    finally:
+        if server is not None:
+            server.stop()
+        container.close()  # stops the embedded server (started again or not)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

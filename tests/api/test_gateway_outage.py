@@ -7,8 +7,6 @@ test stops and starts; the official ``openai`` SDK is the client, the fake upstr
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +17,10 @@ from typing import Any
 import openai
 import pytest
 
-from interfaces.bootstrap import Container
-from interfaces.db.database import Database, start_embedded
+from interfaces.db.database import Database
 from tests.api.gateway_fixtures import *  # noqa: F403
 from tests.api.gateway_fixtures import HELLO, Gateway, gateway_settings, wait_until
-from tests.conftest import ADMIN_TOKEN, Api, LiveServer
+from tests.conftest import ADMIN_TOKEN, Api, served_on_own_database
 from tests.fake_upstream import FakeUpstream
 
 
@@ -40,24 +37,13 @@ class Answer:
 
 @pytest.fixture
 def outage(fake: FakeUpstream) -> Iterator[tuple[Gateway, Database]]:
-    # Not under pytest's tmp_path: see tests/integration/test_restart.py (embedded_settings).
-    data_dir = Path(tempfile.mkdtemp(prefix="hostplane-gateway-outage-"))
-    database = start_embedded(data_dir)
-    container = Container.open(
+    def settings(data_dir: Path) -> Any:
         # The upstream may take 3 s (the tests' default first-byte timeout is 1 s).
-        gateway_settings(None, data_dir, fake, gateway_first_byte_timeout=10.0),
-        database=database,
-    )
-    server = None
-    try:
-        container.start_background()
-        server = LiveServer(container).start()
+        return gateway_settings(None, data_dir, fake, gateway_first_byte_timeout=10.0)
+
+    with served_on_own_database("hostplane-gateway-outage-", settings) as served:
+        server, container, database = served
         yield Gateway(server, container, Api(server.url, ADMIN_TOKEN), fake), database
-    finally:
-        if server is not None:
-            server.stop()
-        container.close()  # stops the embedded server (started again or not)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def ask(client: openai.OpenAI, model: str, stream: bool) -> Answer:

@@ -6,19 +6,16 @@ the session's database, which the other tests share, stays up.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
-from interfaces.bootstrap import Container
-from interfaces.db.database import Database, start_embedded
-from tests.conftest import ADMIN_TOKEN, LiveServer, make_settings
+from interfaces.db.database import Database
+from tests.conftest import ADMIN_TOKEN, make_settings, served_on_own_database
 
 # Long enough for any answer on a loaded machine, short enough that a hang fails the test
 # instead of stalling the run (before the fix, requests waited as long as the outage lasted).
@@ -41,25 +38,13 @@ class Outage:
 
 @pytest.fixture
 def outage() -> Iterator[Outage]:
-    # Not under pytest's tmp_path: see tests/integration/test_restart.py (embedded_settings).
-    data_dir = Path(tempfile.mkdtemp(prefix="hostplane-outage-"))
-    settings = make_settings(None, data_dir)
-    database = start_embedded(data_dir)
-    container = Container.open(settings, database=database)
-    server = None
-    try:
-        container.start_background()
-        server = LiveServer(container).start()
+    with served_on_own_database("hostplane-outage-", partial(make_settings, None)) as served:
+        server, _, database = served
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with httpx.Client(
             base_url=server.url + "/api/v1", headers=headers, timeout=CLIENT_TIMEOUT
         ) as http:
             yield Outage(database, http)
-    finally:
-        if server is not None:
-            server.stop()
-        container.close()  # stops the embedded server (started again or not)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def assert_database_unavailable(r: httpx.Response) -> None:
