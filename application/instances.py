@@ -20,6 +20,8 @@ from domain.tenant import Tenant
 
 ON_DEMAND = "on-demand"  # the NameIndex kind of "the instance booted on demand for a model"
 BOOTING = ("pending", "deploying", "running")
+# A destroy whose save lost a race (see ``destroy_instance``) is made again this often.
+DESTROY_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -166,11 +168,20 @@ class Instances:
         self.store.commit(instance)
 
     def destroy_instance(self, principal: Principal, instance_id: UUID) -> None:
-        instance = self.get_instance_for(principal, instance_id)
-        instance.destroy(actor=principal.actor)
-        # Release before recording: a provider error leaves the instance as it was, retryable.
-        self.release_gpus([instance])
-        self.store.commit(instance)
+        for attempt in range(DESTROY_ATTEMPTS):
+            instance = self.get_instance_for(principal, instance_id)
+            instance.destroy(actor=principal.actor)
+            # Release before recording: a provider error leaves the instance as it was,
+            # retryable. Between the two, the provisioning job may see the GPU gone and mark
+            # the instance failed: the destroy is then made again on that (a release is
+            # idempotent), instead of answering 409 for the platform's own write.
+            self.release_gpus([instance])
+            try:
+                self.store.commit(instance)
+                return
+            except ConcurrentModificationError:
+                if attempt == DESTROY_ATTEMPTS - 1:
+                    raise
 
     def release_gpus(self, instances: list[Instance]) -> None:
         for instance in instances:

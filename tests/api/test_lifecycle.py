@@ -279,3 +279,34 @@ def test_offboarding_destroys_instances_revokes_keys_and_keeps_history_for_the_a
     summary = admin.get(f"/team-billing/summary/{served.tenant_id}/{day}/{tomorrow}")
     assert summary.status_code == 200, summary.text
     assert float(summary.json()["gpu_cost"]) > 0
+
+
+@pytest.mark.parametrize("how", ["destroy", "offboard"])
+def test_a_destroy_racing_the_provisioning_job_still_succeeds_instead_of_a_409(
+    served, monkeypatch, how
+):
+    # The GPU is released before the destroy is saved; the provisioning job may run between
+    # the two, see the GPU gone and save the instance as failed. Here it does, every time:
+    # the destroy (alone, or within an offboarding) is then made again on that, not refused.
+    running = served.wait_for(served.deploy()["id"], "running")
+    instances = served.container.instances
+    release, raced = instances.release_gpus, []
+
+    def release_then_the_job_runs(released: list[Any]) -> None:
+        release(released)
+        if not raced:
+            job = served.container.provisioning.advance_instance(uuid.UUID(running["id"]))
+            raced.append(job)
+
+    monkeypatch.setattr(instances, "release_gpus", release_then_the_job_runs)
+    if how == "destroy":
+        r = served.api.delete(f"/instances/{running['id']}")
+        assert r.status_code == 200 and r.json()["status"] == "destroyed", r.text
+    else:
+        r = served.admin.delete(f"/tenants/{served.tenant_id}")
+        assert r.status_code == 200 and r.json()["status"] == "offboarded", r.text
+
+    assert raced == ["failed"]  # the job's write came first
+    instance = served.admin.get(f"/instances/{running['id']}").json()
+    assert instance["status"] == "destroyed"
+    assert [h["status"] for h in instance["history"]][-2:] == ["failed", "destroyed"]
