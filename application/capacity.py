@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from application.auth import Principal
-from application.errors import ConcurrentModificationError
-from application.store import EventStore
+from application.store import EventStore, retried_on_conflict
 from domain.capacity import Capacity, check_max_in_flight
 
 
@@ -15,22 +14,17 @@ class CapacityControl:
         self.store = store
         self.default_max_in_flight = check_max_in_flight(default_max_in_flight)
 
+    @retried_on_conflict
     def set_max_in_flight(self, principal: Principal, max_in_flight: int) -> None:
         """Set it (admin). Two settings at once: the later one wins, as two PUTs in turn would,
         so a lost race is retried rather than answered 409."""
         principal.check_admin()
-        for attempt in range(3):
-            capacity = self.store.find(Capacity, Capacity.create_id())
-            if capacity is None:
-                capacity = Capacity.configure(max_in_flight, actor=principal.actor)
-            else:
-                capacity.change(max_in_flight, actor=principal.actor)
-            try:
-                self.store.commit(capacity)
-                return
-            except ConcurrentModificationError:
-                if attempt == 2:
-                    raise
+        capacity = self.store.find(Capacity, Capacity.create_id())
+        if capacity is None:
+            capacity = Capacity.configure(max_in_flight, actor=principal.actor)
+        else:
+            capacity.change(max_in_flight, actor=principal.actor)
+        self.store.commit(capacity)
 
     def max_in_flight(self) -> int:
         """The value in force, from the event store (a process reads it once at start)."""

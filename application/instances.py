@@ -10,7 +10,7 @@ from uuid import UUID
 from application.auth import Principal
 from application.errors import ConcurrentModificationError, ProviderError
 from application.ports import Providers, SecretBox
-from application.store import EventStore
+from application.store import EventStore, retried_on_conflict
 from application.tenants import tenant_for
 from domain.base import Actor, InvalidValueError
 from domain.index import NameIndex
@@ -20,8 +20,6 @@ from domain.tenant import Tenant
 
 ON_DEMAND = "on-demand"  # the NameIndex kind of "the instance booted on demand for a model"
 BOOTING = ("pending", "deploying", "running")
-# A destroy whose save lost a race (see ``destroy_instance``) is made again this often.
-DESTROY_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -167,21 +165,16 @@ class Instances:
         instance.transition(status, actor=actor, reason=reason, endpoint_url=endpoint_url)
         self.store.commit(instance)
 
+    @retried_on_conflict
     def destroy_instance(self, principal: Principal, instance_id: UUID) -> None:
-        for attempt in range(DESTROY_ATTEMPTS):
-            instance = self.get_instance_for(principal, instance_id)
-            instance.destroy(actor=principal.actor)
-            # Release before recording: a provider error leaves the instance as it was,
-            # retryable. Between the two, the provisioning job may see the GPU gone and mark
-            # the instance failed: the destroy is then made again on that (a release is
-            # idempotent), instead of answering 409 for the platform's own write.
-            self.release_gpus([instance])
-            try:
-                self.store.commit(instance)
-                return
-            except ConcurrentModificationError:
-                if attempt == DESTROY_ATTEMPTS - 1:
-                    raise
+        instance = self.get_instance_for(principal, instance_id)
+        instance.destroy(actor=principal.actor)
+        # Release before recording: a provider error leaves the instance as it was, retryable.
+        # Between the two, the provisioning job may see the GPU gone and save the instance as
+        # failed: the destroy is then made again on that (a release is idempotent), instead of
+        # answering 409 for the platform's own write.
+        self.release_gpus([instance])
+        self.store.commit(instance)
 
     def release_gpus(self, instances: list[Instance]) -> None:
         for instance in instances:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import (
@@ -15,6 +15,7 @@ from eventsourcing.application import (
 )
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError, StoredEvent, Transcoder
+from eventsourcing.utils import retry
 
 from application.auth import Principal
 from application.errors import ConcurrentModificationError, NotFoundError
@@ -23,6 +24,17 @@ from application.ports import SecretBox
 from application.transcoder import OrjsonTranscoder
 
 A = TypeVar("A", bound=Aggregate)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# How often a use case whose save lost a race is made (``retried_on_conflict``).
+CONFLICT_ATTEMPTS = 3
+
+
+def retried_on_conflict(use_case: F) -> F:
+    """A use case made again from a fresh load when its save lost a race with another writer
+    (``ConcurrentModificationError``), up to ``CONFLICT_ATTEMPTS`` times in all; the last
+    conflict is raised (409). For use cases whose outcome does not depend on who wrote first."""
+    return cast(F, retry(ConcurrentModificationError, max_attempts=CONFLICT_ATTEMPTS)(use_case))
 
 
 class EventStore(Application[UUID]):
