@@ -563,3 +563,49 @@ def test_a_usage_read_model_made_before_the_vendor_buckets_fills_them_from_its_o
             assert [tuple(r.values()) for r in rows] == [
                 (tenant, "", "m", 5, 5, Decimal("0.50"), 0)
             ], table
+
+
+def test_usage_cache_judges_each_record_by_the_cache_setting_of_its_place_in_the_log(
+    container, admin
+):
+    """The usage_cache read model sums a batch of events before writing it: a miss is still a
+    successful answer of a model whose cache was on *at that record's place in the log*, live
+    and in a rebuild (which reads the whole log in one batch)."""
+    model = new_model(admin)
+    tenant = admin.new_tenant()
+    router, _ = admin.new_key(tenant["id"], "router")
+
+    def record(*hits: bool) -> None:
+        now = datetime.now(UTC)
+        records = [
+            UsageInput(
+                uuid4().hex, UUID(router["id"]), model, 10, 5, "success", 1, now, cache_hit=h
+            )
+            for h in hits
+        ]
+        container.usage.ingest_usage(GATEWAY, records)
+
+    def cache(enabled: bool) -> None:
+        body = {"enabled": enabled, "ttl_seconds": 60}
+        assert admin.put(f"/models/{model}/cache", json=body).is_success
+
+    record(False, False)  # the cache is off: no misses
+    cache(True)
+    record(False, True, True)  # one miss, two hits
+    cache(False)
+    record(False)  # off again: no miss
+
+    def stats() -> tuple[int, int, int]:
+        caught_up(container)
+        r = admin.get("/usage/cache", params={"tenant_id": tenant["id"]})
+        assert r.status_code == 200, r.text
+        (row,) = r.json()["data"]
+        return row["hits"], row["misses"], row["prompt_tokens_saved"]
+
+    assert stats() == (2, 1, 20)
+    container.background.scheduler.pause()
+    try:
+        container.runner.rebuild("usage_cache")
+    finally:
+        container.background.scheduler.resume()
+    assert stats() == (2, 1, 20)
