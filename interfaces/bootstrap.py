@@ -218,8 +218,8 @@ def _assemble(settings: Settings, database: Database) -> Container:
         min_size=1,
         # A request holds one at a time (authentication usually goes through the event
         # loop's own pool). Connections per process: this pool, the event store's (twice
-        # this size at most), the event loop's and two listeners: about 4 x pool_size + 2,
-        # which must fit in the server's max_connections for every process of
+        # this size at most), the event loop's and two listeners (three in the process that
+        # runs the projections): about 4 x pool_size + 3, which must fit in the server's max_connections for every process of
         # ``serve --workers`` together (the embedded server allows 300).
         max_size=settings.pool_size,
         open=True,
@@ -230,6 +230,7 @@ def _assemble(settings: Settings, database: Database) -> Container:
         channel=recorder.channel_name,
         mapper=store.mapper,
         at_once=applied_at_once,
+        changes_channel=recorder.changes_channel,
     )
     runner = ProjectionRunner(pool, source, all_projections(), database.conninfo)
     runner.create_all()

@@ -20,6 +20,10 @@ class EventSource:
     # of writes (``Worker._pace``): a write someone reads right after (a key, a tenant), unlike
     # the gateway's usage batches. By default every write is.
     at_once: Callable[[str], bool] = lambda _payload: True
+    # The channel NOTIFYed on each write but those ``at_once`` says may wait (the event store's
+    # ``changes_channel``), if there is one: the worker is then woken at once only by these
+    # (``Worker._listen``).
+    changes_channel: str | None = None
 
     def max_id_sql(self) -> str:
         return f"SELECT max(notification_id) AS m FROM {self.table}"

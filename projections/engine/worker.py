@@ -300,7 +300,10 @@ class Worker:
             thread.join(timeout=30)
         self._stop.clear()
         self._working = []
-        for target in (self._listen, self._work):
+        targets = [self._listen, self._work]
+        if self.source.changes_channel is not None:
+            targets.append(self._listen_changes)
+        for target in targets:
             thread = threading.Thread(
                 target=target, name=f"projections-{target.__name__}", daemon=True
             )
@@ -360,17 +363,56 @@ class Worker:
                 self._unfollow.wait(1.0)
 
     def _listen(self) -> None:
-        """Wake the worker whenever the event store NOTIFYs a write (from any process)."""
-        channel = self.source.channel
+        """Wake the worker whenever the event store NOTIFYs a write (from any process).
+
+        With a changes channel (``EventSource.changes_channel``), ``_listen_changes`` wakes it
+        at once for the writes applied at once; this channel's notifications are then mostly
+        usage batches (hundreds a second under traffic), which the worker takes once per
+        ``CATCH_UP_EVERY`` anyway (``_pace``): after a wake, the ones that follow are read
+        together ``CATCH_UP_EVERY`` later, not a wake-up of this thread (and of its database
+        session) for each.
+        """
+        paced = self.source.changes_channel is not None
+
+        def notified(conn: psycopg.Connection[Any]) -> None:
+            notices = list(conn.notifies(timeout=0.5, stop_after=1))
+            if not notices:
+                return
+            if paced:
+                for _ in conn.notifies(timeout=0):  # all that came meanwhile: read together
+                    pass
+                self._wake.set()
+                self._stop.wait(CATCH_UP_EVERY)
+                return
+            if any(self.source.at_once(n.payload) for n in notices):
+                self._hurry.set()
+            self._wake.set()
+
+        self._listening(self.source.channel, notified)
+
+    def _listen_changes(self) -> None:
+        """Wake the worker at once, without its pause, for a write it applies at once (every
+        write but the usage batches is notified on the changes channel)."""
+        assert self.source.changes_channel is not None
+
+        def notified(conn: psycopg.Connection[Any]) -> None:
+            notices = list(conn.notifies(timeout=0.5, stop_after=1))
+            if any(self.source.at_once(n.payload) for n in notices):
+                self._hurry.set()
+            if notices:
+                self._wake.set()
+
+        self._listening(self.source.changes_channel, notified)
+
+    def _listening(self, channel: str, notified: Callable[[psycopg.Connection[Any]], None]) -> None:
+        """LISTEN on ``channel`` and call ``notified`` (which waits for notifications, briefly)
+        until the worker stops; reconnect if the database goes away."""
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
                     conn.execute(f'LISTEN "{channel}"')
                     while not self._stop.is_set():
-                        for notice in conn.notifies(timeout=0.5, stop_after=1):
-                            if self.source.at_once(notice.payload):
-                                self._hurry.set()
-                            self._wake.set()
+                        notified(conn)
             except Exception as e:  # the database went away: retry, the poll still runs
                 log.warning("projection listener reconnecting: %s", type(e).__name__)
                 self._stop.wait(1.0)

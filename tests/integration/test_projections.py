@@ -19,6 +19,7 @@ from domain.usage import UsageInput
 from interfaces.gateway.meter import GATEWAY
 from projections.engine.base import live_schema
 from projections.engine.runner import ProjectionFailedError, ProjectionRunner
+from projections.engine.worker import CATCH_UP_EVERY
 from projections.readmodels.audit import AuditProjection
 from projections.readmodels.keys import KeysProjection
 from projections.readmodels.registry import all_projections
@@ -609,3 +610,54 @@ def test_usage_cache_judges_each_record_by_the_cache_setting_of_its_place_in_the
     finally:
         container.background.scheduler.resume()
     assert stats() == (2, 1, 20)
+
+
+def test_a_stream_of_usage_writes_wakes_the_worker_once_per_pause_and_a_key_write_at_once(
+    container,
+):
+    """The worker takes usage batches once per ``CATCH_UP_EVERY`` (``_pace``): its listener
+    reads their notifications (hundreds a second under traffic) together, once per pause,
+    instead of waking for each; a write applied at once (a key), notified on the changes
+    channel, still wakes it at once and without a pause."""
+    source = container.runner.source
+    assert source.changes_channel is not None
+    runner = ProjectionRunner(container.pool, source, [], container.runner.conninfo)
+    wakes: list[float] = []
+
+    class Counted(threading.Event):
+        def set(self) -> None:
+            wakes.append(time.monotonic())
+            super().set()
+
+    runner._wake = Counted()
+    listeners = [
+        threading.Thread(target=runner._listen, daemon=True),
+        threading.Thread(target=runner._listen_changes, daemon=True),
+    ]
+    for thread in listeners:
+        thread.start()
+    try:
+        with container.pool.connection() as conn:
+            time.sleep(0.3)  # both LISTENing
+            started = time.monotonic()
+            for i in range(100):  # 100 usage writes over ~0.2 s
+                conn.execute("SELECT pg_notify(%s, %s)", (source.channel, f"{i} usage:UsageBatch"))
+                time.sleep(0.002)
+            streamed = time.monotonic() - started
+            time.sleep(3 * CATCH_UP_EVERY)
+            during_usage = len(wakes)
+            # Every notification was read: none is left to wake the worker later.
+            time.sleep(3 * CATCH_UP_EVERY)
+            assert len(wakes) == during_usage
+            assert 1 <= during_usage <= streamed / CATCH_UP_EVERY + 2
+            assert not runner._hurry.is_set()
+
+            conn.execute("SELECT pg_notify(%s, %s)", (source.channel, "200 usage:UsageBatch"))
+            key = "201 domain.apikey:ApiKey"
+            conn.execute("SELECT pg_notify(%s, %s)", (source.changes_channel, key))
+            conn.execute("SELECT pg_notify(%s, %s)", (source.channel, key))
+            assert runner._hurry.wait(5)
+    finally:
+        runner._stop.set()
+        for thread in listeners:
+            thread.join(5)
