@@ -219,8 +219,9 @@ def _assemble(settings: Settings, database: Database) -> Container:
         # A request holds one at a time (authentication usually goes through the event
         # loop's own pool). Connections per process: this pool, the event store's (twice
         # this size at most), the event loop's and two listeners (three in the process that
-        # runs the projections): about 4 x pool_size + 3, which must fit in the server's max_connections for every process of
-        # ``serve --workers`` together (the embedded server allows 300).
+        # runs the projections): about 4 x pool_size + 3, which must fit in the server's
+        # max_connections for every process of ``serve --workers`` together (the embedded
+        # server allows 300).
         max_size=settings.pool_size,
         open=True,
         **pool_settings(settings),
