@@ -342,25 +342,21 @@ class Worker:
 
     def _follow(self) -> None:
         names = list(self.projections)
-        while not self._unfollow.is_set():
-            try:
-                with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
-                    conn.execute(f'LISTEN "{POSITIONS_CHANNEL}"')
-                    while not self._unfollow.is_set():
-                        if not any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
-                            continue
-                        if self._working and not self._stop.is_set():
-                            continue  # this process's worker committed it, and woke the waits
-                        if not self._waiters:
-                            continue  # no wait runs: a wait's first look is the database's
-                        for name, position in self.positions(names).items():
-                            schema = live_schema(name)
-                            if position > self._committed.get(schema, -1):
-                                self._committed[schema] = position
-                        self._advance()
-            except Exception as e:  # the database went away: retry, waits still poll
-                log.warning("projection follower reconnecting: %s", type(e).__name__)
-                self._unfollow.wait(1.0)
+
+        def notified(conn: psycopg.Connection[Any]) -> None:
+            if not any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
+                return
+            if self._working and not self._stop.is_set():
+                return  # this process's worker committed it, and woke the waits
+            if not self._waiters:
+                return  # no wait runs: a wait's first look is the database's
+            for name, position in self.positions(names).items():
+                schema = live_schema(name)
+                if position > self._committed.get(schema, -1):
+                    self._committed[schema] = position
+            self._advance()
+
+        self._listening(POSITIONS_CHANNEL, notified, self._unfollow, "follower")
 
     def _listen(self) -> None:
         """Wake the worker whenever the event store NOTIFYs a write (from any process).
@@ -388,7 +384,7 @@ class Worker:
                 self._hurry.set()
             self._wake.set()
 
-        self._listening(self.source.channel, notified)
+        self._listening(self.source.channel, notified, self._stop, "listener")
 
     def _listen_changes(self) -> None:
         """Wake the worker at once, without its pause, for a write it applies at once (every
@@ -402,20 +398,27 @@ class Worker:
             if notices:
                 self._wake.set()
 
-        self._listening(self.source.changes_channel, notified)
+        self._listening(self.source.changes_channel, notified, self._stop, "listener")
 
-    def _listening(self, channel: str, notified: Callable[[psycopg.Connection[Any]], None]) -> None:
+    def _listening(
+        self,
+        channel: str,
+        notified: Callable[[psycopg.Connection[Any]], None],
+        stop: threading.Event,
+        who: str,
+    ) -> None:
         """LISTEN on ``channel`` and call ``notified`` (which waits for notifications, briefly)
-        until the worker stops; reconnect if the database goes away."""
-        while not self._stop.is_set():
+        until ``stop`` is set; reconnect if the database goes away (meanwhile the worker and
+        the waits still poll)."""
+        while not stop.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row) as conn:
                     conn.execute(f'LISTEN "{channel}"')
-                    while not self._stop.is_set():
+                    while not stop.is_set():
                         notified(conn)
-            except Exception as e:  # the database went away: retry, the poll still runs
-                log.warning("projection listener reconnecting: %s", type(e).__name__)
-                self._stop.wait(1.0)
+            except Exception as e:  # the database went away: retry
+                log.warning("projection %s reconnecting: %s", who, type(e).__name__)
+                stop.wait(1.0)
 
     def _work(self) -> None:
         retry_at: dict[str, float] = {}  # projections whose last batch failed
