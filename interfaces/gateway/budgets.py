@@ -9,7 +9,9 @@ The money is held through ``BudgetLedger`` leases that every process sees (READM
 enforced at request time"): a process asks the ledger for room (at least the request's worst
 case, up to a 64th of the limit) and admits from it in memory while it is less than
 ``LEASE_SECONDS`` old; older, it asks again, so spend recorded elsewhere (another process,
-``POST /usage/events``) refuses the next request within a second.
+``POST /usage/events``) refuses the next request within a second. A lease in use is renewed in
+the background once it is ``RENEW_SECONDS`` old, holding everything the process holds while it
+asks, so that requests go on being admitted from it meanwhile instead of waiting for the ledger.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,7 +32,7 @@ from application.gateway import GatewayRefusal
 from domain.pricing import token_cost
 from domain.timewindow import period_window
 from interfaces.gateway.admission import Actual, Admitting, Headers
-from interfaces.gateway.budget_ledger import BudgetLedger, Scope, Settled
+from interfaces.gateway.budget_ledger import BudgetLedger, Lease, Scope, Settled
 from projections.readmodels.budgets import SCHEMA as BUDGETS
 from projections.readmodels.costs import SCHEMA as COSTS
 from projections.readmodels.pricebook import SCHEMA as PRICEBOOK
@@ -40,6 +42,7 @@ log = logging.getLogger("hostplane.gateway")
 ZERO = Decimal(0)
 FRESH_SECONDS = 1.0  # how long a tenant's budgets and a model's prices are kept per process
 LEASE_SECONDS = 0.5  # how long a process admits from a lease without asking the ledger again
+RENEW_SECONDS = LEASE_SECONDS / 2  # a lease in use is renewed in the background from this age
 CHUNK = 64  # a lease gives up to limit / CHUNK beyond the request's worst case
 FLUSH_SECONDS = 0.05  # settlements gathered into one ledger write (meanwhile it holds more)
 PRUNE_SECONDS = 60.0
@@ -93,6 +96,8 @@ class Held:
     written: Decimal = ZERO  # the amount the ledger holds for it (more, until a flush)
     unsettled: list[Settled] = field(default_factory=list)  # costs not yet in the ledger
     flushing: bool = False
+    renewing: bool = False  # a renewal is under way (requests are admitted from the lease)
+    asking: bool = False  # the lease is replaced from ``in_flight``: nobody is admitted meanwhile
     asked_at: float = -LEASE_SECONDS  # time.monotonic() of the last lease
     limit: Decimal = ZERO  # as the last lease read it
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -205,7 +210,8 @@ class BudgetGate:
 
     def _forget_idle(self) -> None:
         for subject, held in list(self._held.items()):
-            if held.in_flight == 0 and not (held.lock.locked() or held.unsettled or held.flushing):
+            busy = held.lock.locked() or held.unsettled or held.flushing or held.renewing
+            if held.in_flight == 0 and not busy:
                 del self._held[subject]
 
     # -- admission ------------------------------------------------------------------------
@@ -244,10 +250,14 @@ class BudgetGate:
         return BudgetGrant(self, taken, worst, price)
 
     async def _reserve(self, held: Held, worst: Decimal, now: datetime) -> bool:
-        # In memory while the lease is fresh and nobody is asking the ledger for this subject
-        # (a lease being renewed is replaced by its answer).
-        if not held.lock.locked() and held.room(time.monotonic()) >= worst:
+        # In memory while the lease is fresh and nobody replaces it from what is in flight (a
+        # renewal or a flush keeps everything the process holds, so they don't stop it).
+        at = time.monotonic()
+        if not held.asking and held.room(at) >= worst:
             held.in_flight += worst
+            if at - held.asked_at >= RENEW_SECONDS and not held.renewing:
+                held.renewing = True
+                self._background(self._renew(held))
             return True
         async with held.lock:
             for _ in range(2):
@@ -267,7 +277,46 @@ class BudgetGate:
             return False
 
     async def _ask(self, held: Held, worst: Decimal, now: datetime) -> None:
-        """Take a lease on the subject (its lock held), writing what was settled."""
+        """Take a lease on the subject (its lock held), writing what was settled: what is in
+        flight, and at least ``worst`` more or nothing more."""
+        held.asking = True
+        try:
+            await self._hold(held, held.in_flight, worst, max(worst, held.cap), now)
+        except Exception:  # noqa: BLE001 - answered as a 503: the ledger is unreachable
+            log.exception("taking a budget lease failed")
+            raise unavailable() from None
+        finally:
+            held.asking = False
+
+    async def _renew(self, held: Held) -> None:
+        """Renew a lease in use before it expires, while requests are admitted from it.
+
+        The ledger is asked to keep everything this process holds (its requests in flight and
+        the room they are admitted from meanwhile) and to top the room up to a chunk. If what is
+        left for this process is less than what it holds (spent elsewhere), it keeps only its
+        requests in flight: the next request asks, and is refused if nothing is left.
+        """
+        try:
+            async with held.lock:
+                if time.monotonic() - held.asked_at < RENEW_SECONDS:
+                    return  # a request asked meanwhile
+                base = held.amount
+                want = max(ZERO, held.cap - (base - held.in_flight))
+                try:
+                    lease = await self._hold(held, base, ZERO, want, datetime.now(UTC))
+                except Exception:  # noqa: BLE001 - the lease expires; the next request asks
+                    log.exception("renewing a budget lease failed")
+                    return
+                if lease.remaining < base:
+                    held.amount = held.in_flight
+                    self._flush_soon(held)
+        finally:
+            held.renewing = False
+
+    async def _hold(
+        self, held: Held, base: Decimal, need: Decimal, want: Decimal, now: datetime
+    ) -> Lease:
+        """Ask the ledger to hold ``base`` (and ``need``..``want`` more), with the lock held."""
         asked = time.monotonic()
         before = held.amount
         taken, held.unsettled = held.unsettled, []
@@ -277,19 +326,19 @@ class BudgetGate:
                 held.subject,
                 held.scope,
                 held.rule.limit,
-                held.in_flight,
-                worst,
-                max(worst, held.cap),
+                base,
+                need,
+                want,
                 now,
                 taken,
             )
-        except Exception:  # noqa: BLE001 - answered as a 503: the ledger is unreachable
-            log.exception("taking a budget lease failed")
+        except Exception:
             held.unsettled = taken + held.unsettled
-            raise unavailable() from None
+            raise
         # Requests settled while it was asked left the lease after the answer was written.
         held.amount = lease.amount + (held.amount - before)
         held.written, held.limit, held.asked_at = lease.amount, lease.limit, asked
+        return lease
 
     # -- settlement -----------------------------------------------------------------------
 
@@ -318,11 +367,12 @@ class BudgetGate:
                 held.unsettled.append(settled)
             if held.amount - held.in_flight > held.cap:  # give the room beyond a chunk back
                 held.amount = held.in_flight + held.cap
-            if (held.unsettled or held.amount < held.written) and not held.flushing:
-                held.flushing = True
-                task = asyncio.get_running_loop().create_task(self._flush(held))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._flush_soon(held)
+
+    def _flush_soon(self, held: Held) -> None:
+        if (held.unsettled or held.amount < held.written) and not held.flushing:
+            held.flushing = True
+            self._background(self._flush(held))
 
     async def _flush(self, held: Held) -> None:
         await asyncio.sleep(FLUSH_SECONDS)  # one write for the settlements of a moment
@@ -344,9 +394,12 @@ class BudgetGate:
         if time.monotonic() - self._pruned_at < PRUNE_SECONDS:
             return
         self._pruned_at = time.monotonic()
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.ledger.prune))
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self._background(asyncio.to_thread(self.ledger.prune))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def worst_case(request: Admitting, price: Price) -> Decimal:
