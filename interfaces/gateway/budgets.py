@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID, uuid4
 
 from psycopg_pool import ConnectionPool
@@ -33,6 +33,7 @@ from domain.pricing import token_cost
 from domain.timewindow import period_window
 from interfaces.gateway.admission import Actual, Admitting, Headers
 from interfaces.gateway.budget_ledger import BudgetLedger, Lease, Scope, Settled
+from interfaces.gateway.kept import Kept
 from projections.readmodels.budgets import SCHEMA as BUDGETS
 from projections.readmodels.costs import SCHEMA as COSTS
 from projections.readmodels.pricebook import SCHEMA as PRICEBOOK
@@ -40,7 +41,6 @@ from projections.readmodels.pricebook import SCHEMA as PRICEBOOK
 log = logging.getLogger("hostplane.gateway")
 
 ZERO = Decimal(0)
-FRESH_SECONDS = 1.0  # how long a tenant's budgets and a model's prices are kept per process
 LEASE_SECONDS = 0.5  # how long a process admits from a lease without asking the ledger again
 RENEW_SECONDS = LEASE_SECONDS / 2  # a lease in use is renewed in the background from this age
 CHUNK = 64  # a lease gives up to limit / CHUNK beyond the request's worst case
@@ -62,9 +62,6 @@ JOIN LATERAL (
     ORDER BY effective_from DESC NULLS LAST, version DESC LIMIT 1
 ) p ON true
 WHERE m.id = %s"""
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,30 +108,6 @@ class Held:
         return self.amount - self.in_flight if now - self.asked_at <= LEASE_SECONDS else ZERO
 
 
-class Kept:
-    """Values kept per process for ``FRESH_SECONDS``, loaded once at a time per key."""
-
-    def __init__(self) -> None:
-        self._values: dict[Any, tuple[float, Any]] = {}
-        self._locks: dict[Any, asyncio.Lock] = {}
-
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        kept = self._values.get(key)
-        if kept is not None and time.monotonic() - kept[0] <= FRESH_SECONDS:
-            return kept[1]  # type: ignore[no-any-return]
-        started = time.monotonic()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            kept = self._values.get(key)
-            if kept is None or kept[0] < started:  # nobody loaded it while this one waited
-                if len(self._values) >= MAX_KEPT:
-                    self._values.clear()
-                    self._locks = {key: lock}
-                kept = (time.monotonic(), await load())
-                self._values[key] = kept
-        return kept[1]  # type: ignore[no-any-return]
-
-
 @dataclass
 class BudgetGrant:
     """The subjects a request holds its worst case on, until it is settled."""
@@ -167,8 +140,8 @@ class BudgetGate:
     def __init__(self, pool: ConnectionPool[Any], ledger: BudgetLedger) -> None:
         self.pool = pool
         self.ledger = ledger
-        self._rules = Kept()
-        self._prices = Kept()
+        self._rules: Kept[UUID, list[Rule]] = Kept("budgets")
+        self._prices: Kept[str, Price | None] = Kept("prices")
         self._held: dict[str, Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pruned_at = time.monotonic()

@@ -1,14 +1,13 @@
 """What the gateway reads to decide: the catalog, a tenant's instances, instance keys.
 
 Read from the read models on the event loop's own pool and kept per process for about a
-second (``FRESH_SECONDS``), so that a busy key costs no query for them; a request about to be
-refused reads afresh first (``fresh=True``), so a just-started instance serves at once.
+second (``FRESH_SECONDS``, ``interfaces.gateway.kept``), so that a busy key costs no query for
+them and never waits for one; a request about to be refused reads afresh first (``fresh=True``),
+so a just-started instance serves at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -16,12 +15,12 @@ from uuid import UUID
 from psycopg_pool import AsyncConnectionPool
 
 from application.gateway import CatalogModel, Target
+from interfaces.gateway.kept import FRESH_SECONDS, Kept
 from projections.readmodels.instances import SCHEMA as INSTANCES
 from projections.readmodels.pricebook import SCHEMA as PRICEBOOK
 from projections.readmodels.project_configs import SCHEMA as PROJECT_CONFIGS
 
-FRESH_SECONDS = 1.0
-MAX_TENANTS = 10_000
+__all__ = ["FRESH_SECONDS", "GatewayDirectory"]
 
 SELECT_MODELS = (
     "SELECT id, serveable, vendor, modality, created_at, cache_enabled, cache_ttl_seconds"
@@ -61,11 +60,9 @@ def _target(row: dict[str, Any]) -> Target:
 class GatewayDirectory:
     def __init__(self, pool: Callable[[], AsyncConnectionPool[Any]]) -> None:
         self._pool = pool  # the event loop's pool, opened with the app
-        self._models: dict[str, CatalogModel] = {}
-        self._models_at = -FRESH_SECONDS
-        self._models_lock = asyncio.Lock()
-        self._tenants: dict[UUID, tuple[float, list[Target]]] = {}
-        self._configs: dict[UUID, tuple[float, tuple[bool, dict[str, Any]]]] = {}
+        self._models: Kept[None, dict[str, CatalogModel]] = Kept("catalog")
+        self._tenants: Kept[UUID, list[Target]] = Kept("instances")
+        self._configs: Kept[UUID, tuple[bool, dict[str, Any]]] = Kept("project settings")
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         async with self._pool().connection() as conn:
@@ -73,16 +70,11 @@ class GatewayDirectory:
             return await cursor.fetchall()
 
     async def models(self, fresh: bool = False) -> dict[str, CatalogModel]:
-        if fresh or time.monotonic() - self._models_at > FRESH_SECONDS:
-            started = time.monotonic()
-            async with self._models_lock:  # one load at a time; who waited takes its answer
-                if self._models_at < started:
-                    await self._load_models()
-        return self._models
+        return await self._models.get(None, self._load_models, fresh)
 
-    async def _load_models(self) -> None:
+    async def _load_models(self) -> dict[str, CatalogModel]:
         rows = await self._rows(SELECT_MODELS)
-        self._models = {
+        return {
             r["id"]: CatalogModel(
                 slug=r["id"],
                 serveable=r["serveable"],
@@ -93,7 +85,6 @@ class GatewayDirectory:
             )
             for r in rows
         }
-        self._models_at = time.monotonic()
 
     async def model(self, slug: object, fresh: bool = False) -> CatalogModel | None:
         if not isinstance(slug, str):
@@ -105,26 +96,20 @@ class GatewayDirectory:
 
     async def targets(self, tenant_id: UUID, fresh: bool = False) -> list[Target]:
         """The tenant's instances and BYOK upstreams that are not destroyed."""
-        kept = self._tenants.get(tenant_id)
-        if not fresh and kept is not None and time.monotonic() - kept[0] <= FRESH_SECONDS:
-            return kept[1]
-        targets = [_target(r) for r in await self._rows(SELECT_TENANT, (tenant_id,))]
-        if len(self._tenants) >= MAX_TENANTS:
-            self._tenants.clear()
-        self._tenants[tenant_id] = (time.monotonic(), targets)
-        return targets
+
+        async def load() -> list[Target]:
+            return [_target(r) for r in await self._rows(SELECT_TENANT, (tenant_id,))]
+
+        return await self._tenants.get(tenant_id, load, fresh)
 
     async def project_config(self, tenant_id: UUID) -> tuple[bool, dict[str, Any]]:
         """The tenant's project configuration (seed 002): ``allow_overwrite`` and settings."""
-        kept = self._configs.get(tenant_id)
-        if kept is not None and time.monotonic() - kept[0] <= FRESH_SECONDS:
-            return kept[1]
-        rows = await self._rows(SELECT_PROJECT_CONFIG, (tenant_id,))
-        config = (rows[0]["allow_overwrite"], rows[0]["settings"]) if rows else NO_PROJECT_CONFIG
-        if len(self._configs) >= MAX_TENANTS:
-            self._configs.clear()
-        self._configs[tenant_id] = (time.monotonic(), config)
-        return config
+
+        async def load() -> tuple[bool, dict[str, Any]]:
+            rows = await self._rows(SELECT_PROJECT_CONFIG, (tenant_id,))
+            return (rows[0]["allow_overwrite"], rows[0]["settings"]) if rows else NO_PROJECT_CONFIG
+
+        return await self._configs.get(tenant_id, load)
 
     async def target(self, instance_id: UUID) -> Target | None:
         """Any instance by id (whoever's: to tell another tenant's key from none)."""

@@ -15,7 +15,6 @@ answer carries too.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -29,11 +28,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from application.gateway import GatewayCaller, GatewayRefusal
 from interfaces.gateway.admission import Actual, Admitting, Headers
+from interfaces.gateway.kept import Kept
 from interfaces.gateway.ledger import Account, Allowance, Window
 from projections.readmodels.tenants import SCHEMA as TENANTS
 
-FRESH_SECONDS = 1.0
-MAX_TENANTS = 10_000
 SELECT_QUOTA = f"SELECT tokens_per_minute FROM {TENANTS}.tenants WHERE id = %s"
 LEASES_PER_WINDOW = 64  # a lease is 1/64 of a limit: unused leases cost ~1.6% per process
 
@@ -92,34 +90,16 @@ class TenantQuotas:
 
     def __init__(self, pool: Callable[[], AsyncConnectionPool[Any]]) -> None:
         self._pool = pool
-        self._kept: dict[UUID, tuple[float, int | None]] = {}
-        self._loading: dict[UUID, asyncio.Future[int | None]] = {}
+        self._kept: Kept[UUID, int | None] = Kept("quotas")
 
     async def tokens_per_minute(self, tenant_id: UUID) -> int | None:
-        kept = self._kept.get(tenant_id)
-        if kept is not None and time.monotonic() - kept[0] <= FRESH_SECONDS:
-            return kept[1]
-        loading = self._loading.get(tenant_id)
-        if loading is not None:  # one query per tenant at a time; who waited takes its answer
-            return await asyncio.shield(loading)
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._loading[tenant_id] = future
-        try:
+        async def load() -> int | None:
             async with self._pool().connection() as conn:
                 cursor = await conn.execute(SELECT_QUOTA, (tenant_id,))
                 row = await cursor.fetchone()
-            quota = None if row is None else row["tokens_per_minute"]
-            if len(self._kept) >= MAX_TENANTS:
-                self._kept.clear()
-            self._kept[tenant_id] = (time.monotonic(), quota)
-            future.set_result(quota)
-            return quota
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: a waiter-less failure is not logged as unhandled
-            raise
-        finally:
-            del self._loading[tenant_id]
+            return None if row is None else row["tokens_per_minute"]
+
+        return await self._kept.get(tenant_id, load)
 
 
 class LimitGrant:
